@@ -1,0 +1,41 @@
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+const char *tu_fixtures(void)
+{
+    const char *d = getenv("HEARTH_FIXTURES");
+    if (d && *d)
+        return d;
+    d = getenv("HEARTH_FIXTURES_DEFAULT");
+    return (d && *d) ? d : "../shared/fixtures";
+}
+
+const char *tu_fixture(const char *rel)
+{
+    static char bufs[8][4096];
+    static int slot;
+    char *b = bufs[slot++ & 7];
+    snprintf(b, 4096, "%s/%s", tu_fixtures(), rel);
+    return b;
+}
+
+void *tu_read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return NULL; }
+    long n = ftell(f);
+    if (n < 0) { fclose(f); return NULL; }
+    rewind(f);
+    char *buf = malloc((size_t)n + 1);
+    if (!buf) { fclose(f); return NULL; }
+    if (fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); fclose(f); return NULL; }
+    buf[n] = 0;
+    fclose(f);
+    if (size)
+        *size = (size_t)n;
+    return buf;
+}
