@@ -1,0 +1,10 @@
+/* cli.h - the `hearth` subcommands. Each returns the process exit status
+ * (0 ok, 1 error with a one-line message on stderr, 2 usage). */
+#ifndef HR_CLI_CLI_H
+#define HR_CLI_CLI_H
+
+int cmd_run(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+
+#endif
