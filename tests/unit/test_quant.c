@@ -417,6 +417,9 @@ static void test_activation_q8(void **state)
         unsigned char buf[2048];
         memset(buf, 0xa5, sizeof buf);
         t->from_float(x, buf, N);
+        /* every byte zero: d = +0, s = +0, quants and bsums 0 */
+        for (size_t i = 0; i < hr_row_size(acts[k], N); i++)
+            assert_int_equal(buf[i], 0);
         t->to_float(buf, y, N);
         for (int i = 0; i < N; i++) {
             assert_false(isnan(y[i]));
