@@ -417,6 +417,9 @@ static void test_activation_q8(void **state)
         unsigned char buf[2048];
         memset(buf, 0xa5, sizeof buf);
         t->from_float(x, buf, N);
+        /* every byte zero: d = +0, s = +0, quants and bsums 0 */
+        for (size_t i = 0; i < hr_row_size(acts[k], N); i++)
+            assert_int_equal(buf[i], 0);
         t->to_float(buf, y, N);
         for (int i = 0; i < N; i++) {
             assert_false(isnan(y[i]));
@@ -441,6 +444,32 @@ static void test_activation_q8(void **state)
             assert_true(s == 0.0f);
         }
     }
+}
+
+/* Hand-checked values: with amax = 127 the scale is exactly 1, so the
+ * quants are x rounded to nearest with ties to even. */
+static void test_activation_rounding(void **state)
+{
+    (void)state;
+    float x[256] = {0};
+    x[0] = 127.0f; x[1] = 0.5f; x[2] = 1.5f; x[3] = 2.5f; x[4] = -63.5f; x[5] = -0.49f;
+    unsigned char b[292];
+    hr_type_get(HR_TYPE_Q8_0)->from_float(x, b, 32);
+    static const int8_t want0[6] = {127, 0, 2, 2, -64, 0};
+    uint16_t dh;
+    memcpy(&dh, b, 2);
+    assert_true(hr_f16_to_f32(dh) == 1.0f);
+    assert_memory_equal(b + 2, want0, 6);
+    /* Q8_K: the signed extreme maps to -127; here it is +127, so d = -1 */
+    hr_type_get(HR_TYPE_Q8_K)->from_float(x, b, 256);
+    float d;
+    memcpy(&d, b, 4);
+    assert_true(d == -1.0f);
+    static const int8_t wantk[6] = {-127, 0, -2, -2, 64, 0};
+    assert_memory_equal(b + 4, wantk, 6);
+    int16_t bs0;
+    memcpy(&bs0, b + 260, 2);
+    assert_int_equal(bs0, -127 - 2 - 2 + 64);
 }
 
 static void test_float_activations(void **state)
@@ -611,6 +640,7 @@ int main(void)
         cmocka_unit_test(test_fixture_vec_dot),
         cmocka_unit_test(test_random_vec_dot),
         cmocka_unit_test(test_activation_q8),
+        cmocka_unit_test(test_activation_rounding),
         cmocka_unit_test(test_float_activations),
         cmocka_unit_test(test_weight_quantizers),
     };
