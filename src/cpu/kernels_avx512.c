@@ -1,0 +1,376 @@
+/* kernels_avx512.c - AVX-512 (F/BW/VL/DQ + VNNI) bodies of the hot dot
+ * products. Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni
+ * -mavx512dq (CMakeLists.txt); only reached after dispatch.c has checked the
+ * host. Empty off x86. Types without a body here use the AVX2 one (every
+ * AVX-512 host dispatch accepts also has AVX2/FMA/F16C).
+ *
+ * Same arithmetic contract as kernels_avx2.c: exact integer sums inside a
+ * block; the K-quant kernels scale each super-block's integer total exactly
+ * as the reference does and so match it bit for bit; the 32-element block
+ * types and the float types accumulate in 16 float lanes with FMA. */
+#include "cpu/kernels.h"
+
+#ifdef HR_CPU_X86
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "quant/quant_impl.h"
+
+static inline float ld_f16(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+static inline float ld_f32(const uint8_t *p)
+{
+    float f;
+    memcpy(&f, p, 4);
+    return f;
+}
+
+static inline uint32_t ld_u32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static inline __m512i ld512(const void *p) { return _mm512_loadu_si512(p); }
+static inline __m256i ld256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+static inline __m128i ld128(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
+
+static inline __m512i join256(__m256i lo, __m256i hi)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+static inline __m512 join_ps(float lo, float hi)
+{
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(lo)), _mm256_set1_ps(hi), 1);
+}
+
+/* int16 vector: s0 in the low 16 lanes, s1 in the high 16. */
+static inline __m512i scale_pair16(int s0, int s1)
+{
+    return join256(_mm256_set1_epi16((short)s0), _mm256_set1_epi16((short)s1));
+}
+
+/* 16 int32 sums of 4 products each of two signed int8 vectors (VNNI):
+ * |x| is unsigned (|-128| = 128 fits), x's sign moves onto y. */
+static inline __m512i dot_s8s8(__m512i x, __m512i y)
+{
+    const __mmask64 neg = _mm512_movepi8_mask(x);
+    const __m512i sy = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(x), sy);
+}
+
+/* ---- 32-element blocks against Q8_0: two blocks per register ---- */
+
+static inline __m256i unpack_nibbles(const uint8_t *p)
+{
+    const __m128i raw = ld128(p);
+    return _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1),
+                            _mm256_set1_epi8(0x0f));
+}
+
+static inline __m256i q8_0_q(const uint8_t *x) { return ld256(x + 2); }
+static inline __m256i q4_0_q(const uint8_t *x) { return _mm256_sub_epi8(unpack_nibbles(x + 2), _mm256_set1_epi8(8)); }
+static inline __m256i iq4_nl_q(const uint8_t *x)
+{
+    const __m256i table = _mm256_broadcastsi128_si256(ld128(hr_iq4nl_values));
+    return _mm256_shuffle_epi8(table, unpack_nibbles(x + 2));
+}
+static inline __m256i q5_0_q(const uint8_t *x)
+{
+    /* the 32 fifth bits as a mask: (nibble | bit<<4) - 16 = nibble - 16 where clear */
+    const __mmask32 clear = (__mmask32)~ld_u32(x + 2);
+    const __m256i nib = unpack_nibbles(x + 6);
+    return _mm256_mask_sub_epi8(nib, clear, nib, _mm256_set1_epi8(16));
+}
+
+#define DOT_Q8_0_BODY(WSIZE, LOADQ)                                                   \
+    const uint8_t *pw = w, *pa = a;                                                   \
+    const int64_t nb = n / HR_QK32;                                                   \
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();                    \
+    int64_t i = 0;                                                                    \
+    for (; i + 3 < nb; i += 4) {                                                      \
+        const uint8_t *x = pw + i * (WSIZE), *y = pa + i * 34;                        \
+        const __m512i p0 = dot_s8s8(join256(LOADQ(x), LOADQ(x + (WSIZE))),           \
+                                    join256(ld256(y + 2), ld256(y + 36)));            \
+        const __m512i p1 = dot_s8s8(join256(LOADQ(x + 2 * (WSIZE)), LOADQ(x + 3 * (WSIZE))), \
+                                    join256(ld256(y + 70), ld256(y + 104)));          \
+        acc0 = _mm512_fmadd_ps(join_ps(ld_f16(x) * ld_f16(y), ld_f16(x + (WSIZE)) * ld_f16(y + 34)), \
+                               _mm512_cvtepi32_ps(p0), acc0);                         \
+        acc1 = _mm512_fmadd_ps(join_ps(ld_f16(x + 2 * (WSIZE)) * ld_f16(y + 68),      \
+                                       ld_f16(x + 3 * (WSIZE)) * ld_f16(y + 102)),    \
+                               _mm512_cvtepi32_ps(p1), acc1);                         \
+    }                                                                                 \
+    for (; i < nb; i++) {                                                             \
+        const uint8_t *x = pw + i * (WSIZE), *y = pa + i * 34;                        \
+        const __m512i p = dot_s8s8(_mm512_zextsi256_si512(LOADQ(x)),                  \
+                                   _mm512_zextsi256_si512(ld256(y + 2)));             \
+        acc0 = _mm512_mask3_fmadd_ps(_mm512_set1_ps(ld_f16(x) * ld_f16(y)),           \
+                                     _mm512_cvtepi32_ps(p), acc0, 0x00ff);            \
+    }                                                                                 \
+    *s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+
+static void vd_q8_0(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(34, q8_0_q) }
+static void vd_q4_0(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(18, q4_0_q) }
+static void vd_q5_0(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(22, q5_0_q) }
+static void vd_iq4_nl(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(18, iq4_nl_q) }
+
+/* ---- K-quants against Q8_K ---- */
+
+static inline void k4_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8])
+{
+    const uint32_t a0 = ld_u32(s), a1 = ld_u32(s + 4), a2 = ld_u32(s + 8);
+    const uint32_t v[4] = {
+        a0 & 0x3f3f3f3fu,
+        (a2 & 0x0f0f0f0fu) | ((a0 >> 6) & 0x03030303u) << 4,
+        a1 & 0x3f3f3f3fu,
+        ((a2 >> 4) & 0x0f0f0f0fu) | ((a1 >> 6) & 0x03030303u) << 4,
+    };
+    memcpy(sc, &v[0], 8);
+    memcpy(mn, &v[2], 8);
+}
+
+static inline int k4_min_sum(const uint8_t *y, const uint8_t mn[8])
+{
+    int16_t bs[16];
+    memcpy(bs, y + 260, 32);
+    int msum = 0;
+    for (int g = 0; g < 8; g++)
+        msum += mn[g] * (bs[2 * g] + bs[2 * g + 1]);
+    return msum;
+}
+
+/* One 64-element chunk c of Q4_K/Q5_K: the low nibbles are group 2c (y bytes
+ * 64c..64c+31), the high nibbles group 2c+1 (the next 32): one register. */
+static void vd_q4_k(int64_t n, float *s, const void *w, const void *a)
+{
+    const uint8_t *pw = w, *pa = a;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / HR_QK_K; i++) {
+        const uint8_t *x = pw + i * 144, *y = pa + i * 292;
+        uint8_t sc[8], mn[8];
+        k4_scales(x + 4, sc, mn);
+        __m512i isum = _mm512_setzero_si512();
+        for (int c = 0; c < 4; c++) {
+            const __m256i raw = ld256(x + 16 + 32 * c);
+            const __m512i q = join256(_mm256_and_si256(raw, m4), _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4));
+            const __m512i p = _mm512_maddubs_epi16(q, ld512(y + 4 + 64 * c));
+            isum = _mm512_dpwssd_epi32(isum, p, scale_pair16(sc[2 * c], sc[2 * c + 1]));
+        }
+        const float d = ld_f16(x) * ld_f32(y), dmin = ld_f16(x + 2) * ld_f32(y);
+        sum += d * (float)_mm512_reduce_add_epi32(isum) - dmin * (float)k4_min_sum(y, mn);
+    }
+    *s = sum;
+}
+
+static void vd_q5_k(int64_t n, float *s, const void *w, const void *a)
+{
+    const uint8_t *pw = w, *pa = a;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / HR_QK_K; i++) {
+        const uint8_t *x = pw + i * 176, *y = pa + i * 292;
+        uint8_t sc[8], mn[8];
+        k4_scales(x + 4, sc, mn);
+        const __m256i qh = ld256(x + 16);
+        __m512i isum = _mm512_setzero_si512();
+        for (int c = 0; c < 4; c++) {
+            const __m256i raw = ld256(x + 48 + 32 * c);
+            const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4);
+            const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4);
+            const __m512i q = join256(_mm256_or_si256(_mm256_and_si256(raw, m4), h0),
+                                      _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), h1));
+            const __m512i p = _mm512_maddubs_epi16(q, ld512(y + 4 + 64 * c));
+            isum = _mm512_dpwssd_epi32(isum, p, scale_pair16(sc[2 * c], sc[2 * c + 1]));
+        }
+        const float d = ld_f16(x) * ld_f32(y), dmin = ld_f16(x + 2) * ld_f32(y);
+        sum += d * (float)_mm512_reduce_add_epi32(isum) - dmin * (float)k4_min_sum(y, mn);
+    }
+    *s = sum;
+}
+
+/* Q6_K: ql[64h..64h+63] holds the low nibbles of elements 128h+0..63 (low
+ * nibble) and 128h+64..127 (high nibble), so one 64-byte load covers two
+ * 64-element runs; the 2-bit highs come from qh[32h..32h+31] at shifts 0,2 /
+ * 4,6. The stored quant is q+32; 32*sum(scale*bsum) is taken out after. */
+static void vd_q6_k(int64_t n, float *s, const void *w, const void *a)
+{
+    const uint8_t *pw = w, *pa = a;
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m2 = _mm512_set1_epi8(3);
+    /* lane j of 32 int16 -> scale (j / 8) of a run of four */
+    const __m512i idx0 = _mm512_set_epi16(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2,
+                                          1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / HR_QK_K; i++) {
+        const uint8_t *x = pw + i * 210, *y = pa + i * 292;
+        const __m512i sc16 = _mm512_cvtepi8_epi16(_mm256_castsi128_si256(ld128(x + 192)));
+        __m512i isum = _mm512_setzero_si512();
+        for (int h = 0; h < 2; h++) {
+            const __m512i l = ld512(x + 64 * h);
+            const __m256i qh = ld256(x + 128 + 32 * h);
+            const __m512i h01 = join256(qh, _mm256_srli_epi16(qh, 2));
+            const __m512i h23 = join256(_mm256_srli_epi16(qh, 4), _mm256_srli_epi16(qh, 6));
+            const __m512i q01 = _mm512_or_si512(_mm512_and_si512(l, m4),
+                                                _mm512_slli_epi16(_mm512_and_si512(h01, m2), 4));
+            const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                                _mm512_slli_epi16(_mm512_and_si512(h23, m2), 4));
+            const __m512i s01 = _mm512_permutexvar_epi16(_mm512_add_epi16(idx0, _mm512_set1_epi16((short)(8 * h))), sc16);
+            const __m512i s23 = _mm512_permutexvar_epi16(_mm512_add_epi16(idx0, _mm512_set1_epi16((short)(8 * h + 4))), sc16);
+            isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(q01, ld512(y + 4 + 128 * h)), s01);
+            isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(q23, ld512(y + 4 + 128 * h + 64)), s23);
+        }
+        int8_t sc[16];
+        int16_t bs[16];
+        memcpy(sc, x + 192, 16);
+        memcpy(bs, y + 260, 32);
+        int corr = 0;
+        for (int g = 0; g < 16; g++)
+            corr += sc[g] * bs[g];
+        sum += ld_f16(x + 208) * ld_f32(y) * (float)(_mm512_reduce_add_epi32(isum) - 32 * corr);
+    }
+    *s = sum;
+}
+
+/* ---- float types: 64 elements per step in four accumulators ---- */
+
+#define DOT_FLOAT_BODY(ESIZE, LOAD16, SCALAR)                                         \
+    const uint8_t *pw = w, *pa = a;                                                   \
+    __m512 acc[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),  \
+                      _mm512_setzero_ps() };                                          \
+    int64_t i = 0;                                                                    \
+    for (; i + 64 <= n; i += 64)                                                      \
+        for (int k = 0; k < 4; k++)                                                   \
+            acc[k] = _mm512_fmadd_ps(LOAD16(pw + (i + 16 * k) * (ESIZE)),             \
+                                     LOAD16(pa + (i + 16 * k) * (ESIZE)), acc[k]);    \
+    for (; i + 16 <= n; i += 16)                                                      \
+        acc[0] = _mm512_fmadd_ps(LOAD16(pw + i * (ESIZE)), LOAD16(pa + i * (ESIZE)), acc[0]); \
+    float tail = 0.0f;                                                                \
+    for (; i < n; i++)                                                                \
+        tail += SCALAR(pw + i * (ESIZE)) * SCALAR(pa + i * (ESIZE));                  \
+    *s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) + tail;
+
+static inline __m512 f32x16(const uint8_t *p) { return _mm512_loadu_ps(p); }
+static inline __m512 f16x16(const uint8_t *p) { return _mm512_cvtph_ps(ld256(p)); }
+static inline __m512 bf16x16(const uint8_t *p)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(ld256(p)), 16));
+}
+static inline float bf16_1(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return hr_bf16_to_f32(h);
+}
+
+static void vd_f32(int64_t n, float *s, const void *w, const void *a) { DOT_FLOAT_BODY(4, f32x16, ld_f32) }
+static void vd_f16(int64_t n, float *s, const void *w, const void *a) { DOT_FLOAT_BODY(2, f16x16, ld_f16) }
+static void vd_bf16(int64_t n, float *s, const void *w, const void *a) { DOT_FLOAT_BODY(2, bf16x16, bf16_1) }
+
+/* ---- activation quantisers ---- */
+
+/* Q8_0: 32 floats -> d = amax/127, quants rounded to nearest even. */
+static void ff_q8_0(const float *src, void *dst, int64_t n)
+{
+    uint8_t *p = dst;
+    for (int64_t i = 0; i < n / HR_QK32; i++) {
+        const float *x = src + i * HR_QK32;
+        uint8_t *b = p + i * 34;
+        const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const __m512 id = _mm512_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+        const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, id));
+        const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, id));
+        _mm_storeu_si128((__m128i *)(b + 2), _mm512_cvtsepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(b + 18), _mm512_cvtsepi32_epi8(q1));
+        const hr_f16 d = hr_f32_to_f16(amax / 127.0f);
+        memcpy(b, &d, 2);
+    }
+}
+
+/* Q8_K: the signed value of largest magnitude (first on ties) maps to -127. */
+static void ff_q8_k(const float *src, void *dst, int64_t n)
+{
+    uint8_t *p = dst;
+    for (int64_t i = 0; i < n / HR_QK_K; i++) {
+        const float *x = src + i * HR_QK_K;
+        uint8_t *b = p + i * 292;
+        __m512 mx = _mm512_setzero_ps();
+        for (int k = 0; k < 16; k++)
+            mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(x + 16 * k)));
+        const float amax = _mm512_reduce_max_ps(mx);
+        if (amax == 0.0f) {
+            memset(b, 0, 292);
+            continue;
+        }
+        const __m512 va = _mm512_set1_ps(amax);
+        float m = 0.0f;
+        for (int k = 0; k < 16; k++) {
+            const __mmask16 hit = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + 16 * k)), va, _CMP_EQ_OQ);
+            if (hit) {
+                m = x[16 * k + __builtin_ctz((unsigned)hit)];
+                break;
+            }
+        }
+        const float iscale = -127.0f / m;
+        const __m512 vs = _mm512_set1_ps(iscale);
+        int16_t bsums[16];
+        for (int g = 0; g < 16; g++) {
+            const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(vs, _mm512_loadu_ps(x + 16 * g)));
+            bsums[g] = (int16_t)_mm512_reduce_add_epi32(q);
+            _mm_storeu_si128((__m128i *)(b + 4 + 16 * g), _mm512_cvtsepi32_epi8(q));
+        }
+        const float d = 1.0f / iscale;
+        memcpy(b, &d, 4);
+        memcpy(b + 260, bsums, 32);
+    }
+}
+
+static void ff_f16(const float *src, void *dst, int64_t n)
+{
+    uint8_t *p = dst;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(p + 2 * i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++) {
+        const hr_f16 h = hr_f32_to_f16(src[i]);
+        memcpy(p + 2 * i, &h, 2);
+    }
+}
+
+hr_vec_dot_fn hr_avx512_vec_dot(uint32_t type)
+{
+    switch (type) {
+    case HR_TYPE_F32: return vd_f32;
+    case HR_TYPE_F16: return vd_f16;
+    case HR_TYPE_BF16: return vd_bf16;
+    case HR_TYPE_Q8_0: return vd_q8_0;
+    case HR_TYPE_Q4_0: return vd_q4_0;
+    case HR_TYPE_Q5_0: return vd_q5_0;
+    case HR_TYPE_IQ4_NL: return vd_iq4_nl;
+    case HR_TYPE_Q4_K: return vd_q4_k;
+    case HR_TYPE_Q5_K: return vd_q5_k;
+    case HR_TYPE_Q6_K: return vd_q6_k;
+    default: return NULL;
+    }
+}
+
+hr_from_float_fn hr_avx512_from_float(uint32_t act_type)
+{
+    switch (act_type) {
+    case HR_TYPE_Q8_0: return ff_q8_0;
+    case HR_TYPE_Q8_K: return ff_q8_k;
+    case HR_TYPE_F16: return ff_f16;
+    default: return NULL;
+    }
+}
+
+#endif /* HR_CPU_X86 */

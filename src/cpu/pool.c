@@ -1,0 +1,169 @@
+/* pool.c - see pool.h.
+ *
+ * A run is published by bumping `gen` (under the mutex, so a worker about to
+ * sleep cannot miss it); a worker that finishes decrements `pending`, and the
+ * last one wakes the caller under the mutex. Both waits spin a bounded number
+ * of times first (cheap when the next run comes right away, as in a forward
+ * pass) and then block on a condition variable (so oversubscribed threads
+ * yield their cores). */
+#include "cpu/pool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define CPU_RELAX() __asm__ volatile("yield")
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+/* About tens of microseconds of polling before sleeping. */
+#define SPIN_ITERS 4000
+
+struct worker {
+    hr_pool *pool;
+    int ith;
+    pthread_t thread;
+};
+
+struct hr_pool {
+    int n;
+    struct worker *workers; /* n - 1 */
+    int started;            /* threads actually created */
+
+    pthread_mutex_t mu;
+    pthread_cond_t wake; /* workers: a new run or stop */
+    pthread_cond_t done; /* caller: pending reached 0 */
+    int sleepers;        /* workers blocked on `wake` (under mu) */
+    bool caller_sleeping;
+
+    _Atomic unsigned gen;
+    _Atomic int pending;
+    _Atomic bool stop;
+    hr_pool_fn fn;
+    void *ctx;
+};
+
+static bool wait_new_run(hr_pool *p, unsigned seen)
+{
+    for (int i = 0; i < SPIN_ITERS; i++) {
+        if (atomic_load_explicit(&p->gen, memory_order_acquire) != seen)
+            return true;
+        CPU_RELAX();
+    }
+    pthread_mutex_lock(&p->mu);
+    p->sleepers++;
+    while (atomic_load_explicit(&p->gen, memory_order_acquire) == seen &&
+           !atomic_load_explicit(&p->stop, memory_order_relaxed))
+        pthread_cond_wait(&p->wake, &p->mu);
+    p->sleepers--;
+    pthread_mutex_unlock(&p->mu);
+    return atomic_load_explicit(&p->gen, memory_order_acquire) != seen;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *wk = arg;
+    hr_pool *p = wk->pool;
+    unsigned seen = 0;
+    for (;;) {
+        if (!wait_new_run(p, seen) || atomic_load_explicit(&p->stop, memory_order_acquire))
+            break;
+        seen = atomic_load_explicit(&p->gen, memory_order_acquire);
+        p->fn(p->ctx, wk->ith, p->n);
+        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&p->mu);
+            if (p->caller_sleeping)
+                pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+    return NULL;
+}
+
+hr_pool *hr_pool_new(int n_threads)
+{
+    if (n_threads < 1 || n_threads > 1024)
+        return NULL;
+    hr_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->n = n_threads;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->wake, NULL);
+    pthread_cond_init(&p->done, NULL);
+    atomic_init(&p->gen, 0u);
+    atomic_init(&p->pending, 0);
+    atomic_init(&p->stop, false);
+    if (n_threads > 1) {
+        p->workers = calloc((size_t)n_threads - 1, sizeof *p->workers);
+        if (!p->workers) {
+            hr_pool_free(p);
+            return NULL;
+        }
+        for (int i = 0; i < n_threads - 1; i++) {
+            p->workers[i].pool = p;
+            p->workers[i].ith = i + 1;
+            if (pthread_create(&p->workers[i].thread, NULL, worker_main, &p->workers[i]) != 0) {
+                hr_pool_free(p);
+                return NULL;
+            }
+            p->started++;
+        }
+    }
+    return p;
+}
+
+void hr_pool_free(hr_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    atomic_store(&p->stop, true);
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->started; i++)
+        pthread_join(p->workers[i].thread, NULL);
+    pthread_cond_destroy(&p->wake);
+    pthread_cond_destroy(&p->done);
+    pthread_mutex_destroy(&p->mu);
+    free(p->workers);
+    free(p);
+}
+
+int hr_pool_n_threads(const hr_pool *p) { return p ? p->n : 1; }
+
+void hr_pool_run(hr_pool *p, hr_pool_fn fn, void *ctx)
+{
+    if (!p || p->n == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    p->fn = fn;
+    p->ctx = ctx;
+    atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add_explicit(&p->gen, 1u, memory_order_release);
+    if (p->sleepers > 0)
+        pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+
+    fn(ctx, 0, p->n);
+
+    for (int i = 0; i < SPIN_ITERS; i++) {
+        if (atomic_load_explicit(&p->pending, memory_order_acquire) == 0)
+            return;
+        CPU_RELAX();
+    }
+    pthread_mutex_lock(&p->mu);
+    p->caller_sleeping = true;
+    while (atomic_load_explicit(&p->pending, memory_order_acquire) != 0)
+        pthread_cond_wait(&p->done, &p->mu);
+    p->caller_sleeping = false;
+    pthread_mutex_unlock(&p->mu);
+}
