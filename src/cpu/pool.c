@@ -9,9 +9,11 @@
 #include "cpu/pool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -22,8 +24,11 @@
 #define CPU_RELAX() ((void)0)
 #endif
 
-/* About tens of microseconds of polling before sleeping. */
+/* About tens of microseconds of polling before sleeping; a pool with more
+ * threads than online CPUs polls far less (a spinning thread would hold a
+ * core the working ones need) and yields the CPU between polls. */
 #define SPIN_ITERS 4000
+#define SPIN_ITERS_OVERSUBSCRIBED 16
 
 struct worker {
     hr_pool *pool;
@@ -35,6 +40,8 @@ struct hr_pool {
     int n;
     struct worker *workers; /* n - 1 */
     int started;            /* threads actually created */
+    int spin;               /* polls before sleeping */
+    bool yield;             /* sched_yield between polls */
 
     pthread_mutex_t mu;
     pthread_cond_t wake; /* workers: a new run or stop */
@@ -49,12 +56,20 @@ struct hr_pool {
     void *ctx;
 };
 
+static inline void relax(const hr_pool *p)
+{
+    if (p->yield)
+        sched_yield();
+    else
+        CPU_RELAX();
+}
+
 static bool wait_new_run(hr_pool *p, unsigned seen)
 {
-    for (int i = 0; i < SPIN_ITERS; i++) {
+    for (int i = 0; i < p->spin; i++) {
         if (atomic_load_explicit(&p->gen, memory_order_acquire) != seen)
             return true;
-        CPU_RELAX();
+        relax(p);
     }
     pthread_mutex_lock(&p->mu);
     p->sleepers++;
@@ -94,6 +109,10 @@ hr_pool *hr_pool_new(int n_threads)
     if (!p)
         return NULL;
     p->n = n_threads;
+    const long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    const bool over = ncpu > 0 && n_threads > ncpu;
+    p->spin = over ? SPIN_ITERS_OVERSUBSCRIBED : SPIN_ITERS;
+    p->yield = over;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done, NULL);
@@ -155,10 +174,10 @@ void hr_pool_run(hr_pool *p, hr_pool_fn fn, void *ctx)
 
     fn(ctx, 0, p->n);
 
-    for (int i = 0; i < SPIN_ITERS; i++) {
+    for (int i = 0; i < p->spin; i++) {
         if (atomic_load_explicit(&p->pending, memory_order_acquire) == 0)
             return;
-        CPU_RELAX();
+        relax(p);
     }
     pthread_mutex_lock(&p->mu);
     p->caller_sleeping = true;

@@ -1,0 +1,499 @@
+/* test_cpu_kernels.c - the SIMD kernels (src/cpu) against the scalar
+ * reference (src/quant), on every ISA path the host supports:
+ *  - vec_dot on random rows of several lengths and on the fixture rows;
+ *  - the activation quantisers byte for byte;
+ *  - hr_matmul: bit-identical for 1, 2, 3 and 8 threads and to one call per
+ *    token, and each output equal to one dispatched vec_dot call;
+ *  - dispatch: forcing paths, names, lookups of non-types.
+ *
+ * Error bounds (|simd - ref| <= tol * S + 1e-6 with S = sum |w_i a_i| of the
+ * dequantised operands):
+ *  - K-quants (Q2_K..Q6_K): 0 - their kernels reduce each super-block to the
+ *    same integer and scale it with the same float operations as the
+ *    reference, so the bits match;
+ *  - 32-element block types: integer block sums are exact, the float sum over
+ *    blocks runs in 8/16 FMA lanes instead of one chain: a few ulps of S per
+ *    hundred blocks; tol 1e-5 (measured max ~1e-7 here);
+ *  - F32/F16/BF16: the reference sums in double, the kernels in float lanes:
+ *    tol 1e-5 for n <= 5000 (measured ~1e-7). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/half.h"
+#include "cpu/cpu.h"
+#include "cpu/matmul.h"
+#include "cpu/pool.h"
+#include "quant/quant.h"
+#include "testutil.h"
+
+static const uint32_t weight_types[] = {
+    HR_TYPE_F32, HR_TYPE_F16, HR_TYPE_BF16, HR_TYPE_Q4_0, HR_TYPE_Q4_1, HR_TYPE_Q5_0,
+    HR_TYPE_Q5_1, HR_TYPE_Q8_0, HR_TYPE_Q2_K, HR_TYPE_Q3_K, HR_TYPE_Q4_K, HR_TYPE_Q5_K,
+    HR_TYPE_Q6_K, HR_TYPE_IQ4_NL,
+};
+#define N_WEIGHT_TYPES (sizeof weight_types / sizeof weight_types[0])
+
+static const uint32_t act_types[] = { HR_TYPE_F16, HR_TYPE_BF16, HR_TYPE_Q8_0, HR_TYPE_Q8_1, HR_TYPE_Q8_K };
+#define N_ACT_TYPES (sizeof act_types / sizeof act_types[0])
+
+/* ---- seeded random numbers ---- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t rng_next(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static double rng_uniform(void) { return ((double)(rng_next() >> 11) + 0.5) / 9007199254740992.0; }
+
+static float rng_normal(void)
+{
+    double u = rng_uniform(), v = rng_uniform();
+    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
+}
+
+/* Normal data with a few outliers and, now and then, a zero block. */
+static void fill_data(float *x, int64_t n, float scale)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = scale * rng_normal();
+    for (int64_t i = 0; i < n / 97; i++)
+        x[rng_next() % (uint64_t)n] *= 8.0f;
+    if (n >= 512 && rng_next() % 2)
+        memset(x + 256, 0, 32 * sizeof(float));
+}
+
+static const hr_type_traits *traits(uint32_t t)
+{
+    const hr_type_traits *tt = hr_type_get(t);
+    assert_non_null(tt);
+    return tt;
+}
+
+static double tol_for(uint32_t type)
+{
+    switch (type) {
+    case HR_TYPE_Q2_K: case HR_TYPE_Q3_K: case HR_TYPE_Q4_K: case HR_TYPE_Q5_K: case HR_TYPE_Q6_K:
+        return 0.0;
+    default:
+        return 1e-5;
+    }
+}
+
+static double worst[HR_ISA_COUNT][HR_TYPE_COUNT]; /* max |err| / S seen */
+
+/* Compares the ISA's vec_dot of weight row w with activation row a against the
+ * reference; both rows hold n elements. */
+static void check_dot(hr_isa isa, uint32_t type, const void *w, const void *a, int64_t n)
+{
+    const hr_type_traits *wt = traits(type), *at = traits(wt->vec_dot_type);
+    hr_vec_dot_fn f = hr_cpu_vec_dot_isa(type, isa);
+    assert_non_null(f);
+    float ref = NAN, got = NAN, again = NAN;
+    wt->vec_dot(n, &ref, w, a);
+    f(n, &got, w, a);
+    f(n, &again, w, a);
+    assert_memory_equal(&got, &again, sizeof got); /* deterministic */
+
+    float *wf = malloc((size_t)n * sizeof(float)), *af = malloc((size_t)n * sizeof(float));
+    assert_non_null(wf);
+    assert_non_null(af);
+    wt->to_float(w, wf, n);
+    at->to_float(a, af, n);
+    double S = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        S += fabs((double)wf[i] * (double)af[i]);
+    free(wf);
+    free(af);
+
+    const double err = fabs((double)got - (double)ref);
+    if (S > 0 && err / S > worst[isa][type])
+        worst[isa][type] = err / S;
+    const double tol = tol_for(type);
+    if (tol == 0.0 ? memcmp(&got, &ref, sizeof got) != 0 : !(err <= tol * S + 1e-6))
+        fail_msg("%s %s n=%lld: simd %.9g ref %.9g err %.3g S %.6g", hr_isa_name(isa), hr_type_name(type),
+                 (long long)n, (double)got, (double)ref, err, S);
+}
+
+static int n_isas(void) { return (int)hr_cpu_host_isa() + 1; }
+
+/* ---- vec_dot on random rows ---- */
+
+static void test_vec_dot_random(void **state)
+{
+    (void)state;
+    static const int64_t lens32[] = { 32, 96, 256, 896, 4864 };
+    static const int64_t lens256[] = { 256, 768, 4864 };
+    static const int64_t lens1[] = { 1, 7, 33, 64, 100, 896, 4867 };
+    for (int isa = 1; isa < n_isas(); isa++) {
+        int bodies = 0;
+        for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+            const uint32_t type = weight_types[ti];
+            if (!hr_cpu_vec_dot_isa(type, (hr_isa)isa))
+                continue;
+            bodies++;
+            const hr_type_traits *wt = traits(type), *at = traits(wt->vec_dot_type);
+            const int64_t *lens = wt->block_size == 256 ? lens256 : wt->block_size == 32 ? lens32 : lens1;
+            const size_t nl = wt->block_size == 256 ? 3 : wt->block_size == 32 ? 5 : 7;
+            for (size_t li = 0; li < nl; li++) {
+                const int64_t n = lens[li];
+                for (int rep = 0; rep < 8; rep++) {
+                    float *xw = malloc((size_t)n * sizeof(float)), *xa = malloc((size_t)n * sizeof(float));
+                    void *w = malloc(hr_row_size(type, n)), *a = malloc(hr_row_size(wt->vec_dot_type, n));
+                    assert_true(xw && xa && w && a);
+                    fill_data(xw, n, rep % 2 ? 0.02f : 1.0f);
+                    fill_data(xa, n, rep % 3 ? 3.0f : 0.1f);
+                    assert_true(hr_quantize_row(type, xw, w, n));
+                    at->from_float(xa, a, n);
+                    check_dot((hr_isa)isa, type, w, a, n);
+                    free(xw);
+                    free(xa);
+                    free(w);
+                    free(a);
+                }
+            }
+        }
+        assert_true(bodies >= 6);
+    }
+}
+
+/* Weight rows that use the full code range: random bytes with sane scales
+ * (the weight quantisers never produce, e.g., Q8_0's -128 or large 6-bit
+ * scales), built by overwriting random blocks' scale fields. */
+static void test_vec_dot_random_bytes(void **state)
+{
+    (void)state;
+    for (int isa = 1; isa < n_isas(); isa++) {
+        for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+            const uint32_t type = weight_types[ti];
+            const hr_type_traits *wt = traits(type), *at = traits(wt->vec_dot_type);
+            if (wt->block_size == 1 || !hr_cpu_vec_dot_isa(type, (hr_isa)isa))
+                continue;
+            const int64_t n = 1024;
+            const size_t wb = hr_row_size(type, n);
+            unsigned char *w = malloc(wb);
+            float *xa = malloc(n * sizeof(float));
+            void *a = malloc(hr_row_size(wt->vec_dot_type, n));
+            assert_true(w && xa && a);
+            for (int rep = 0; rep < 16; rep++) {
+                for (size_t i = 0; i < wb; i++)
+                    w[i] = (unsigned char)rng_next();
+                /* fp16 scales: small positive/negative normals; they sit at
+                 * type-specific offsets */
+                const int64_t nb = n / wt->block_size;
+                for (int64_t b = 0; b < nb; b++) {
+                    unsigned char *blk = w + (size_t)b * wt->type_size;
+                    size_t offs[2] = { 0, 0 };
+                    int k = 0;
+                    switch (type) {
+                    case HR_TYPE_Q2_K: offs[k++] = 80; offs[k++] = 82; break;
+                    case HR_TYPE_Q3_K: offs[k++] = 108; break;
+                    case HR_TYPE_Q6_K: offs[k++] = 208; break;
+                    case HR_TYPE_Q4_K: case HR_TYPE_Q5_K: case HR_TYPE_Q4_1: case HR_TYPE_Q5_1:
+                        offs[k++] = 0; offs[k++] = 2; break;
+                    default: offs[k++] = 0; break;
+                    }
+                    for (int j = 0; j < k; j++) {
+                        hr_f16 h = hr_f32_to_f16((float)(rng_normal() * 0.01));
+                        memcpy(blk + offs[j], &h, 2);
+                    }
+                }
+                fill_data(xa, n, 1.0f);
+                at->from_float(xa, a, n);
+                check_dot((hr_isa)isa, type, w, a, n);
+            }
+            free(w);
+            free(xa);
+            free(a);
+        }
+    }
+}
+
+/* ---- vec_dot on the fixture rows (real GGUF blocks) ---- */
+
+static void test_vec_dot_fixtures(void **state)
+{
+    (void)state;
+    for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        const uint32_t type = weight_types[ti];
+        const hr_type_traits *wt = traits(type), *at = traits(wt->vec_dot_type);
+        char rel[64];
+        snprintf(rel, sizeof rel, "quant/%s.blocks.bin", hr_type_name(type));
+        size_t size = 0;
+        unsigned char *blocks = tu_read_file(tu_fixture(rel), &size);
+        if (!blocks)
+            fail_msg("cannot read fixture %s", tu_fixture(rel));
+        const int64_t cols = 256;
+        const size_t rb = hr_row_size(type, cols);
+        assert_true(rb > 0 && size % rb == 0);
+        float *wf = malloc(cols * sizeof(float)), *xa = malloc(cols * sizeof(float));
+        void *a = malloc(hr_row_size(wt->vec_dot_type, cols));
+        assert_true(wf && xa && a);
+        for (size_t r = 0; r < size / rb; r++) {
+            /* against random activations and against the row itself */
+            wt->to_float(blocks + r * rb, wf, cols);
+            for (int which = 0; which < 2; which++) {
+                if (which == 0)
+                    fill_data(xa, cols, 1.0f);
+                else
+                    memcpy(xa, wf, cols * sizeof(float));
+                at->from_float(xa, a, cols);
+                for (int isa = 1; isa < n_isas(); isa++)
+                    if (hr_cpu_vec_dot_isa(type, (hr_isa)isa))
+                        check_dot((hr_isa)isa, type, blocks + r * rb, a, cols);
+            }
+        }
+        free(blocks);
+        free(wf);
+        free(xa);
+        free(a);
+    }
+}
+
+/* ---- activation quantisers: byte-identical ---- */
+
+static void check_quantiser(hr_isa isa, uint32_t act, const float *x, int64_t n)
+{
+    const hr_type_traits *at = traits(act);
+    hr_from_float_fn f = hr_cpu_from_float_isa(act, isa);
+    if (!f)
+        return;
+    const size_t rb = hr_row_size(act, n);
+    unsigned char *ref = malloc(rb), *got = malloc(rb);
+    assert_true(ref && got);
+    memset(got, 0xa5, rb);
+    at->from_float(x, ref, n);
+    f(x, got, n);
+    if (memcmp(ref, got, rb) != 0) {
+        size_t i = 0;
+        while (ref[i] == got[i])
+            i++;
+        fail_msg("%s from_float %s n=%lld: byte %zu differs (%02x vs ref %02x)", hr_isa_name(isa),
+                 hr_type_name(act), (long long)n, i, got[i], ref[i]);
+    }
+    free(ref);
+    free(got);
+}
+
+static void test_quantisers(void **state)
+{
+    (void)state;
+    const int64_t n = 2048;
+    float *x = malloc(n * sizeof(float));
+    assert_non_null(x);
+    for (int isa = 1; isa < n_isas(); isa++) {
+        for (size_t ai = 0; ai < N_ACT_TYPES; ai++) {
+            const uint32_t act = act_types[ai];
+            for (int rep = 0; rep < 20; rep++) {
+                fill_data(x, n, rep % 2 ? 1e-3f : 5.0f);
+                if (rep == 3) /* ties: x * 127/amax lands on .5 often */
+                    for (int64_t i = 0; i < n; i++)
+                        x[i] = (float)((int)(rng_next() % 255) - 127) * 0.5f;
+                if (rep == 4) /* +m and -m of the same magnitude: first one wins */
+                    for (int64_t i = 0; i < n; i += 16) {
+                        x[i] = -7.0f;
+                        x[i + 3] = 7.0f;
+                    }
+                if (rep == 5) /* tiny values: F16 subnormals, bf16 rounding */
+                    for (int64_t i = 0; i < n; i++)
+                        x[i] = (float)(rng_normal() * 1e-6);
+                if (rep == 6)
+                    memset(x, 0, n * sizeof(float));
+                const int64_t bs = traits(act)->block_size;
+                check_quantiser((hr_isa)isa, act, x, n);
+                check_quantiser((hr_isa)isa, act, x, bs == 1 ? 13 : bs); /* one block / tails */
+            }
+        }
+    }
+    free(x);
+}
+
+/* ---- hr_matmul ---- */
+
+static void test_matmul_threads_and_batching(void **state)
+{
+    (void)state;
+    static const int threads[] = { 1, 2, 3, 8 };
+    hr_pool *pools[4];
+    for (int i = 0; i < 4; i++)
+        assert_non_null(pools[i] = hr_pool_new(threads[i]));
+    const int64_t N = 37;
+    const int32_t T = 5;
+    for (int isa = 0; isa < n_isas(); isa++) {
+        assert_int_equal(hr_cpu_force((hr_isa)isa), isa);
+        for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+            const uint32_t type = weight_types[ti];
+            const hr_type_traits *wt = traits(type);
+            const int64_t K = wt->block_size == 256 ? 768 : 320;
+            const size_t rb = hr_row_size(type, K);
+            float *xw = malloc((size_t)K * sizeof(float));
+            unsigned char *w = malloc(rb * (size_t)N);
+            float *x = malloc((size_t)T * K * sizeof(float));
+            float *y[4], *y1 = malloc((size_t)T * N * sizeof(float));
+            void *scratch = malloc(hr_matmul_scratch_bytes(type, K, T) + 1);
+            assert_true(xw && w && x && y1 && scratch);
+            assert_true(hr_matmul_scratch_bytes(type, K, T) <= (size_t)T * ((size_t)K * 4 + 64));
+            for (int64_t r = 0; r < N; r++) {
+                fill_data(xw, K, 0.5f);
+                assert_true(hr_quantize_row(type, xw, w + r * rb, K));
+            }
+            fill_data(x, (int64_t)T * K, 1.0f);
+            for (int p = 0; p < 4; p++) {
+                y[p] = malloc((size_t)T * N * sizeof(float));
+                assert_non_null(y[p]);
+                hr_matmul(pools[p], w, type, rb, K, N, x, T, y[p], scratch);
+                if (p > 0)
+                    assert_memory_equal(y[p], y[0], (size_t)T * N * sizeof(float));
+            }
+            /* one token at a time, and a NULL pool */
+            for (int32_t t = 0; t < T; t++)
+                hr_matmul(t % 2 ? NULL : pools[3], w, type, rb, K, N, x + (size_t)t * K, 1, y1 + (size_t)t * N, scratch);
+            assert_memory_equal(y1, y[0], (size_t)T * N * sizeof(float));
+            /* each output is one dispatched vec_dot, and close to the reference */
+            const hr_type_traits *at = traits(wt->vec_dot_type);
+            const size_t ab = wt->vec_dot_type == HR_TYPE_F32 ? (size_t)K * 4 : hr_row_size(wt->vec_dot_type, K);
+            void *arow = malloc(ab);
+            assert_non_null(arow);
+            for (int32_t t = 0; t < T; t++) {
+                at->from_float(x + (size_t)t * K, arow, K);
+                for (int64_t r = 0; r < N; r++) {
+                    float v;
+                    hr_cpu_vec_dot(type)(K, &v, w + r * rb, arow);
+                    assert_memory_equal(&v, &y[0][(size_t)t * N + r], sizeof v);
+                    if (isa > 0)
+                        check_dot((hr_isa)isa == HR_ISA_AVX512 && !hr_cpu_vec_dot_isa(type, HR_ISA_AVX512)
+                                      ? HR_ISA_AVX2 : (hr_isa)isa,
+                                  type, w + r * rb, arow, K);
+                }
+            }
+            free(arow);
+            for (int p = 0; p < 4; p++)
+                free(y[p]);
+            free(xw);
+            free(w);
+            free(x);
+            free(y1);
+            free(scratch);
+        }
+    }
+    hr_cpu_force(hr_cpu_host_isa());
+    for (int i = 0; i < 4; i++)
+        hr_pool_free(pools[i]);
+}
+
+/* A bigger product with many tokens (token tiling, uneven chunks). */
+static void test_matmul_large(void **state)
+{
+    (void)state;
+    const int64_t K = 896, N = 301;
+    const int32_t T = 70;
+    const uint32_t type = HR_TYPE_Q4_K;
+    const size_t rb = hr_row_size(type, K / 256 * 256);
+    (void)rb;
+    /* Q4_K needs K % 256 == 0: use 1024 */
+    const int64_t Kq = 1024;
+    const size_t rbq = hr_row_size(type, Kq);
+    unsigned char *w = malloc(rbq * (size_t)N);
+    float *xw = malloc(Kq * sizeof(float)), *x = malloc((size_t)T * Kq * sizeof(float));
+    float *y2 = malloc((size_t)T * N * sizeof(float)), *y8 = malloc((size_t)T * N * sizeof(float));
+    void *scratch = malloc(hr_matmul_scratch_bytes(type, Kq, T));
+    assert_true(w && xw && x && y2 && y8 && scratch);
+    for (int64_t r = 0; r < N; r++) {
+        fill_data(xw, Kq, 1.0f);
+        hr_quantize_row(type, xw, w + r * rbq, Kq);
+    }
+    fill_data(x, (int64_t)T * Kq, 1.0f);
+    hr_pool *p2 = hr_pool_new(2), *p8 = hr_pool_new(8);
+    hr_matmul(p2, w, type, rbq, Kq, N, x, T, y2, scratch);
+    hr_matmul(p8, w, type, rbq, Kq, N, x, T, y8, scratch);
+    assert_memory_equal(y2, y8, (size_t)T * N * sizeof(float));
+    /* token 69 alone */
+    float *yt = malloc(N * sizeof(float));
+    assert_non_null(yt);
+    hr_matmul(p8, w, type, rbq, Kq, N, x + (size_t)69 * Kq, 1, yt, scratch);
+    assert_memory_equal(yt, y2 + (size_t)69 * N, N * sizeof(float));
+    hr_pool_free(p2);
+    hr_pool_free(p8);
+    free(yt);
+    free(w);
+    free(xw);
+    free(x);
+    free(y2);
+    free(y8);
+    free(scratch);
+    (void)K;
+}
+
+/* ---- dispatch ---- */
+
+static void test_dispatch(void **state)
+{
+    (void)state;
+    const hr_isa host = hr_cpu_host_isa();
+    print_message("host ISA: %s\n", hr_isa_name(host));
+    assert_int_equal(hr_cpu_force(HR_ISA_SCALAR), HR_ISA_SCALAR);
+    assert_string_equal(hr_cpu_isa_name(), "scalar");
+    for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++)
+        assert_ptr_equal(hr_cpu_vec_dot(weight_types[ti]), traits(weight_types[ti])->vec_dot);
+    assert_int_equal(hr_cpu_force(HR_ISA_AVX512), host);
+    assert_int_equal(hr_cpu_isa(), host);
+    for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++)
+        assert_non_null(hr_cpu_vec_dot(weight_types[ti]));
+    for (size_t ai = 0; ai < N_ACT_TYPES; ai++)
+        assert_non_null(hr_cpu_from_float(act_types[ai]));
+    assert_non_null(hr_cpu_from_float(HR_TYPE_F32));
+    assert_null(hr_cpu_vec_dot(HR_TYPE_Q8_K));  /* activation-only */
+    assert_null(hr_cpu_vec_dot(HR_TYPE_Q8_1));
+    assert_null(hr_cpu_vec_dot(16));            /* IQ2_XXS: unsupported */
+    assert_null(hr_cpu_vec_dot(4));             /* never defined */
+    assert_null(hr_cpu_vec_dot(1000));
+    assert_null(hr_cpu_from_float(HR_TYPE_Q4_K)); /* not an activation type */
+    hr_isa v;
+    assert_true(hr_isa_parse("AVX2", &v));
+    assert_int_equal(v, HR_ISA_AVX2);
+    assert_true(hr_isa_parse("scalar", &v));
+    assert_int_equal(v, HR_ISA_SCALAR);
+    assert_true(hr_isa_parse("avx512", &v));
+    assert_int_equal(v, HR_ISA_AVX512);
+    assert_false(hr_isa_parse("avx", &v));
+    assert_false(hr_isa_parse("avx5120", &v));
+    assert_false(hr_isa_parse("", &v));
+    assert_string_equal(hr_isa_name((hr_isa)7), "unknown");
+}
+
+static void test_report(void **state)
+{
+    (void)state;
+    for (int isa = 1; isa < n_isas(); isa++)
+        for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++)
+            if (hr_cpu_vec_dot_isa(weight_types[ti], (hr_isa)isa))
+                print_message("%-6s %-6s max |err|/S = %.3g\n", hr_isa_name((hr_isa)isa),
+                              hr_type_name(weight_types[ti]), worst[isa][weight_types[ti]]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dispatch),
+        cmocka_unit_test(test_vec_dot_random),
+        cmocka_unit_test(test_vec_dot_random_bytes),
+        cmocka_unit_test(test_vec_dot_fixtures),
+        cmocka_unit_test(test_quantisers),
+        cmocka_unit_test(test_matmul_threads_and_batching),
+        cmocka_unit_test(test_matmul_large),
+        cmocka_unit_test(test_report),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
