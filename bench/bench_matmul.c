@@ -1,0 +1,159 @@
+/* bench_matmul.c - hr_matmul throughput for Qwen2.5-0.5B-like shapes, per
+ * weight type, ISA path and thread count.
+ *
+ *   bench_matmul [--types Q4_K,Q8_0,...] [--isa scalar,avx2,avx512]
+ *                [--threads 1,2] [--ntok 1,64] [--time SECONDS]
+ *
+ * Shapes: K=896 N=4864 (ffn up/gate) and K=4864 N=896 (ffn down); K is
+ * rounded up to the block size (1024 for the K-quants). GFLOP/s
+ * counts 2*K*N*n_tok; GB/s is weight bytes streamed per call / time (the
+ * bound that matters for n_tok = 1). Timings are the best of a few repeats of
+ * a loop of at least --time seconds. Keep runs short on shared machines. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cpu/cpu.h"
+#include "cpu/matmul.h"
+#include "cpu/pool.h"
+#include "quant/quant.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static float frand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+/* Splits a comma list into at most max items (in place). */
+static int split(char *s, char **out, int max)
+{
+    int n = 0;
+    for (char *tok = strtok(s, ","); tok && n < max; tok = strtok(NULL, ","))
+        out[n++] = tok;
+    return n;
+}
+
+static uint32_t type_by_name(const char *name)
+{
+    for (uint32_t id = 0; id < HR_TYPE_COUNT; id++) {
+        const hr_type_traits *t = hr_type_get(id);
+        if (t && t->supported && t->vec_dot && strcmp(t->name, name) == 0)
+            return id;
+    }
+    fprintf(stderr, "bench_matmul: unknown type %s\n", name);
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    char types_s[256] = "F16,Q8_0,Q4_0,Q4_K,Q5_K,Q6_K";
+    char isa_s[64] = "scalar,avx2,avx512", thr_s[64] = "1,2", ntok_s[64] = "1,64";
+    double min_time = 0.1;
+    for (int i = 1; i < argc; i += 2) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "usage: %s [--types L] [--isa L] [--threads L] [--ntok L] [--time S]\n", argv[0]);
+            return 2;
+        }
+        if (!strcmp(argv[i], "--types")) snprintf(types_s, sizeof types_s, "%s", v);
+        else if (!strcmp(argv[i], "--isa")) snprintf(isa_s, sizeof isa_s, "%s", v);
+        else if (!strcmp(argv[i], "--threads")) snprintf(thr_s, sizeof thr_s, "%s", v);
+        else if (!strcmp(argv[i], "--ntok")) snprintf(ntok_s, sizeof ntok_s, "%s", v);
+        else if (!strcmp(argv[i], "--time")) min_time = atof(v);
+        else {
+            fprintf(stderr, "bench_matmul: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
+    char *types[32], *isas[8], *thrs[8], *ntoks[8];
+    const int nt = split(types_s, types, 32), ni = split(isa_s, isas, 8);
+    const int nh = split(thr_s, thrs, 8), nn = split(ntok_s, ntoks, 8);
+
+    static const int64_t shapes[][2] = { { 896, 4864 }, { 4864, 896 } };
+    const int32_t max_tok = 256;
+    const int64_t maxK = 4864, maxN = 4864;
+    float *x = malloc((size_t)max_tok * maxK * sizeof(float));
+    float *y = malloc((size_t)max_tok * maxN * sizeof(float));
+    float *row = malloc((size_t)maxK * sizeof(float));
+    void *scratch = malloc((size_t)max_tok * ((size_t)maxK * 4 + 64));
+    if (!x || !y || !row || !scratch)
+        return 1;
+    for (int64_t i = 0; i < (int64_t)max_tok * maxK; i++)
+        x[i] = frand();
+
+    printf("host ISA %s; times best of 3 loops of >= %.2f s\n", hr_isa_name(hr_cpu_host_isa()), min_time);
+    printf("%-6s %5s %5s %4s %-7s %3s %10s %9s %8s\n", "type", "K", "N", "ntok", "isa", "thr", "ms/call",
+           "GFLOP/s", "GB/s");
+    for (int ti = 0; ti < nt; ti++) {
+        const uint32_t type = type_by_name(types[ti]);
+        for (int si = 0; si < 2; si++) {
+            /* K-quants need K % 256 == 0: 896 becomes 1024 for them */
+            const int64_t bs = hr_type_get(type)->block_size;
+            const int64_t K = (shapes[si][0] + bs - 1) / bs * bs, N = shapes[si][1];
+            const size_t rb = hr_row_size(type, K);
+            unsigned char *w = malloc(rb * (size_t)N);
+            if (!w)
+                return 1;
+            for (int64_t r = 0; r < N; r++) {
+                for (int64_t k = 0; k < K; k++)
+                    row[k] = frand();
+                hr_quantize_row(type, row, w + (size_t)r * rb, K);
+            }
+            for (int ni_ = 0; ni_ < nn; ni_++) {
+                int32_t ntok = (int32_t)atoi(ntoks[ni_]);
+                if (ntok < 1 || ntok > max_tok)
+                    continue;
+                for (int ii = 0; ii < ni; ii++) {
+                    hr_isa isa;
+                    if (!hr_isa_parse(isas[ii], &isa) || isa > hr_cpu_host_isa())
+                        continue;
+                    hr_cpu_force(isa);
+                    for (int hi = 0; hi < nh; hi++) {
+                        const int n_thr = atoi(thrs[hi]);
+                        hr_pool *pool = hr_pool_new(n_thr);
+                        if (!pool)
+                            continue;
+                        hr_matmul(pool, w, type, rb, K, N, x, ntok, y, scratch); /* warm up */
+                        double best = 1e30;
+                        for (int rep = 0; rep < 3; rep++) {
+                            int calls = 0;
+                            const double t0 = now_s();
+                            double dt;
+                            do {
+                                hr_matmul(pool, w, type, rb, K, N, x, ntok, y, scratch);
+                                calls++;
+                                dt = now_s() - t0;
+                            } while (dt < min_time);
+                            if (dt / calls < best)
+                                best = dt / calls;
+                        }
+                        hr_pool_free(pool);
+                        printf("%-6s %5lld %5lld %4d %-7s %3d %10.3f %9.2f %8.2f\n", hr_type_name(type),
+                               (long long)K, (long long)N, (int)ntok, hr_isa_name(isa), n_thr, best * 1e3,
+                               2.0 * (double)K * (double)N * ntok / best * 1e-9,
+                               (double)rb * (double)N / best * 1e-9);
+                        fflush(stdout);
+                    }
+                }
+            }
+            free(w);
+        }
+    }
+    hr_cpu_force(hr_cpu_host_isa());
+    free(x);
+    free(y);
+    free(row);
+    free(scratch);
+    return 0;
+}
