@@ -46,6 +46,7 @@ typedef struct {
     int32_t rank;
     int32_t left;
     int32_t lid, rid; /* ids of the pair when queued: stale entries are skipped */
+    int32_t res;      /* id of the merged token */
 } bpair;
 
 static inline bool bpair_less(const bpair *a, const bpair *b)
@@ -127,7 +128,7 @@ void hr_bpe_word(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size
         sy[i].len = 1;
     }
     if (n <= BPE_SCAN_MAX) {
-        int32_t res[BPE_SCAN_MAX], rk[BPE_SCAN_MAX];
+        int32_t res[BPE_SCAN_MAX] = {0}, rk[BPE_SCAN_MAX];
         /* rank of the pair starting at each live symbol */
         for (size_t i = 0; i + 1 < n; i++)
             rk[i] = (sy[i].id >= 0 && sy[i + 1].id >= 0) ? hr_merge_rank_(v, sy[i].id, sy[i + 1].id, &res[i]) : -1;
@@ -162,7 +163,7 @@ void hr_bpe_word(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size
         for (size_t i = 0; i + 1 < n; i++) {
             int32_t r, rank = (sy[i].id >= 0 && sy[i + 1].id >= 0) ? hr_merge_rank_(v, sy[i].id, sy[i + 1].id, &r) : -1;
             if (rank >= 0)
-                bheap_push(h, &hn, (bpair){rank, (int32_t)i, sy[i].id, sy[i + 1].id});
+                bheap_push(h, &hn, (bpair){rank, (int32_t)i, sy[i].id, sy[i + 1].id, r});
         }
         while (hn > 0) {
             bpair p = bheap_pop(h, &hn);
@@ -173,9 +174,7 @@ void hr_bpe_word(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size
             bsym *rs = &sy[ri];
             if (rs->id != p.rid)
                 continue;
-            int32_t res;
-            hr_merge_rank_(v, p.lid, p.rid, &res);
-            l->id = res;
+            l->id = p.res;
             l->len += rs->len;
             rs->len = 0;
             l->next = rs->next;
@@ -194,13 +193,13 @@ void hr_bpe_word(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size
                 bsym *pl = &sy[l->prev];
                 int32_t r2, rank = pl->id >= 0 ? hr_merge_rank_(v, pl->id, l->id, &r2) : -1;
                 if (rank >= 0)
-                    bheap_push(h, &hn, (bpair){rank, l->prev, pl->id, l->id});
+                    bheap_push(h, &hn, (bpair){rank, l->prev, pl->id, l->id, r2});
             }
             if (l->next >= 0) {
                 bsym *nl = &sy[l->next];
                 int32_t r2, rank = nl->id >= 0 ? hr_merge_rank_(v, l->id, nl->id, &r2) : -1;
                 if (rank >= 0)
-                    bheap_push(h, &hn, (bpair){rank, p.left, l->id, nl->id});
+                    bheap_push(h, &hn, (bpair){rank, p.left, l->id, nl->id, r2});
             }
         }
     }
