@@ -98,8 +98,10 @@ static void emit_bytes_bpe(const hr_vocab *v, const unsigned char *s, size_t n, 
     }
 }
 
-/* Small words: find the best pair by scanning (no heap). */
+/* Small words: find the best pair by scanning (no heap). Both paths give
+ * the same result; the tests lower this to check that. */
 #define BPE_SCAN_MAX 24
+int hr_tok_bpe_scan_max = BPE_SCAN_MAX;
 
 void hr_bpe_word(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size_t n, hr_sink *out)
 {
@@ -127,7 +129,7 @@ void hr_bpe_word(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size
         sy[i].next = i + 1 < n ? (int32_t)i + 1 : -1;
         sy[i].len = 1;
     }
-    if (n <= BPE_SCAN_MAX) {
+    if (n <= (size_t)hr_tok_bpe_scan_max && n <= BPE_SCAN_MAX) {
         int32_t res[BPE_SCAN_MAX] = {0}, rk[BPE_SCAN_MAX];
         /* rank of the pair starting at each live symbol */
         for (size_t i = 0; i + 1 < n; i++)

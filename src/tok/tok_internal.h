@@ -160,6 +160,10 @@ typedef struct {
 } hr_scratch;
 
 /* Encodes one fragment of ordinary text (no special tokens inside). */
+/* Words up to this many bytes use the scanning merge loop, longer ones the
+ * heap (at most 24; tests set 0 to compare both). */
+extern int hr_tok_bpe_scan_max;
+
 void hr_bpe_fragment(const hr_vocab *v, hr_scratch *sc, const char *s, size_t n, hr_sink *out);
 void hr_bpe_word(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size_t n, hr_sink *out);
 void hr_spm_fragment(const hr_vocab *v, hr_scratch *sc, const char *s, size_t n, bool prefix_space,
