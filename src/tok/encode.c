@@ -286,38 +286,23 @@ static void spm_try_pair(const hr_vocab *v, const char *t, ssym *sy, int32_t l, 
     sheap_push(h, hn, (spair){v->score[id], l, r, size});
 }
 
-void hr_spm_fragment(const hr_vocab *v, hr_scratch *sc, const char *s, size_t n, bool prefix_space, hr_sink *out)
+/* true if some token has the character c (n bytes) right before a U+2581 */
+static bool spm_joins_space(const hr_vocab *v, const char *c, size_t n)
 {
-    /* escape: optional leading U+2581, every ' ' -> U+2581 */
-    size_t need = (n + 1) * 3;
-    if (n > HR_TOK_MAX_INPUT || !grow(&sc->heap, &sc->heap_cap, 1, need + 3 * (n + 1) * sizeof(spair))) {
-        sc->oom = true;
-        return;
-    }
-    /* one allocation: escaped text, then the heap */
-    char *t = sc->heap;
-    size_t tn = 0;
-    if (prefix_space) {
-        memcpy(t, "\xE2\x96\x81", 3);
-        tn = 3;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == ' ') {
-            memcpy(t + tn, "\xE2\x96\x81", 3);
-            tn += 3;
-        } else {
-            t[tn++] = s[i];
-        }
-    }
+    uint32_t cp = 0;
+    for (size_t i = 0; i < n; i++)
+        cp = (cp << 8) | (unsigned char)c[i];
+    for (int i = 0; i < v->n_space_join; i++)
+        if (v->space_join[i] == cp)
+            return true;
+    return false;
+}
+
+/* SentencePiece BPE over one span of escaped text. */
+static void spm_span(const hr_vocab *v, const char *t, size_t tn, ssym *sy, spair *h, hr_sink *out)
+{
     if (tn == 0)
         return;
-    size_t hoff = (need + 15) & ~(size_t)15;
-    spair *h = (spair *)(void *)((char *)sc->heap + hoff);
-    if (!grow(&sc->sym, &sc->sym_cap, tn, sizeof(ssym))) {
-        sc->oom = true;
-        return;
-    }
-    ssym *sy = sc->sym;
     int32_t ns = 0;
     for (size_t i = 0; i < tn;) {
         bool inc;
@@ -364,6 +349,58 @@ void hr_spm_fragment(const hr_vocab *v, hr_scratch *sc, const char *s, size_t n,
             hr_sink_put(out, v->unk);
         }
     }
+}
+
+
+void hr_spm_fragment(const hr_vocab *v, hr_scratch *sc, const char *s, size_t n, bool prefix_space, hr_sink *out)
+{
+    /* escape: optional leading U+2581, every ' ' -> U+2581 */
+    size_t need = (n + 1) * 3;
+    if (n > HR_TOK_MAX_INPUT || !grow(&sc->heap, &sc->heap_cap, 1, need + 3 * (n + 1) * sizeof(spair))) {
+        sc->oom = true;
+        return;
+    }
+    /* one allocation: escaped text, then the heap */
+    char *t = sc->heap;
+    size_t tn = 0;
+    if (prefix_space) {
+        memcpy(t, "\xE2\x96\x81", 3);
+        tn = 3;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == ' ') {
+            memcpy(t + tn, "\xE2\x96\x81", 3);
+            tn += 3;
+        } else {
+            t[tn++] = s[i];
+        }
+    }
+    if (tn == 0)
+        return;
+    size_t hoff = (need + 15) & ~(size_t)15;
+    spair *h = (spair *)(void *)((char *)sc->heap + hoff);
+    if (!grow(&sc->sym, &sc->sym_cap, tn, sizeof(ssym))) {
+        sc->oom = true;
+        return;
+    }
+    /* Cut before each U+2581 that no token can join to the character
+     * before it: merges never cross such a point, so the pieces are
+     * independent and the heap stays small. */
+    size_t from = 0, prev_cp_at = 0;
+    for (size_t i = 0; i < tn;) {
+        bool inc;
+        size_t bad, k = hr_utf8_seq((const unsigned char *)t + i, tn - i, &inc, &bad);
+        if (k == 0)
+            k = 1;
+        if (v->spm_cut && i > from && k == 3 && memcmp(t + i, "\xE2\x96\x81", 3) == 0 &&
+            !spm_joins_space(v, t + prev_cp_at, i - prev_cp_at)) {
+            spm_span(v, t + from, i - from, sc->sym, h, out);
+            from = i;
+        }
+        prev_cp_at = i;
+        i += k;
+    }
+    spm_span(v, t + from, tn - from, sc->sym, h, out);
 }
 
 /* ---- special tokens and the driver ---------------------------------------- */

@@ -69,6 +69,12 @@ struct hr_vocab {
     bool ignore_merges;
     uint8_t *eog; /* n flags */
 
+    /* SPM: the characters (UTF-8 bytes packed in a uint32) that some token
+     * has right before a U+2581; text is cut before any other U+2581. */
+    bool spm_cut;
+    int n_space_join;
+    uint32_t space_join[32];
+
     hr_pretok_kind pre;
     int n_steps;
     void *re[HR_PRE_MAX_STEPS];     /* pcre2_code_8 * */

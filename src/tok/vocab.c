@@ -265,6 +265,46 @@ static hr_status load_merges(hr_vocab *v, const hr_gguf *g, hr_err *err)
     return HR_OK;
 }
 
+/* Finds the characters that tokens put before an inner U+2581 (for llama
+ * vocabularies only U+2581 itself, in runs of spaces). */
+static void spm_space_joins(hr_vocab *v)
+{
+    v->spm_cut = true;
+    v->n_space_join = 0;
+    for (int32_t id = 0; id < v->n && v->spm_cut; id++) {
+        if (v->type[id] != HR_TOKEN_NORMAL && v->type[id] != HR_TOKEN_USER_DEFINED)
+            continue;
+        size_t len;
+        const unsigned char *t = (const unsigned char *)hr_tok_text_(v, id, &len);
+        size_t prev = 0;
+        for (size_t i = 0; i < len;) {
+            bool inc;
+            size_t bad, k = hr_utf8_seq(t + i, len - i, &inc, &bad);
+            if (k == 0) {
+                v->spm_cut = false; /* odd token text: do not cut at all */
+                break;
+            }
+            if (i > 0 && k == 3 && t[i] == 0xE2 && t[i + 1] == 0x96 && t[i + 2] == 0x81) {
+                uint32_t cp = 0;
+                for (size_t j = prev; j < i; j++)
+                    cp = (cp << 8) | t[j];
+                bool have = false;
+                for (int j = 0; j < v->n_space_join; j++)
+                    have |= v->space_join[j] == cp;
+                if (!have) {
+                    if (v->n_space_join == (int)(sizeof v->space_join / sizeof v->space_join[0])) {
+                        v->spm_cut = false;
+                        break;
+                    }
+                    v->space_join[v->n_space_join++] = cp;
+                }
+            }
+            prev = i;
+            i += k;
+        }
+    }
+}
+
 static hr_status build_decoded(hr_vocab *v)
 {
     /* Decoded text is never longer than the raw text (byte-level chars take
@@ -406,6 +446,7 @@ hr_status hr_vocab_load(const hr_gguf *g, hr_vocab **out, hr_err *err)
     for (int b = 0; b < 256; b++)
         v->byte_tok[b] = -1;
     if (kind == HR_VOCAB_SPM) {
+        spm_space_joins(v);
         for (int32_t i = 0; i < n; i++) {
             size_t len;
             const char *t = hr_tok_text_(v, i, &len);
