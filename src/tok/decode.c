@@ -131,8 +131,10 @@ static size_t detok_emit(hr_detok *d, bool flush, char *buf, size_t cap)
         return len >= cap ? len : cap; /* too small: everything stays pending */
     repair(d->pend, d->n, flush, buf, &used);
     buf[len] = 0;
-    memmove(d->pend, d->pend + used, d->n - used);
-    d->n -= used;
+    if (used) {
+        memmove(d->pend, d->pend + used, d->n - used);
+        d->n -= used;
+    }
     return len;
 }
 
