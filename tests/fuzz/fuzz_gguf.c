@@ -1,12 +1,14 @@
 /* libFuzzer target: the GGUF reader must reject or accept any byte string
  * without reading out of bounds, and everything it accepts must be safe to
- * walk (every metadata value, every tensor's first and last byte). */
+ * walk (every metadata value, every tensor's first and last byte), and the
+ * tokenizer built from its metadata must load or fail cleanly. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gguf/gguf.h"
+#include "tok/vocab.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -54,6 +56,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         uint32_t u;
         hr_gguf_get_u32(g, "general.alignment", &u);
+        /* hostile tokenizer metadata must be refused or loaded safely */
+        hr_vocab *v = NULL;
+        if (hr_vocab_load(g, &v, &err) == HR_OK) {
+            int32_t ids[64];
+            size_t n = 0;
+            hr_tok_encode(v, "Hello world 123", 15, true, true, ids, 64, &n, &err);
+            char piece[64];
+            for (size_t i = 0; i < n && i < 64; i++)
+                hr_tok_piece(v, ids[i], true, piece, sizeof piece);
+            hr_vocab_free(v);
+        }
         hr_gguf_close(g);
     }
     free(copy);
