@@ -90,7 +90,7 @@ void hr_matmul(hr_pool *pool, const void *w, uint32_t wtype, size_t w_row_bytes,
                const float *x, int32_t n_tok, float *y, void *act_scratch)
 {
     const hr_type_traits *wt = hr_type_get(wtype);
-    if (!wt || !wt->supported || n_tok <= 0 || N <= 0 || K <= 0)
+    if (!wt || !wt->supported || n_tok <= 0 || N <= 0 || K <= 0 || K % wt->block_size != 0)
         return;
     const hr_type_traits *at = hr_type_get(wt->vec_dot_type);
     const int nth = hr_pool_n_threads(pool);

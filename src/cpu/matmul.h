@@ -25,8 +25,8 @@ size_t hr_matmul_scratch_bytes(uint32_t wtype, int64_t K, int32_t n_tok);
 
 /* pool may be NULL (single thread). act_scratch needs
  * hr_matmul_scratch_bytes(wtype, K, n_tok) bytes, any alignment. K must be a
- * multiple of wtype's block size and wtype supported (caller checks, as the
- * model loader does). */
+ * multiple of wtype's block size and wtype supported (the model loader checks;
+ * otherwise hr_matmul does nothing). Not reentrant on one pool. */
 void hr_matmul(hr_pool *pool, const void *w, uint32_t wtype, size_t w_row_bytes, int64_t K, int64_t N,
                const float *x, int32_t n_tok, float *y, void *act_scratch);
 
