@@ -8,14 +8,18 @@
  * Matrix products quantise the activations to the weight type's dot-product
  * partner (Q8_0, Q8_K, F16, ...) once per token and reuse them for every
  * row, as llama.cpp does; this is why quantised models land within its
- * reference tolerances. The per-row kernels come from quant/; the SIMD and
- * thread-parallel versions replace them behind hr_matmul later. */
+ * reference tolerances. Matrix products run on the SIMD kernels and the
+ * compute pool (src/cpu/); attention is split over (token, head) pairs.
+ * Each output is computed the same way whatever the batch and thread count,
+ * so a sequence's results do not depend on what it is batched with. */
 #include "engine/engine.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/matmul.h"
+#include "cpu/pool.h"
 #include "model/model_impl.h"
 #include "quant/quant.h"
 
@@ -31,8 +35,9 @@ struct hr_engine {
     float *att;    /* attention output (n_head * head_dim_v) */
     float *gate;   /* (n_ff) */
     float *up;     /* (n_ff) */
-    float *scores; /* (n_ctx_max) one row of attention weights */
+    float *scores; /* (n_threads, scores_cap) attention weights, one row per thread */
     int32_t scores_cap;
+    hr_pool *pool; /* NULL when single-threaded */
     void *act;     /* quantised activations (max_batch, act_row_bytes) */
     size_t act_row_bytes;
 };
@@ -75,6 +80,8 @@ hr_status hr_engine_new(const hr_model *m, const hr_engine_params *p, hr_engine 
     e->gate = xalloc(B * (size_t)hp->n_ff * sizeof(float), &ok);
     e->up = xalloc(B * (size_t)hp->n_ff * sizeof(float), &ok);
     e->act = xalloc(B * e->act_row_bytes, &ok);
+    if (ok && e->p.n_threads > 1 && !(e->pool = hr_pool_new(e->p.n_threads)))
+        ok = false;
     if (!ok) {
         hr_engine_free(e);
         return hr_err_set(err, HR_ERR_NOMEM, "out of memory for engine scratch (batch %zu)", B);
@@ -97,29 +104,14 @@ void hr_engine_free(hr_engine *e)
     free(e->up);
     free(e->scores);
     free(e->act);
+    hr_pool_free(e->pool);
     free(e);
 }
 
 /* y[t] = W x[t] for n tokens; x rows are w->ne0 floats, y rows w->ne1. */
 static void matmul(hr_engine *e, const hr_weight *w, const float *x, int32_t n, float *y)
 {
-    const hr_type_traits *wt = hr_type_get(w->type);
-    const hr_type_traits *at = hr_type_get(wt->vec_dot_type);
-    const int64_t K = w->ne0, N = w->ne1;
-    const void *act = x;
-    size_t act_row = K * sizeof(float);
-    if (wt->vec_dot_type != HR_TYPE_F32) {
-        act_row = hr_row_size(wt->vec_dot_type, K);
-        for (int32_t t = 0; t < n; t++)
-            at->from_float(x + (size_t)t * K, (char *)e->act + (size_t)t * act_row, K);
-        act = e->act;
-    }
-    const char *wd = w->data;
-    for (int64_t r = 0; r < N; r++) {
-        const char *wrow = wd + (size_t)r * w->row_bytes;
-        for (int32_t t = 0; t < n; t++)
-            wt->vec_dot(K, &y[(size_t)t * N + r], wrow, (const char *)act + (size_t)t * act_row);
-    }
+    hr_matmul(e->pool, w->data, w->type, w->row_bytes, w->ne0, w->ne1, x, n, y, e->act);
 }
 
 static void rmsnorm(float *out, const float *x, const float *w, int32_t n, float eps)
@@ -172,7 +164,7 @@ static hr_status ensure_scores(hr_engine *e, int32_t n, hr_err *err)
     int32_t cap = e->scores_cap ? e->scores_cap : 256;
     while (cap < n)
         cap *= 2;
-    float *s = realloc(e->scores, (size_t)cap * sizeof *s);
+    float *s = realloc(e->scores, (size_t)cap * (size_t)e->p.n_threads * sizeof *s);
     if (!s)
         return hr_err_set(err, HR_ERR_NOMEM, "out of memory for attention scores");
     e->scores = s;
@@ -180,15 +172,15 @@ static hr_status ensure_scores(hr_engine *e, int32_t n, hr_err *err)
     return HR_OK;
 }
 
-/* Attention of token t (at pos, in seq) over positions 0..pos of its sequence. */
-static void attend(hr_engine *e, hr_kv *kv, int32_t layer, int32_t seq, int32_t pos, const float *q, float *out)
+/* Attention of head h of a token (at pos, in seq) over positions 0..pos of
+ * its sequence; sc is a scratch row of at least pos + 1 floats. */
+static void attend_head(const hr_hparams *hp, hr_kv *kv, int32_t layer, int32_t seq, int32_t pos, int32_t h,
+                        const float *q, float *out, float *sc)
 {
-    const hr_hparams *hp = hr_model_hparams(e->m);
     const int32_t hd = hp->head_dim, hdv = hp->head_dim_v;
     const int32_t group = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *sc = e->scores;
-    for (int32_t h = 0; h < hp->n_head; h++) {
+    {
         const float *qh = q + (size_t)h * hd;
         const int32_t kvh = h / group;
         float mx = -INFINITY;
@@ -220,6 +212,29 @@ static void attend(hr_engine *e, hr_kv *kv, int32_t layer, int32_t seq, int32_t 
     }
 }
 
+typedef struct {
+    hr_engine *e;
+    hr_kv *kv;
+    int32_t layer, n;
+    const int32_t *pos, *seq;
+} attn_job;
+
+/* Pool task: (token, head) pairs split evenly over the threads. */
+static void attend_task(void *ctx, int ith, int nth)
+{
+    const attn_job *j = ctx;
+    const hr_hparams *hp = hr_model_hparams(j->e->m);
+    const int32_t QD = hp->n_head * hp->head_dim, AD = hp->n_head * hp->head_dim_v;
+    const int64_t total = (int64_t)j->n * hp->n_head;
+    const int64_t lo = total * ith / nth, hi = total * (ith + 1) / nth;
+    float *sc = j->e->scores + (size_t)ith * (size_t)j->e->scores_cap;
+    for (int64_t k = lo; k < hi; k++) {
+        const int32_t t = (int32_t)(k / hp->n_head), h = (int32_t)(k % hp->n_head);
+        attend_head(hp, j->kv, j->layer, j->seq[t], j->pos[t], h, j->e->q + (size_t)t * QD,
+                    j->e->att + (size_t)t * AD, sc);
+    }
+}
+
 static void add_bias(float *y, const float *b, int32_t n_tok, int32_t dim)
 {
     if (!b)
@@ -237,7 +252,7 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
     const hr_hparams *hp = &m->hp;
     const int32_t D = hp->n_embd, F = hp->n_ff;
     const int32_t QD = hp->n_head * hp->head_dim, KD = hp->n_head_kv * hp->head_dim;
-    const int32_t VD = hp->n_head_kv * hp->head_dim_v, AD = hp->n_head * hp->head_dim_v;
+    const int32_t VD = hp->n_head_kv * hp->head_dim_v;
     const int32_t *tok = b->token + off, *pos = b->pos + off, *seq = b->seq + off;
     hr_status st;
 
@@ -275,8 +290,11 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
             memcpy(hr_kv_k(kv, l, seq[t], pos[t]), kt, (size_t)KD * sizeof(float));
             memcpy(hr_kv_v(kv, l, seq[t], pos[t]), e->v + (size_t)t * VD, (size_t)VD * sizeof(float));
         }
-        for (int32_t t = 0; t < n; t++)
-            attend(e, kv, l, seq[t], pos[t], e->q + (size_t)t * QD, e->att + (size_t)t * AD);
+        attn_job job = {e, kv, l, n, pos, seq};
+        if (e->pool)
+            hr_pool_run(e->pool, attend_task, &job);
+        else
+            attend_task(&job, 0, 1);
         matmul(e, &L->wo, e->att, n, e->xn);
         for (size_t i = 0; i < (size_t)n * D; i++)
             e->x[i] += e->xn[i];

@@ -103,6 +103,15 @@ static void check_model(const char *rel)
     big_seq[0] = 9;
     assert_int_equal(hr_engine_forward(e, kv, &big, out, &err), HR_ERR_INVALID);
 
+    /* a threaded engine computes the same bits */
+    hr_engine *e3;
+    hr_engine_params ep3 = {.max_batch = 5, .n_threads = 3};
+    assert_int_equal(hr_engine_new(m, &ep3, &e3, &err), HR_OK);
+    hr_kv_seq_clear(kv, 1);
+    run_alone(e3, kv, seq_b, NB, 1, out);
+    assert_memory_equal(out, rb, (size_t)NB * nv * sizeof(float));
+    hr_engine_free(e3);
+
     /* truncation releases whole blocks past the kept length */
     hr_kv_seq_truncate(kv, 2, 8);
     assert_int_equal(hr_kv_seq_capacity(kv, 2), 8);
