@@ -6,5 +6,6 @@
 int cmd_run(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
+int cmd_template(int argc, char **argv);
 
 #endif

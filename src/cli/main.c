@@ -14,6 +14,7 @@ static const struct {
     {"inspect", cmd_inspect, "show a GGUF model's architecture, tensors and metadata"},
     {"logits", cmd_logits, "teacher-forced logits of a token sequence, as raw float32"},
     {"run", cmd_run, "generate text from a prompt"},
+    {"template", cmd_template, "render a chat template"},
 };
 
 static void usage(FILE *f)
