@@ -66,4 +66,11 @@ const char *hr_type_name(uint32_t id);
  * or the type is unknown. */
 size_t hr_row_size(uint32_t id, int64_t n);
 
+/* Quantise n floats (a multiple of the block size) into a weight type with a
+ * simple round-to-nearest quantiser (for writing test/synthetic files, not
+ * for serving). Types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K,
+ * Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL. Returns false (writing nothing) for other
+ * types or a bad n. dst holds hr_row_size(type, n) bytes. */
+bool hr_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
+
 #endif

@@ -1,0 +1,336 @@
+/* engine.c - the transformer forward pass (llama / qwen2 / qwen3).
+ *
+ * Reads top to bottom like the math: embed, then per layer
+ *   x += Wo * attn(rope(norm_q(Wq*rms(x)+bq)), rope(norm_k(Wk*rms(x)+bk)), Wv*rms(x)+bv)
+ *   x += Wdown * (silu(Wgate*rms(x)) * (Wup*rms(x)))
+ * then logits = Wout * rms(x) for the tokens that want them.
+ *
+ * Matrix products quantise the activations to the weight type's dot-product
+ * partner (Q8_0, Q8_K, F16, ...) once per token and reuse them for every
+ * row, as llama.cpp does; this is why quantised models land within its
+ * reference tolerances. The per-row kernels come from quant/; the SIMD and
+ * thread-parallel versions replace them behind hr_matmul later. */
+#include "engine/engine.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model_impl.h"
+#include "quant/quant.h"
+
+struct hr_engine {
+    const hr_model *m;
+    hr_engine_params p;
+    /* scratch, all (max_batch, dim) */
+    float *x;      /* residual stream (n_embd) */
+    float *xn;     /* normalised input (max(n_embd, n_ff)) */
+    float *q;      /* (n_head * head_dim) */
+    float *k;      /* (n_head_kv * head_dim) */
+    float *v;      /* (n_head_kv * head_dim_v) */
+    float *att;    /* attention output (n_head * head_dim_v) */
+    float *gate;   /* (n_ff) */
+    float *up;     /* (n_ff) */
+    float *scores; /* (n_ctx_max) one row of attention weights */
+    int32_t scores_cap;
+    void *act;     /* quantised activations (max_batch, act_row_bytes) */
+    size_t act_row_bytes;
+};
+
+static void *xalloc(size_t n, bool *ok)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        *ok = false;
+    return p;
+}
+
+hr_status hr_engine_new(const hr_model *m, const hr_engine_params *p, hr_engine **out, hr_err *err)
+{
+    *out = NULL;
+    const hr_hparams *hp = hr_model_hparams(m);
+    hr_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return hr_err_set(err, HR_ERR_NOMEM, "out of memory");
+    e->m = m;
+    e->p = *p;
+    if (e->p.max_batch < 1)
+        e->p.max_batch = 512;
+    if (e->p.n_threads < 1)
+        e->p.n_threads = 1;
+    size_t B = (size_t)e->p.max_batch;
+    size_t wide = (size_t)(hp->n_ff > hp->n_embd ? hp->n_ff : hp->n_embd);
+    size_t attn_out = (size_t)hp->n_head * (size_t)hp->head_dim_v;
+    if (attn_out > wide)
+        wide = attn_out;
+    /* largest activation row in any vec_dot format: F32 is the widest */
+    e->act_row_bytes = wide * sizeof(float) + 64;
+    bool ok = true;
+    e->x = xalloc(B * (size_t)hp->n_embd * sizeof(float), &ok);
+    e->xn = xalloc(B * wide * sizeof(float), &ok);
+    e->q = xalloc(B * (size_t)hp->n_head * (size_t)hp->head_dim * sizeof(float), &ok);
+    e->k = xalloc(B * (size_t)hp->n_head_kv * (size_t)hp->head_dim * sizeof(float), &ok);
+    e->v = xalloc(B * (size_t)hp->n_head_kv * (size_t)hp->head_dim_v * sizeof(float), &ok);
+    e->att = xalloc(B * attn_out * sizeof(float), &ok);
+    e->gate = xalloc(B * (size_t)hp->n_ff * sizeof(float), &ok);
+    e->up = xalloc(B * (size_t)hp->n_ff * sizeof(float), &ok);
+    e->act = xalloc(B * e->act_row_bytes, &ok);
+    if (!ok) {
+        hr_engine_free(e);
+        return hr_err_set(err, HR_ERR_NOMEM, "out of memory for engine scratch (batch %zu)", B);
+    }
+    *out = e;
+    return HR_OK;
+}
+
+void hr_engine_free(hr_engine *e)
+{
+    if (!e)
+        return;
+    free(e->x);
+    free(e->xn);
+    free(e->q);
+    free(e->k);
+    free(e->v);
+    free(e->att);
+    free(e->gate);
+    free(e->up);
+    free(e->scores);
+    free(e->act);
+    free(e);
+}
+
+/* y[t] = W x[t] for n tokens; x rows are w->ne0 floats, y rows w->ne1. */
+static void matmul(hr_engine *e, const hr_weight *w, const float *x, int32_t n, float *y)
+{
+    const hr_type_traits *wt = hr_type_get(w->type);
+    const hr_type_traits *at = hr_type_get(wt->vec_dot_type);
+    const int64_t K = w->ne0, N = w->ne1;
+    const void *act = x;
+    size_t act_row = K * sizeof(float);
+    if (wt->vec_dot_type != HR_TYPE_F32) {
+        act_row = hr_row_size(wt->vec_dot_type, K);
+        for (int32_t t = 0; t < n; t++)
+            at->from_float(x + (size_t)t * K, (char *)e->act + (size_t)t * act_row, K);
+        act = e->act;
+    }
+    const char *wd = w->data;
+    for (int64_t r = 0; r < N; r++) {
+        const char *wrow = wd + (size_t)r * w->row_bytes;
+        for (int32_t t = 0; t < n; t++)
+            wt->vec_dot(K, &y[(size_t)t * N + r], wrow, (const char *)act + (size_t)t * act_row);
+    }
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, int32_t n, float eps)
+{
+    double sum = 0.0;
+    for (int32_t i = 0; i < n; i++)
+        sum += (double)(x[i] * x[i]);
+    float scale = 1.0f / sqrtf((float)(sum / n) + eps);
+    for (int32_t i = 0; i < n; i++)
+        out[i] = x[i] * scale * w[i];
+}
+
+/* Rotates the first rope_dim dimensions of each of n_heads heads of `v`
+ * (head stride head_dim) for position pos. The angle of pair i is
+ * pos * freq_scale * theta^(-2i/rope_dim) / freq_factor[i], built up by
+ * repeated multiplication like the reference implementation. */
+static void rope(float *v, int32_t n_heads, int32_t head_dim, int32_t pos, const hr_hparams *hp,
+                 const float *freq_factors)
+{
+    const int32_t nd = hp->rope_dim;
+    const float theta_scale = powf(hp->rope_theta, -2.0f / (float)nd);
+    for (int32_t h = 0; h < n_heads; h++) {
+        float *x = v + (size_t)h * head_dim;
+        float theta = (float)pos;
+        for (int32_t i = 0; i < nd / 2; i++) {
+            float th = hp->rope_freq_scale * theta;
+            if (freq_factors)
+                th /= freq_factors[i];
+            float c = cosf(th), s = sinf(th);
+            int32_t a, b;
+            if (hp->rope_style == HR_ROPE_NEOX) {
+                a = i;
+                b = i + nd / 2;
+            } else {
+                a = 2 * i;
+                b = 2 * i + 1;
+            }
+            float x0 = x[a], x1 = x[b];
+            x[a] = x0 * c - x1 * s;
+            x[b] = x0 * s + x1 * c;
+            theta *= theta_scale;
+        }
+    }
+}
+
+static hr_status ensure_scores(hr_engine *e, int32_t n, hr_err *err)
+{
+    if (n <= e->scores_cap)
+        return HR_OK;
+    int32_t cap = e->scores_cap ? e->scores_cap : 256;
+    while (cap < n)
+        cap *= 2;
+    float *s = realloc(e->scores, (size_t)cap * sizeof *s);
+    if (!s)
+        return hr_err_set(err, HR_ERR_NOMEM, "out of memory for attention scores");
+    e->scores = s;
+    e->scores_cap = cap;
+    return HR_OK;
+}
+
+/* Attention of token t (at pos, in seq) over positions 0..pos of its sequence. */
+static void attend(hr_engine *e, hr_kv *kv, int32_t layer, int32_t seq, int32_t pos, const float *q, float *out)
+{
+    const hr_hparams *hp = hr_model_hparams(e->m);
+    const int32_t hd = hp->head_dim, hdv = hp->head_dim_v;
+    const int32_t group = hp->n_head / hp->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *sc = e->scores;
+    for (int32_t h = 0; h < hp->n_head; h++) {
+        const float *qh = q + (size_t)h * hd;
+        const int32_t kvh = h / group;
+        float mx = -INFINITY;
+        for (int32_t p = 0; p <= pos; p++) {
+            const float *kr = hr_kv_k(kv, layer, seq, p) + (size_t)kvh * hd;
+            float s = 0.0f;
+            for (int32_t i = 0; i < hd; i++)
+                s += qh[i] * kr[i];
+            s *= scale;
+            sc[p] = s;
+            if (s > mx)
+                mx = s;
+        }
+        double sum = 0.0;
+        for (int32_t p = 0; p <= pos; p++) {
+            float ev = expf(sc[p] - mx);
+            sc[p] = ev;
+            sum += ev;
+        }
+        const float inv = (float)(1.0 / sum);
+        float *oh = out + (size_t)h * hdv;
+        memset(oh, 0, (size_t)hdv * sizeof(float));
+        for (int32_t p = 0; p <= pos; p++) {
+            const float w = sc[p] * inv;
+            const float *vr = hr_kv_v(kv, layer, seq, p) + (size_t)kvh * hdv;
+            for (int32_t i = 0; i < hdv; i++)
+                oh[i] += w * vr[i];
+        }
+    }
+}
+
+static void add_bias(float *y, const float *b, int32_t n_tok, int32_t dim)
+{
+    if (!b)
+        return;
+    for (int32_t t = 0; t < n_tok; t++)
+        for (int32_t i = 0; i < dim; i++)
+            y[(size_t)t * dim + i] += b[i];
+}
+
+/* One chunk of at most max_batch tokens. */
+static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32_t off, int32_t n,
+                               float **logits_out, hr_err *err)
+{
+    const hr_model *m = e->m;
+    const hr_hparams *hp = &m->hp;
+    const int32_t D = hp->n_embd, F = hp->n_ff;
+    const int32_t QD = hp->n_head * hp->head_dim, KD = hp->n_head_kv * hp->head_dim;
+    const int32_t VD = hp->n_head_kv * hp->head_dim_v, AD = hp->n_head * hp->head_dim_v;
+    const int32_t *tok = b->token + off, *pos = b->pos + off, *seq = b->seq + off;
+    hr_status st;
+
+    int32_t max_pos = 0;
+    for (int32_t t = 0; t < n; t++)
+        if (pos[t] > max_pos)
+            max_pos = pos[t];
+    if ((st = ensure_scores(e, max_pos + 1, err)))
+        return st;
+
+    const hr_type_traits *et = hr_type_get(m->tok_embd.type);
+    for (int32_t t = 0; t < n; t++)
+        et->to_float((const char *)m->tok_embd.data + (size_t)tok[t] * m->tok_embd.row_bytes, e->x + (size_t)t * D, D);
+
+    for (int32_t l = 0; l < hp->n_layer; l++) {
+        const hr_layer_weights *L = &m->layers[l];
+        for (int32_t t = 0; t < n; t++)
+            rmsnorm(e->xn + (size_t)t * D, e->x + (size_t)t * D, L->attn_norm, D, hp->rms_eps);
+        matmul(e, &L->wq, e->xn, n, e->q);
+        matmul(e, &L->wk, e->xn, n, e->k);
+        matmul(e, &L->wv, e->xn, n, e->v);
+        add_bias(e->q, L->bq, n, QD);
+        add_bias(e->k, L->bk, n, KD);
+        add_bias(e->v, L->bv, n, VD);
+        for (int32_t t = 0; t < n; t++) {
+            float *qt = e->q + (size_t)t * QD, *kt = e->k + (size_t)t * KD;
+            if (L->q_norm) {
+                for (int32_t h = 0; h < hp->n_head; h++)
+                    rmsnorm(qt + (size_t)h * hp->head_dim, qt + (size_t)h * hp->head_dim, L->q_norm, hp->head_dim, hp->rms_eps);
+                for (int32_t h = 0; h < hp->n_head_kv; h++)
+                    rmsnorm(kt + (size_t)h * hp->head_dim, kt + (size_t)h * hp->head_dim, L->k_norm, hp->head_dim, hp->rms_eps);
+            }
+            rope(qt, hp->n_head, hp->head_dim, pos[t], hp, m->rope_freqs);
+            rope(kt, hp->n_head_kv, hp->head_dim, pos[t], hp, m->rope_freqs);
+            memcpy(hr_kv_k(kv, l, seq[t], pos[t]), kt, (size_t)KD * sizeof(float));
+            memcpy(hr_kv_v(kv, l, seq[t], pos[t]), e->v + (size_t)t * VD, (size_t)VD * sizeof(float));
+        }
+        for (int32_t t = 0; t < n; t++)
+            attend(e, kv, l, seq[t], pos[t], e->q + (size_t)t * QD, e->att + (size_t)t * AD);
+        matmul(e, &L->wo, e->att, n, e->xn);
+        for (size_t i = 0; i < (size_t)n * D; i++)
+            e->x[i] += e->xn[i];
+
+        for (int32_t t = 0; t < n; t++)
+            rmsnorm(e->xn + (size_t)t * D, e->x + (size_t)t * D, L->ffn_norm, D, hp->rms_eps);
+        matmul(e, &L->ffn_gate, e->xn, n, e->gate);
+        matmul(e, &L->ffn_up, e->xn, n, e->up);
+        for (size_t i = 0; i < (size_t)n * F; i++) {
+            float g = e->gate[i];
+            e->gate[i] = g / (1.0f + expf(-g)) * e->up[i];
+        }
+        matmul(e, &L->ffn_down, e->gate, n, e->xn);
+        for (size_t i = 0; i < (size_t)n * D; i++)
+            e->x[i] += e->xn[i];
+    }
+
+    /* gather the tokens that want logits, normalise, project */
+    int32_t n_out = 0;
+    for (int32_t t = 0; t < n; t++) {
+        if (b->logits && !b->logits[off + t])
+            continue;
+        rmsnorm(e->xn + (size_t)n_out * D, e->x + (size_t)t * D, m->output_norm, D, hp->rms_eps);
+        n_out++;
+    }
+    if (n_out) {
+        matmul(e, &m->output, e->xn, n_out, *logits_out);
+        *logits_out += (size_t)n_out * hp->n_vocab;
+    }
+    return HR_OK;
+}
+
+hr_status hr_engine_forward(hr_engine *e, hr_kv *kv, const hr_batch *b, float *logits, hr_err *err)
+{
+    const hr_hparams *hp = hr_model_hparams(e->m);
+    hr_status st;
+    if (b->n_tokens < 0)
+        return hr_err_set(err, HR_ERR_INVALID, "negative batch size");
+    for (int32_t t = 0; t < b->n_tokens; t++) {
+        if (b->token[t] < 0 || b->token[t] >= hp->n_vocab)
+            return hr_err_set(err, HR_ERR_INVALID, "token id %d out of range [0, %d)", b->token[t], hp->n_vocab);
+        if (b->seq[t] < 0 || b->seq[t] >= hr_kv_max_seqs(kv))
+            return hr_err_set(err, HR_ERR_INVALID, "sequence id %d out of range", b->seq[t]);
+        if (b->pos[t] < 0 || b->pos[t] == INT32_MAX)
+            return hr_err_set(err, HR_ERR_INVALID, "position %d out of range", b->pos[t]);
+    }
+    for (int32_t t = 0; t < b->n_tokens; t++)
+        if ((st = hr_kv_seq_reserve(kv, b->seq[t], b->pos[t] + 1, err)))
+            return st;
+    float *out = logits;
+    for (int32_t off = 0; off < b->n_tokens; off += e->p.max_batch) {
+        int32_t n = b->n_tokens - off < e->p.max_batch ? b->n_tokens - off : e->p.max_batch;
+        if ((st = forward_chunk(e, kv, b, off, n, &out, err)))
+            return st;
+    }
+    return HR_OK;
+}
