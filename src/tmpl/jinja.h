@@ -55,6 +55,12 @@ void hr_tmpl_free(hr_tmpl *t);
 hr_status hr_tmpl_render(const hr_tmpl *t, const json_t *ctx, const hr_tmpl_opts *opts,
                          char **out, size_t *out_len, hr_err *err);
 
+/* The same with the context given as JSON text (an object). Unlike jansson,
+ * this reader accepts NUL bytes in object keys; duplicate keys keep the last
+ * value, as Python's json module does. */
+hr_status hr_tmpl_render_json(const hr_tmpl *t, const char *ctx_json, size_t len, const hr_tmpl_opts *opts,
+                              char **out, size_t *out_len, hr_err *err);
+
 /* Convenience for the server: parses `tmpl` and renders it with the usual
  * chat-template variables. messages must be an array; tools may be NULL
  * (then `tools` is undefined); bos/eos may be NULL (then ""); extra may be

@@ -304,17 +304,8 @@ static jv py_split(jstate *st, jstr *s, jstr *sep, int64_t maxsplit, bool right)
                 }
                 if (i >= n) break;
                 if (maxsplit >= 0 && splits >= maxsplit) {
-                    size_t e = n;
-                    /* rest, with trailing whitespace stripped */
-                    while (e > i) {
-                        size_t st0 = e - 1;
-                        while (st0 > i && ((unsigned char)s->p[st0] & 0xC0) == 0x80) st0--;
-                        int32_t cp;
-                        ju_decode(s->p + st0, e - st0, &cp);
-                        if (!ju_isspace(cp)) break;
-                        e = st0;
-                    }
-                    jl_push(st, l, jv_strn(st, s->p + i, e - i));
+                    /* the rest, trailing whitespace kept */
+                    jl_push(st, l, jv_strn(st, s->p + i, n - i));
                     break;
                 }
                 size_t j = i;
@@ -346,14 +337,7 @@ static jv py_split(jstate *st, jstr *s, jstr *sep, int64_t maxsplit, bool right)
             }
             if (e == 0) break;
             if (maxsplit >= 0 && splits >= maxsplit) {
-                size_t a = 0;
-                while (a < e) {
-                    int32_t cp;
-                    size_t k = ju_decode(s->p + a, e - a, &cp);
-                    if (!ju_isspace(cp)) break;
-                    a += k;
-                }
-                jl_push(st, tmp, jv_strn(st, s->p + a, e - a));
+                jl_push(st, tmp, jv_strn(st, s->p, e)); /* leading whitespace kept */
                 break;
             }
             size_t b = e;

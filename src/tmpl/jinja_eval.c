@@ -63,6 +63,8 @@ static jv lookup(jstate *st, jscope *sc, const char *name)
 
 static _Noreturn void undefined_error(jstate *st, jv v)
 {
+    if (v.u.uname && v.u.uname[0] == '!')
+        jx_type(st, "SecurityError: access to attribute '%s' is unsafe", v.u.uname + 1);
     jx_type(st, "UndefinedError: '%s' is undefined", v.u.uname ? v.u.uname : "value");
 }
 
@@ -389,7 +391,7 @@ jv jx_getitem(jstate *st, jv obj, jv key)
     }
     if (key.t == JV_STR) {
         jv r = jb_getattr(st, obj, key.u.s->p, key.u.s->len);
-        if (r.t == JV_UNDEF) r.u.uname = key.u.s->p;
+        if (r.t == JV_UNDEF && !r.u.uname) r.u.uname = key.u.s->p;
         return r;
     }
     return jv_undef(NULL);
@@ -550,7 +552,7 @@ static jv eval(jstate *st, jscope *sc, const jnode *n)
         st->line = n->line;
         if (o.t == JV_UNDEF) undefined_error(st, o);
         r = jb_getattr(st, o, n->name, strlen(n->name));
-        if (r.t == JV_UNDEF) r.u.uname = n->name;
+        if (r.t == JV_UNDEF && !r.u.uname) r.u.uname = n->name;
         break;
     }
     case N_ITEM: {
@@ -851,8 +853,8 @@ void hr_tmpl_free(hr_tmpl *t)
     free(t);
 }
 
-hr_status hr_tmpl_render(const hr_tmpl *t, const json_t *ctx, const hr_tmpl_opts *opts, char **out,
-                         size_t *out_len, hr_err *err)
+static hr_status render(const hr_tmpl *t, const json_t *ctx, const char *ctx_text, size_t ctx_len,
+                        const hr_tmpl_opts *opts, char **out, size_t *out_len, hr_err *err)
 {
     *out = NULL;
     if (out_len)
@@ -882,7 +884,14 @@ hr_status hr_tmpl_render(const hr_tmpl *t, const json_t *ctx, const hr_tmpl_opts
         free(st);
         return s;
     }
-    jv c = ctx ? jv_from_json(st, ctx) : jv_newdict(st, JV_DICT, 0);
+    jv c;
+    if (ctx_text) {
+        c = jv_parse_json(st, ctx_text, ctx_len);
+        if (c.t != JV_DICT)
+            jx_fail(st, HR_ERR_INVALID, "template context must be a JSON object");
+    } else {
+        c = ctx ? jv_from_json(st, ctx) : jv_newdict(st, JV_DICT, 0);
+    }
     st->ctx = c.u.d;
     jsb buf;
     jsb_init(st, &buf, 4096);
@@ -903,4 +912,18 @@ hr_status hr_tmpl_render(const hr_tmpl *t, const json_t *ctx, const hr_tmpl_opts
     ja_free(&st->arena);
     free(st);
     return HR_OK;
+}
+
+hr_status hr_tmpl_render(const hr_tmpl *t, const json_t *ctx, const hr_tmpl_opts *opts, char **out,
+                         size_t *out_len, hr_err *err)
+{
+    return render(t, ctx, NULL, 0, opts, out, out_len, err);
+}
+
+hr_status hr_tmpl_render_json(const hr_tmpl *t, const char *ctx_json, size_t len, const hr_tmpl_opts *opts,
+                              char **out, size_t *out_len, hr_err *err)
+{
+    if (!ctx_json)
+        return render(t, NULL, NULL, 0, opts, out, out_len, err);
+    return render(t, NULL, ctx_json, len, opts, out, out_len, err);
 }

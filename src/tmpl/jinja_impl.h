@@ -200,6 +200,7 @@ void jd_set(jstate *st, jdict *d, jv key, jv val);
 bool jd_get(const jdict *d, jv key, jv *out);
 bool jd_getn(const jdict *d, const char *key, size_t klen, jv *out);
 jv jv_from_json(jstate *st, const json_t *j);
+jv jv_parse_json(jstate *st, const char *s, size_t n); /* JSON text (NUL in keys allowed) */
 
 const char *jv_typename(jv v);
 bool jv_truthy(jv v);

@@ -1,4 +1,5 @@
 /* jinja_value.c - arena, values, Python-style printing and json.dumps. */
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -26,7 +27,8 @@ void *ja_alloc(jarena *a, size_t n)
         n = 16;
     jchunk *c = a->head;
     if (!c || c->cap - c->used < n) {
-        size_t cap = n > JA_CHUNK / 2 ? n : JA_CHUNK;
+        bool big = n > JA_CHUNK / 2;
+        size_t cap = big ? n : JA_CHUNK;
         if (cap > SIZE_MAX - sizeof(jchunk) || a->total + cap + sizeof(jchunk) > a->limit)
             return NULL;
         jchunk *nc = malloc(sizeof(jchunk) + cap);
@@ -35,7 +37,7 @@ void *ja_alloc(jarena *a, size_t n)
         a->total += cap + sizeof(jchunk);
         nc->cap = cap;
         nc->used = 0;
-        if (cap > JA_CHUNK / 2 && c) {
+        if (big && c) {
             /* big block: keep the current chunk on top for small allocations */
             nc->next = c->next;
             c->next = nc;
@@ -658,7 +660,7 @@ jv jv_to_str(jstate *st, jv v)
 
 /* ---------------------------------------------------------------- json.dumps */
 
-static void json_string(jstate *st, jsb *b, const char *s, size_t n, bool ascii)
+static void jw_string(jstate *st, jsb *b, const char *s, size_t n, bool ascii)
 {
     jsb_addc(st, b, '"');
     size_t i = 0;
@@ -708,7 +710,7 @@ static void json_key(jstate *st, jsb *b, jv k, const jjson_opts *o)
 {
     char tmp[64];
     switch (k.t) {
-    case JV_STR: json_string(st, b, k.u.s->p, k.u.s->len, o->ensure_ascii); return;
+    case JV_STR: jw_string(st, b, k.u.s->p, k.u.s->len, o->ensure_ascii); return;
     case JV_BOOL: jsb_add(st, b, k.u.b ? "\"true\"" : "\"false\"", k.u.b ? 6 : 7); return;
     case JV_NONE: jsb_add(st, b, "\"null\"", 6); return;
     case JV_INT: jsb_addf(st, b, "\"%" PRId64 "\"", k.u.i); return;
@@ -739,7 +741,7 @@ void jv_write_json(jstate *st, jsb *b, jv v, const jjson_opts *o, int level)
         else if (isinf(v.u.f)) jsb_addf(st, b, "%s", v.u.f < 0 ? "-Infinity" : "Infinity");
         else { jfmt_float(tmp, sizeof tmp, v.u.f); jsb_add(st, b, tmp, strlen(tmp)); }
         return;
-    case JV_STR: json_string(st, b, v.u.s->p, v.u.s->len, o->ensure_ascii); return;
+    case JV_STR: jw_string(st, b, v.u.s->p, v.u.s->len, o->ensure_ascii); return;
     case JV_LIST: case JV_TUPLE: {
         jlist *l = v.u.l;
         if (l->n == 0) { jsb_add(st, b, "[]", 2); return; }
@@ -785,4 +787,180 @@ void jv_write_json(jstate *st, jsb *b, jv v, const jjson_opts *o, int level)
     default:
         jx_type(st, "TypeError: Object of type %s is not JSON serializable", jv_typename(v));
     }
+}
+
+/* ---------------------------------------------------------------- JSON text -> values */
+
+typedef struct {
+    jstate *st;
+    const char *s;
+    size_t n, i;
+    unsigned depth;
+} jpj;
+
+static _Noreturn void pj_fail(jpj *p, const char *what)
+{
+    p->st->line = 0;
+    jx_fail(p->st, HR_ERR_INVALID, "context JSON: %s at offset %zu", what, p->i);
+}
+
+static void pj_ws(jpj *p)
+{
+    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r'))
+        p->i++;
+}
+
+static int pj_hex4(jpj *p)
+{
+    if (p->i + 4 > p->n) pj_fail(p, "truncated \\u escape");
+    int v = 0;
+    for (int k = 0; k < 4; k++) {
+        char c = p->s[p->i + k];
+        int h = c >= '0' && c <= '9' ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10 : -1;
+        if (h < 0) pj_fail(p, "bad \\u escape");
+        v = v * 16 + h;
+    }
+    p->i += 4;
+    return v;
+}
+
+static jv pj_string(jpj *p)
+{
+    p->i++; /* opening quote */
+    jsb b;
+    jsb_init(p->st, &b, 32);
+    for (;;) {
+        if (p->i >= p->n) pj_fail(p, "unterminated string");
+        size_t a = p->i;
+        while (p->i < p->n && p->s[p->i] != '"' && p->s[p->i] != '\\' && (unsigned char)p->s[p->i] >= 0x20)
+            p->i++;
+        jsb_add(p->st, &b, p->s + a, p->i - a);
+        if (p->i >= p->n) pj_fail(p, "unterminated string");
+        char c = p->s[p->i++];
+        if (c == '"') break;
+        if (c != '\\') pj_fail(p, "control character in string");
+        if (p->i >= p->n) pj_fail(p, "unterminated string");
+        char e = p->s[p->i++];
+        switch (e) {
+        case '"': jsb_addc(p->st, &b, '"'); break;
+        case '\\': jsb_addc(p->st, &b, '\\'); break;
+        case '/': jsb_addc(p->st, &b, '/'); break;
+        case 'b': jsb_addc(p->st, &b, '\b'); break;
+        case 'f': jsb_addc(p->st, &b, '\f'); break;
+        case 'n': jsb_addc(p->st, &b, '\n'); break;
+        case 'r': jsb_addc(p->st, &b, '\r'); break;
+        case 't': jsb_addc(p->st, &b, '\t'); break;
+        case 'u': {
+            int32_t cp = pj_hex4(p);
+            if (cp >= 0xD800 && cp < 0xDC00 && p->i + 6 <= p->n && p->s[p->i] == '\\' && p->s[p->i + 1] == 'u') {
+                size_t save = p->i;
+                p->i += 2;
+                int lo = pj_hex4(p);
+                if (lo >= 0xDC00 && lo < 0xE000) cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                else p->i = save;
+            }
+            if (cp >= 0xD800 && cp < 0xE000) cp = 0xFFFD; /* lone surrogate */
+            char enc[8];
+            jsb_add(p->st, &b, enc, ju_encode(cp, enc));
+            break;
+        }
+        default: pj_fail(p, "bad escape");
+        }
+    }
+    return jsb_take(p->st, &b);
+}
+
+static jv pj_value(jpj *p)
+{
+    pj_ws(p);
+    if (p->i >= p->n) pj_fail(p, "unexpected end");
+    if (++p->depth > p->st->max_depth) pj_fail(p, "nested too deeply");
+    char c = p->s[p->i];
+    jv r;
+    if (c == '{') {
+        p->i++;
+        r = jv_newdict(p->st, JV_DICT, 0);
+        pj_ws(p);
+        if (p->i < p->n && p->s[p->i] == '}') {
+            p->i++;
+        } else {
+            for (;;) {
+                pj_ws(p);
+                if (p->i >= p->n || p->s[p->i] != '"') pj_fail(p, "expected a key");
+                jv k = pj_string(p);
+                pj_ws(p);
+                if (p->i >= p->n || p->s[p->i] != ':') pj_fail(p, "expected ':'");
+                p->i++;
+                jd_set(p->st, r.u.d, k, pj_value(p));
+                pj_ws(p);
+                if (p->i < p->n && p->s[p->i] == ',') { p->i++; continue; }
+                if (p->i < p->n && p->s[p->i] == '}') { p->i++; break; }
+                pj_fail(p, "expected ',' or '}'");
+            }
+        }
+    } else if (c == '[') {
+        p->i++;
+        r = jv_newlist(p->st, JV_LIST, 0);
+        pj_ws(p);
+        if (p->i < p->n && p->s[p->i] == ']') {
+            p->i++;
+        } else {
+            for (;;) {
+                jl_push(p->st, r, pj_value(p));
+                pj_ws(p);
+                if (p->i < p->n && p->s[p->i] == ',') { p->i++; continue; }
+                if (p->i < p->n && p->s[p->i] == ']') { p->i++; break; }
+                pj_fail(p, "expected ',' or ']'");
+            }
+        }
+    } else if (c == '"') {
+        r = pj_string(p);
+    } else if (p->n - p->i >= 4 && !memcmp(p->s + p->i, "true", 4)) {
+        p->i += 4;
+        r = jv_bool(true);
+    } else if (p->n - p->i >= 5 && !memcmp(p->s + p->i, "false", 5)) {
+        p->i += 5;
+        r = jv_bool(false);
+    } else if (p->n - p->i >= 4 && !memcmp(p->s + p->i, "null", 4)) {
+        p->i += 4;
+        r = jv_none();
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+        size_t a = p->i;
+        bool isf = false;
+        if (p->s[p->i] == '-') p->i++;
+        while (p->i < p->n && ((p->s[p->i] >= '0' && p->s[p->i] <= '9') || p->s[p->i] == '.' || p->s[p->i] == 'e' ||
+                               p->s[p->i] == 'E' || p->s[p->i] == '+' || p->s[p->i] == '-')) {
+            if (p->s[p->i] == '.' || p->s[p->i] == 'e' || p->s[p->i] == 'E') isf = true;
+            p->i++;
+        }
+        char buf[64];
+        if (p->i - a >= sizeof buf) pj_fail(p, "number too long");
+        memcpy(buf, p->s + a, p->i - a);
+        buf[p->i - a] = 0;
+        char *end;
+        if (!isf) {
+            errno = 0;
+            long long v = strtoll(buf, &end, 10);
+            if (*end || end == buf) pj_fail(p, "bad number");
+            if (errno == ERANGE) r = jv_float(strtod(buf, NULL));
+            else r = jv_int((int64_t)v);
+        } else {
+            double d = strtod(buf, &end);
+            if (*end || end == buf) pj_fail(p, "bad number");
+            r = jv_float(d);
+        }
+    } else {
+        pj_fail(p, "unexpected character");
+    }
+    p->depth--;
+    return r;
+}
+
+jv jv_parse_json(jstate *st, const char *s, size_t n)
+{
+    jpj p = {.st = st, .s = s, .n = n};
+    jv v = pj_value(&p);
+    pj_ws(&p);
+    if (p.i != n) pj_fail(&p, "trailing data");
+    return v;
 }
