@@ -178,10 +178,14 @@ int cmd_template(int argc, char **argv)
 
 static char *template_from_gguf(const char *path, size_t *len, char **bos, char **eos, hr_err *err)
 {
-    (void)path;
-    (void)len;
-    (void)bos;
-    (void)eos;
-    hr_err_set(err, HR_ERR_UNSUPPORTED, "reading templates from GGUF files is not available yet; use --template");
-    return NULL;
+    hr_gguf *g = NULL;
+    if (hr_gguf_open(path, &g, err) != HR_OK)
+        return NULL;
+    char *t = NULL;
+    if (hr_chat_template_from_gguf(g, &t, bos, eos, err) != HR_OK)
+        hr_err_prefix(err, "%s", path);
+    hr_gguf_close(g);
+    if (t)
+        *len = strlen(t);
+    return t;
 }

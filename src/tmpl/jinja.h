@@ -71,4 +71,12 @@ hr_status hr_chat_render(const char *tmpl, const json_t *messages, const json_t 
                          const char *eos_token, const json_t *extra,
                          const hr_tmpl_opts *opts, char **out, size_t *out_len, hr_err *err);
 
+/* Reads a model's chat template (tokenizer.chat_template) and, when the file
+ * has them, the text of its BOS and EOS tokens (tokenizer.ggml.bos_token_id /
+ * eos_token_id looked up in tokenizer.ggml.tokens). Results are malloc'd
+ * (*bos / *eos NULL when absent; pass NULL to skip). HR_ERR_NOT_FOUND when
+ * the model has no template. */
+struct hr_gguf;
+hr_status hr_chat_template_from_gguf(const struct hr_gguf *g, char **tmpl, char **bos, char **eos, hr_err *err);
+
 #endif

@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "gguf/gguf.h"
+#include "gguf/gguf_write.h"
 #include "testutil.h"
 #include "tmpl/jinja.h"
 
@@ -310,6 +312,53 @@ static void test_chat_render(void **state)
     json_decref(extra);
 }
 
+static void test_gguf_template(void **state)
+{
+    (void)state;
+    hr_gguf_writer *w = hr_gguf_writer_new();
+    assert_non_null(w);
+    const char *toks[] = {"<unk>", "<s>", "</s>", "hi"};
+    assert_int_equal(hr_gguf_writer_arr_str(w, "tokenizer.ggml.tokens", toks, 4), HR_OK);
+    assert_int_equal(hr_gguf_writer_u32(w, "tokenizer.ggml.bos_token_id", 1), HR_OK);
+    assert_int_equal(hr_gguf_writer_u32(w, "tokenizer.ggml.eos_token_id", 2), HR_OK);
+    assert_int_equal(hr_gguf_writer_str(w, "tokenizer.chat_template",
+                                        "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}"),
+                     HR_OK);
+    void *buf = NULL;
+    size_t size = 0;
+    hr_err err = {0};
+    assert_int_equal(hr_gguf_writer_to_memory(w, &buf, &size, &err), HR_OK);
+    hr_gguf *g = NULL;
+    assert_int_equal(hr_gguf_open_memory(buf, size, &g, &err), HR_OK);
+    char *t = NULL, *bos = NULL, *eos = NULL;
+    assert_int_equal(hr_chat_template_from_gguf(g, &t, &bos, &eos, &err), HR_OK);
+    assert_string_equal(bos, "<s>");
+    assert_string_equal(eos, "</s>");
+    json_t *msgs = json_loads("[{\"role\":\"user\",\"content\":\"hi\"}]", 0, NULL);
+    char *out = NULL;
+    size_t n = 0;
+    assert_int_equal(hr_chat_render(t, msgs, NULL, false, bos, eos, NULL, NULL, &out, &n, &err), HR_OK);
+    assert_string_equal(out, "<s>hi</s>");
+    free(out);
+    json_decref(msgs);
+    free(t);
+    free(bos);
+    free(eos);
+    hr_gguf_close(g);
+    /* a model without a template */
+    hr_gguf_writer *w2 = hr_gguf_writer_new();
+    void *buf2 = NULL;
+    size_t size2 = 0;
+    assert_int_equal(hr_gguf_writer_to_memory(w2, &buf2, &size2, &err), HR_OK);
+    assert_int_equal(hr_gguf_open_memory(buf2, size2, &g, &err), HR_OK);
+    assert_int_equal(hr_chat_template_from_gguf(g, &t, NULL, NULL, &err), HR_ERR_NOT_FOUND);
+    hr_gguf_close(g);
+    free(buf2);
+    hr_gguf_writer_free(w2);
+    free(buf);
+    hr_gguf_writer_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -317,6 +366,7 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_semantics),
         cmocka_unit_test(test_chat_render),
+        cmocka_unit_test(test_gguf_template),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
