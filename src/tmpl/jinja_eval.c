@@ -28,7 +28,7 @@ static void scope_set(jstate *st, jscope *s, const char *name, jv v)
             return;
         }
     if (s->n == s->cap) {
-        size_t nc = s->cap ? s->cap * 2 : 8;
+        size_t nc = s->cap ? s->cap * 2 : 4;
         const char **nn = jx_alloc(st, nc * sizeof(char *));
         jv *nv = jx_alloc(st, nc * sizeof(jv));
         if (s->n) {
@@ -670,18 +670,21 @@ static jv capture(jstate *st, jscope *sc, jnode *const *body, size_t nbody)
     return jsb_take(st, &buf);
 }
 
+/* Each iteration runs in a fresh scope over the enclosing one: as in jinja2,
+ * names set in a loop body neither leak out nor carry over to the next
+ * iteration (a read before the set sees the enclosing value). */
 static void exec_for(jstate *st, jscope *sc, const jnode *n)
 {
     jv it = eval(st, sc, n->b);
     st->line = n->line;
     jv items = jx_iter_list(st, it);
-    jscope *ls = scope_new(st, sc);
     if (n->c) {
+        jscope *fs = scope_new(st, sc);
         jv filtered = jv_newlist(st, JV_LIST, 0);
         for (size_t i = 0; i < items.u.l->n; i++) {
             jx_step(st, 1);
-            assign(st, ls, n->a, items.u.l->v[i]);
-            if (jv_truthy(eval(st, ls, n->c))) jl_push(st, filtered, items.u.l->v[i]);
+            assign(st, fs, n->a, items.u.l->v[i]);
+            if (jv_truthy(eval(st, fs, n->c))) jl_push(st, filtered, items.u.l->v[i]);
         }
         items = filtered;
     }
@@ -693,6 +696,7 @@ static void exec_for(jstate *st, jscope *sc, const jnode *n)
     for (int64_t i = 0; i < lp->n; i++) {
         jx_step(st, 1);
         lp->i = i;
+        jscope *ls = scope_new(st, sc);
         assign(st, ls, n->a, lp->items[i]);
         scope_set(st, ls, "loop", lv);
         exec_body(st, ls, n->body, n->nbody);
@@ -702,7 +706,7 @@ static void exec_for(jstate *st, jscope *sc, const jnode *n)
         }
         st->loopctl = 0;
     }
-    if (lp->n == 0 && n->nels) exec_body(st, ls, n->els, n->nels);
+    if (lp->n == 0 && n->nels) exec_body(st, scope_new(st, sc), n->els, n->nels);
 }
 
 static void exec_stmt(jstate *st, jscope *sc, const jnode *n)

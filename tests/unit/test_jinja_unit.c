@@ -347,6 +347,7 @@ static void test_gguf_template(void **state)
     hr_gguf_close(g);
     /* a model without a template */
     hr_gguf_writer *w2 = hr_gguf_writer_new();
+    assert_int_equal(hr_gguf_writer_str(w2, "general.name", "no template"), HR_OK);
     void *buf2 = NULL;
     size_t size2 = 0;
     assert_int_equal(hr_gguf_writer_to_memory(w2, &buf2, &size2, &err), HR_OK);
