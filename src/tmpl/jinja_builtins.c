@@ -561,31 +561,75 @@ static double want_num(jstate *st, jv v, const char *what)
     return jv_num(v);
 }
 
-/* printf-style formatting: %s %r %d %i %f %% (no flags) */
-static jv percent_format(jstate *st, jstr *fmt, jv argv)
+/* printf-style formatting: %[flags][width][.prec](s r a d i u f F e E g G x X o c %) */
+jv jb_percent_format(jstate *st, jstr *fmt, jv argv)
 {
-    jv items = argv.t == JV_TUPLE ? argv : mktuple2(st, argv, jv_none());
+    jv one[1] = {argv};
+    const jv *items = argv.t == JV_TUPLE ? argv.u.l->v : one;
     size_t nitems = argv.t == JV_TUPLE ? argv.u.l->n : 1, used = 0;
     jsb b;
     jsb_init(st, &b, fmt->len + 16);
     for (size_t i = 0; i < fmt->len; i++) {
         char c = fmt->p[i];
         if (c != '%') { jsb_addc(st, &b, c); continue; }
-        if (++i >= fmt->len) jx_type(st, "ValueError: incomplete format");
+        char spec[32];
+        size_t k = 0;
+        spec[k++] = '%';
+        i++;
+        while (i < fmt->len && strchr("-+ 0#", fmt->p[i]) && k < 8) spec[k++] = fmt->p[i++];
+        int width = 0, prec = -1;
+        for (; i < fmt->len && fmt->p[i] >= '0' && fmt->p[i] <= '9'; i++)
+            if (width < 100000) width = width * 10 + (fmt->p[i] - '0');
+        if (i < fmt->len && fmt->p[i] == '.') {
+            prec = 0;
+            i++;
+            for (; i < fmt->len && fmt->p[i] >= '0' && fmt->p[i] <= '9'; i++)
+                if (prec < 100000) prec = prec * 10 + (fmt->p[i] - '0');
+        }
+        if (i >= fmt->len) jx_type(st, "ValueError: incomplete format");
+        if (width > 4096 || prec > 4096) jx_fail(st, HR_ERR_LIMIT, "format width too large");
         char t = fmt->p[i];
         if (t == '%') { jsb_addc(st, &b, '%'); continue; }
+        if (t == '(') jx_type(st, "TypeError: format requires a mapping");
         if (used >= nitems) jx_type(st, "TypeError: not enough arguments for format string");
-        jv x = items.u.l->v[used++];
-        if (t == 's') jv_write_str(st, &b, x);
-        else if (t == 'r') jv_write_repr(st, &b, x);
-        else if (t == 'd' || t == 'i') {
-            if (!jv_is_num(x)) jx_type(st, "TypeError: %%d format: a real number is required, not %s", jv_typename(x));
-            jsb_addf(st, &b, "%" PRId64, x.t == JV_FLOAT ? (int64_t)x.u.f : x.t == JV_BOOL ? x.u.b : x.u.i);
-        } else if (t == 'f') {
-            jsb_addf(st, &b, "%f", want_num(st, x, "%f format"));
+        jv x = items[used++];
+        char tmp[4200 + 64];
+        if (t == 's' || t == 'r' || t == 'a') {
+            jsb sb;
+            jsb_init(st, &sb, 32);
+            if (t == 's') jv_write_str(st, &sb, x);
+            else jv_write_repr(st, &sb, x);
+            size_t len = sb.n;
+            if (prec >= 0 && (size_t)prec < len) len = (size_t)prec; /* (bytes; close enough for ASCII) */
+            bool left = memchr(spec, '-', k) != NULL;
+            size_t pad = (size_t)width > len ? (size_t)width - len : 0;
+            if (!left) for (size_t z = 0; z < pad; z++) jsb_addc(st, &b, ' ');
+            jsb_add(st, &b, sb.p, len);
+            if (left) for (size_t z = 0; z < pad; z++) jsb_addc(st, &b, ' ');
+            continue;
+        }
+        k += (size_t)snprintf(spec + k, sizeof spec - k, "%d", width);
+        if (prec >= 0) k += (size_t)snprintf(spec + k, sizeof spec - k, ".%d", prec);
+        if (strchr("diuxXoc", t)) {
+            if (!jv_is_num(x)) jx_type(st, "TypeError: %%%c format: a real number is required, not %s", t, jv_typename(x));
+            if (x.t == JV_FLOAT && t != 'd' && t != 'i' && t != 'u') jx_type(st, "TypeError: %%%c format: an integer is required, not float", t);
+            int64_t v = x.t == JV_FLOAT ? (isfinite(x.u.f) && fabs(x.u.f) < 9.2e18 ? (int64_t)x.u.f : 0) : x.t == JV_BOOL ? x.u.b : x.u.i;
+            if (t == 'c') {
+                if (v < 0 || v > 0x10FFFF) jx_type(st, "OverflowError: %%c arg not in range(0x110000)");
+                add_cp(st, &b, (int32_t)v);
+                continue;
+            }
+            char conv = t == 'i' || t == 'u' ? 'd' : t;
+            snprintf(spec + k, sizeof spec - k, "ll%c", conv);
+            snprintf(tmp, sizeof tmp, spec, (long long)v);
+        } else if (strchr("fFeEgG", t)) {
+            if (!jv_is_num(x)) jx_type(st, "TypeError: must be real number, not %s", jv_typename(x));
+            snprintf(spec + k, sizeof spec - k, "%c", t);
+            snprintf(tmp, sizeof tmp, spec, jv_num(x));
         } else {
             jx_type(st, "ValueError: unsupported format character '%c'", t);
         }
+        jsb_add(st, &b, tmp, strlen(tmp));
     }
     if (used < nitems) jx_type(st, "TypeError: not all arguments converted during string formatting");
     return jsb_take(st, &b);
@@ -795,7 +839,7 @@ jv jb_filter(jstate *st, int id, jv v, jv *args, size_t nargs, const char **kwn,
         jv t = jv_newlist(st, JV_TUPLE, nargs);
         for (size_t i = 0; i < nargs; i++) t.u.l->v[i] = args[i];
         t.u.l->n = nargs;
-        return percent_format(st, fmt, t);
+        return jb_percent_format(st, fmt, t);
     }
     case F_INDENT: {
         BIND("indent", "width", "first", "blank");

@@ -240,7 +240,7 @@ static jv arith(jstate *st, int op, jv a, jv b)
         }
     }
     if (op == OP_MOD && a.t == JV_STR)
-        jx_type(st, "TypeError: printf-style string formatting is not supported");
+        return jb_percent_format(st, a.u.s, b);
     jx_type(st, "TypeError: unsupported operand type(s) for %s: '%s' and '%s'", opname[op], jv_typename(a),
             jv_typename(b));
 ovf:

@@ -241,6 +241,7 @@ int jb_test_id(const char *name);
 jv jb_filter(jstate *st, int id, jv v, jv *args, size_t nargs, const char **kwn, jv *kwv, size_t nkw);
 bool jb_test(jstate *st, int id, jv v, jv *args, size_t nargs);
 jv jb_global(jstate *st, const char *name, bool *found);
+jv jb_percent_format(jstate *st, jstr *fmt, jv args); /* Python str % args */
 jv jb_getattr(jstate *st, jv obj, const char *name, size_t len); /* method or member */
 jv jb_call_builtin(jstate *st, jfunc *fn, jv *args, size_t nargs, const char **kwn, jv *kwv, size_t nkw);
 
