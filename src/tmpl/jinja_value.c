@@ -134,12 +134,14 @@ jv jv_cstr(jstate *st, const char *s) { return jv_strn(st, s, strlen(s)); }
 jv jv_newlist(jstate *st, uint8_t type, size_t cap)
 {
     jlist *l = jx_alloc(st, sizeof(jlist));
+    if (cap == 0)
+        cap = 1; /* items is never NULL (memcpy of 0 items stays defined) */
     l->n = 0;
     l->cap = cap;
     l->consumed = false;
     if (cap > st->arena.limit / sizeof(jv))
         jx_fail(st, HR_ERR_LIMIT, "template exceeded the memory limit (%zu bytes)", st->arena.limit);
-    l->v = cap ? jx_alloc(st, cap * sizeof(jv)) : NULL;
+    l->v = jx_alloc(st, cap * sizeof(jv));
     jv v = {.t = type};
     v.u.l = l;
     return v;
@@ -164,12 +166,14 @@ void jl_push(jstate *st, jv list, jv item)
 jv jv_newdict(jstate *st, uint8_t type, size_t cap)
 {
     jdict *d = jx_alloc(st, sizeof(jdict));
+    if (cap == 0)
+        cap = 1;
     d->n = 0;
     d->cap = cap;
     if (cap > st->arena.limit / sizeof(jv))
         jx_fail(st, HR_ERR_LIMIT, "template exceeded the memory limit (%zu bytes)", st->arena.limit);
-    d->k = cap ? jx_alloc(st, cap * sizeof(jv)) : NULL;
-    d->v = cap ? jx_alloc(st, cap * sizeof(jv)) : NULL;
+    d->k = jx_alloc(st, cap * sizeof(jv));
+    d->v = jx_alloc(st, cap * sizeof(jv));
     jv v = {.t = type};
     v.u.d = d;
     return v;
@@ -314,7 +318,16 @@ double jv_num(jv v)
 
 static int64_t as_i(jv v) { return v.t == JV_BOOL ? (int64_t)v.u.b : v.u.i; }
 
-bool jv_eq(jv a, jv b)
+/* Values nest only as deep as a template builds them (a loop can wrap a list
+ * in a list many times): past this depth, containers compare by identity so
+ * the comparison cannot exhaust the stack. */
+#define JV_EQ_MAX_DEPTH 256
+
+static bool eq_d(jv a, jv b, int d);
+
+bool jv_eq(jv a, jv b) { return eq_d(a, b, 0); }
+
+static bool eq_d(jv a, jv b, int d)
 {
     if (jv_is_num(a) && jv_is_num(b)) {
         if (a.t != JV_FLOAT && b.t != JV_FLOAT)
@@ -328,15 +341,17 @@ bool jv_eq(jv a, jv b)
     case JV_STR:
         return a.u.s->len == b.u.s->len && memcmp(a.u.s->p, b.u.s->p, a.u.s->len) == 0;
     case JV_LIST: case JV_TUPLE:
-        if (a.u.l->n != b.u.l->n) return false;
+        if (a.u.l == b.u.l) return true;
+        if (a.u.l->n != b.u.l->n || d > JV_EQ_MAX_DEPTH) return false;
         for (size_t i = 0; i < a.u.l->n; i++)
-            if (!jv_eq(a.u.l->v[i], b.u.l->v[i])) return false;
+            if (!eq_d(a.u.l->v[i], b.u.l->v[i], d + 1)) return false;
         return true;
     case JV_DICT: {
-        if (a.u.d->n != b.u.d->n) return false;
+        if (a.u.d == b.u.d) return true;
+        if (a.u.d->n != b.u.d->n || d > JV_EQ_MAX_DEPTH) return false;
         for (size_t i = 0; i < a.u.d->n; i++) {
             jv o;
-            if (!jd_get(b.u.d, a.u.d->k[i], &o) || !jv_eq(a.u.d->v[i], o)) return false;
+            if (!jd_get(b.u.d, a.u.d->k[i], &o) || !eq_d(a.u.d->v[i], o, d + 1)) return false;
         }
         return true;
     }
@@ -366,9 +381,14 @@ int jv_cmp(jstate *st, jv a, jv b, const char *op)
     }
     if (a.t == b.t && (a.t == JV_LIST || a.t == JV_TUPLE)) {
         size_t n = a.u.l->n < b.u.l->n ? a.u.l->n : b.u.l->n;
+        if (st->depth > st->max_depth)
+            jx_fail(st, HR_ERR_LIMIT, "values nested too deeply to compare");
         for (size_t i = 0; i < n; i++) {
             if (jv_eq(a.u.l->v[i], b.u.l->v[i])) continue;
-            return jv_cmp(st, a.u.l->v[i], b.u.l->v[i], op);
+            st->depth++;
+            int c = jv_cmp(st, a.u.l->v[i], b.u.l->v[i], op);
+            st->depth--;
+            return c;
         }
         return a.u.l->n < b.u.l->n ? -1 : a.u.l->n > b.u.l->n;
     }

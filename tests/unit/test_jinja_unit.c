@@ -292,6 +292,11 @@ static void test_semantics(void **state)
     expect_out("{% generation %}gen{% endgeneration %}", NULL, "gen");
     expect_out("{% with a = 1 %}{{ a }}{% endwith %}{{ a is defined }}", NULL, "1False");
     expect_out("{{ '안녕하세요'[1:3] }}{{ '안녕' | length }}{{ 'ÉCOLE' | lower }}", NULL, "녕하2école");
+    expect_out("{{ 2 * () }}{{ () + () }}{{ [] * 3 }}{{ [] + [] }}{{ {} }}", NULL, "()()[][]{}");
+    /* deeply nested values: comparisons stay bounded (no stack exhaustion) */
+    expect_out("{% set ns = namespace(x=[], y=[]) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}"
+               "{% set ns.y = [ns.y] %}{% endfor %}{{ ns.x == ns.x }}{{ ns.x == [ns.x[0]] }}"
+               "{{ (ns.x == ns.y) is boolean }}{{ ns.x in [1, ns.y] }}", NULL, "TrueTrueTrueFalse");
     expect_out("{{ 'a' if none else 'b' }}{{ none.x is defined }}{{ [1][5] is defined }}", NULL, "bFalseFalse");
 }
 
