@@ -68,6 +68,8 @@ int cmd_logits(int argc, char **argv)
         cli_fail("logits", "out of memory");
         goto done;
     }
+    if (runner_check_tokens(&r, "logits", ids, n))
+        goto done;
     if (n > (size_t)r.n_ctx) {
         cli_fail("logits", "%zu tokens exceed the context of %d", n, r.n_ctx);
         goto done;

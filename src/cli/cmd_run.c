@@ -141,6 +141,8 @@ int cmd_run(int argc, char **argv)
         ids[0] = bos;
         n_prompt = 1;
     }
+    if (runner_check_tokens(&r, "run", ids, n_prompt))
+        goto done;
     if (n_prompt > (size_t)r.n_ctx) {
         cli_fail("run", "prompt of %zu tokens exceeds the context size %d", n_prompt, r.n_ctx);
         goto done;

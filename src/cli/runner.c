@@ -31,3 +31,12 @@ void runner_close(cli_runner *r)
     hr_model_free(r->model);
     memset(r, 0, sizeof *r);
 }
+
+int runner_check_tokens(const cli_runner *r, const char *cmd, const int32_t *ids, size_t n)
+{
+    const int32_t nv = hr_model_hparams(r->model)->n_vocab;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= nv)
+            return cli_fail(cmd, "token id %d out of range [0, %d)", ids[i], nv);
+    return 0;
+}

@@ -19,4 +19,7 @@ typedef struct {
 int runner_open(cli_runner *r, const char *cmd, const char *path, int32_t n_ctx, int32_t n_threads);
 void runner_close(cli_runner *r);
 
+/* Checks prompt ids against the vocabulary; prints the error and returns 1. */
+int runner_check_tokens(const cli_runner *r, const char *cmd, const int32_t *ids, size_t n);
+
 #endif

@@ -306,6 +306,8 @@ static hr_status parse_tensor(hr_gguf *g, cursor *c, uint64_t idx, hr_err *err)
         return hr_err_set(err, HR_ERR_FORMAT, "tensor %llu has a name of invalid length %llu",
                           (unsigned long long)idx, (unsigned long long)t->name.len);
     name_for_msg(t->name, nm, sizeof nm);
+    if (memchr(t->name.ptr, 0, t->name.len))
+        return hr_err_set(err, HR_ERR_FORMAT, "tensor name '%s' contains a NUL byte", nm);
     if ((st = cur_u32(c, &t->n_dims, "tensor dims")))
         return st;
     if (t->n_dims < 1 || t->n_dims > GGUF_MAX_DIMS)
@@ -380,6 +382,8 @@ static hr_status parse(hr_gguf *g, hr_err *err)
             return st;
         char key[128];
         name_for_msg(kv->key, key, sizeof key);
+        if (memchr(kv->key.ptr, 0, kv->key.len))
+            return hr_err_set(err, HR_ERR_FORMAT, "metadata key '%s' contains a NUL byte", key);
         if (index_add(&g->kv_index, kv->key, i, g, kv_name))
             return hr_err_set(err, HR_ERR_FORMAT, "duplicate metadata key '%s'", key);
         char what[160];

@@ -43,6 +43,9 @@ int32_t hr_vocab_n_tokens(const hr_vocab *v);
 /* Raw token text as stored in the vocabulary (not decoded); len in *len. */
 const char *hr_vocab_token_text(const hr_vocab *v, int32_t id, size_t *len);
 int hr_vocab_token_type(const hr_vocab *v, int32_t id);
+/* Id of the token whose raw text is exactly `text` (len bytes), or -1.
+ * Chat code uses it to look up control tokens such as "<|im_end|>". */
+int32_t hr_vocab_find(const hr_vocab *v, const char *text, size_t len);
 
 /* Special ids, -1 when the model has none. */
 int32_t hr_vocab_bos(const hr_vocab *v);
@@ -69,6 +72,14 @@ hr_status hr_tok_encode(const hr_vocab *v, const char *text, size_t len, bool ad
  * useful was written). Control tokens decode to "" unless render_special.
  * A decoded piece may be an incomplete UTF-8 sequence (byte tokens). */
 size_t hr_tok_piece(const hr_vocab *v, int32_t id, bool render_special, char *buf, size_t cap);
+
+/* Decodes a whole sequence as the incremental detokenizer would (leading
+ * SentencePiece space of the first content piece stripped, invalid UTF-8
+ * replaced by U+FFFD). Writes the NUL-terminated text to buf and returns its
+ * length; a result >= cap means buf was too small (call again with
+ * result + 1). SIZE_MAX on allocation failure. */
+size_t hr_tok_decode(const hr_vocab *v, const int32_t *ids, size_t n, bool render_special, char *buf,
+                     size_t cap);
 
 /* Incremental detokenizer for streaming: feed ids one at a time, get back
  * only complete UTF-8 text; incomplete sequences are held until completed,

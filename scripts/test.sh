@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# test.sh - installs missing Debian packages, builds hearth and runs every test.
+# With CI=true it also builds with clang -Werror, runs the whole suite under
+# AddressSanitizer + UndefinedBehaviorSanitizer, and runs each libFuzzer
+# target briefly on its corpus.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh test
+jobs=$(nproc)
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure -j"$jobs"
+
+if [ "${CI:-}" = true ] || [ "${HEARTH_FULL_TESTS:-}" = 1 ]; then
+  echo "== clang build (-Werror)"
+  CC=clang cmake -S . -B build-clang -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHEARTH_FUZZ=ON >/dev/null
+  cmake --build build-clang -j"$jobs"
+  echo "== fuzz targets, 30 s each on their corpus"
+  for f in build-clang/tests/fuzz/fuzz_*; do
+    name=$(basename "$f")
+    corpus=tests/fuzz/corpus/${name#fuzz_}
+    work=$(mktemp -d)
+    if ! "$f" -max_total_time=30 -print_final_stats=1 -artifact_prefix="$work/" "$work" "$corpus" >"$work.log" 2>&1; then
+      tail -n 40 "$work.log" >&2
+      echo "fuzz target $name failed" >&2
+      exit 1
+    fi
+    echo "$name: $(grep -o 'stat::number_of_executed_units: [0-9]*' "$work.log")"
+    rm -rf "$work" "$work.log"
+  done
+  echo "== ASan + UBSan"
+  CC=clang cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHEARTH_SANITIZE=ON >/dev/null
+  cmake --build build-asan -j"$jobs"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j"$jobs"
+fi

@@ -1,0 +1,440 @@
+/* test_tokenizer.c - encoding against the reference vectors of every
+ * vocabulary in fixtures/tokenizer/, round trips, special-token parsing,
+ * invalid UTF-8 and BOS/EOS handling. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+
+#include "testutil.h"
+#include "tok/tok_internal.h"
+#include "tok/vocab.h"
+
+typedef struct {
+    hr_gguf *g;
+    hr_vocab *v;
+} vocab_fx;
+
+static vocab_fx open_vocab(const char *name)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, "tokenizer/ggml-vocab-%s.gguf", name);
+    vocab_fx f = {0};
+    hr_err err = {0};
+    if (hr_gguf_open(tu_fixture(rel), &f.g, &err) != HR_OK)
+        fail_msg("open %s: %s", rel, err.msg);
+    if (hr_vocab_load(f.g, &f.v, &err) != HR_OK)
+        fail_msg("vocab %s: %s", rel, err.msg);
+    return f;
+}
+
+static void close_vocab(vocab_fx *f)
+{
+    hr_vocab_free(f->v);
+    hr_gguf_close(f->g);
+}
+
+/* Encodes into a malloc'd array; *n gets the count. */
+static int32_t *encode(const hr_vocab *v, const char *s, size_t len, bool add_special, bool parse_special,
+                       size_t *n)
+{
+    hr_err err = {0};
+    size_t cap = len + 8;
+    int32_t *ids = malloc(cap * sizeof *ids);
+    assert_non_null(ids);
+    hr_status st = hr_tok_encode(v, s, len, add_special, parse_special, ids, cap, n, &err);
+    if (st == HR_ERR_LIMIT) {
+        cap = *n;
+        ids = realloc(ids, (cap ? cap : 1) * sizeof *ids);
+        assert_non_null(ids);
+        st = hr_tok_encode(v, s, len, add_special, parse_special, ids, cap, n, &err);
+    }
+    if (st != HR_OK)
+        fail_msg("encode: %s", err.msg);
+    return ids;
+}
+
+static char *decode(const hr_vocab *v, const int32_t *ids, size_t n, bool render_special)
+{
+    size_t need = hr_tok_decode(v, ids, n, render_special, NULL, 0);
+    assert_true(need != SIZE_MAX);
+    char *buf = malloc(need + 1);
+    assert_non_null(buf);
+    size_t got = hr_tok_decode(v, ids, n, render_special, buf, need + 1);
+    assert_int_equal(got, need);
+    return buf;
+}
+
+static void print_ids(const char *label, const int32_t *ids, size_t n)
+{
+    fprintf(stderr, "    %s:", label);
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr, " %d", ids[i]);
+    fprintf(stderr, "\n");
+}
+
+/* Runs the vectors of one vocabulary; returns the number of failures. */
+static int run_vectors(const char *name, bool lossless)
+{
+    vocab_fx f = open_vocab(name);
+    char rel[256];
+    snprintf(rel, sizeof rel, "tokenizer/ggml-vocab-%s.gguf.inp", name);
+    size_t inp_len, out_len;
+    char *inp = tu_read_file(tu_fixture(rel), &inp_len);
+    snprintf(rel, sizeof rel, "tokenizer/ggml-vocab-%s.gguf.out", name);
+    char *outs = tu_read_file(tu_fixture(rel), &out_len);
+    assert_non_null(inp);
+    assert_non_null(outs);
+    const char *sep = "\n__ggml_vocab_test__\n";
+    size_t seplen = strlen(sep);
+    char *p = inp, *line = outs;
+    int cases = 0, fails = 0, rt_fails = 0;
+    while (p < inp + inp_len) {
+        char *e = strstr(p, sep);
+        if (!e)
+            break;
+        size_t len = (size_t)(e - p);
+        char *nl = strchr(line, '\n');
+        assert_non_null(nl);
+        *nl = 0;
+        int32_t want[4096];
+        size_t nw = 0;
+        for (char *q = line; *q;) {
+            char *end;
+            long x = strtol(q, &end, 10);
+            if (end == q)
+                break;
+            want[nw++] = (int32_t)x;
+            q = end;
+        }
+        size_t n;
+        int32_t *got = encode(f.v, p, len, false, false, &n);
+        cases++;
+        if (n != nw || memcmp(got, want, n * sizeof *got) != 0) {
+            fails++;
+            fprintf(stderr, "  %s case %d FAIL: \"%.*s\"\n", name, cases, (int)len, p);
+            print_ids("want", want, nw);
+            print_ids("got ", got, n);
+        }
+        if (lossless) {
+            char *back = decode(f.v, got, n, false);
+            bool ok = strlen(back) == len && memcmp(back, p, len) == 0;
+            if (!ok) {
+                rt_fails++;
+                fprintf(stderr, "  %s case %d round trip: \"%.*s\" -> \"%s\"\n", name, cases, (int)len, p, back);
+            }
+            free(back);
+        }
+        free(got);
+        p = e + seplen;
+        line = nl + 1;
+    }
+    fprintf(stderr, "%s: %d/%d vectors pass, %d round-trip failures\n", name, cases - fails, cases, rt_fails);
+    free(inp);
+    free(outs);
+    close_vocab(&f);
+    return fails + rt_fails;
+}
+
+static void test_vectors_llama_spm(void **state) { assert_int_equal(run_vectors("llama-spm", true), 0); }
+static void test_vectors_phi3(void **state) { assert_int_equal(run_vectors("phi-3", true), 0); }
+static void test_vectors_gpt2(void **state) { assert_int_equal(run_vectors("gpt-2", true), 0); }
+static void test_vectors_deepseek_llm(void **state) { assert_int_equal(run_vectors("deepseek-llm", true), 0); }
+static void test_vectors_deepseek_coder(void **state) { assert_int_equal(run_vectors("deepseek-coder", true), 0); }
+static void test_vectors_qwen2(void **state) { assert_int_equal(run_vectors("qwen2", true), 0); }
+static void test_vectors_llama_bpe(void **state) { assert_int_equal(run_vectors("llama-bpe", true), 0); }
+
+static const char *const k_names[] = {"llama-spm", "phi-3", "gpt-2", "deepseek-llm", "deepseek-coder", "qwen2",
+                                      "llama-bpe"};
+#define N_VOCABS (sizeof k_names / sizeof k_names[0])
+
+static bool contains(const int32_t *ids, size_t n, int32_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id)
+            return true;
+    return false;
+}
+
+static void test_special_parsing(void **state)
+{
+    vocab_fx f = open_vocab("qwen2");
+    const char *t = "<|im_start|>user\nHi<|im_end|>\n";
+    int32_t start = hr_vocab_find(f.v, "<|im_start|>", 12), end = hr_vocab_find(f.v, "<|im_end|>", 10);
+    assert_int_equal(start, 151644);
+    assert_int_equal(end, 151645);
+    size_t n;
+    int32_t *ids = encode(f.v, t, strlen(t), false, true, &n);
+    assert_true(n >= 4);
+    assert_int_equal(ids[0], start);
+    assert_true(contains(ids, n, end));
+    free(ids);
+    /* raw text can never produce a control token */
+    ids = encode(f.v, t, strlen(t), false, false, &n);
+    for (size_t i = 0; i < n; i++)
+        assert_true(ids[i] < 151643);
+    char *back = decode(f.v, ids, n, false);
+    assert_string_equal(back, t);
+    free(back);
+    free(ids);
+    /* a lone special token: one id with parse_special, several without */
+    ids = encode(f.v, "<|im_start|>", 12, false, true, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], start);
+    free(ids);
+    ids = encode(f.v, "<|im_start|>", 12, false, false, &n);
+    assert_true(n > 1);
+    free(ids);
+    /* user-defined (non-special added) tokens match in any text, as in HF */
+    ids = encode(f.v, "x<tool_call>y", 13, false, false, &n);
+    assert_int_equal(n, 3);
+    assert_int_equal(ids[1], hr_vocab_find(f.v, "<tool_call>", 11));
+    free(ids);
+    close_vocab(&f);
+
+    f = open_vocab("llama-bpe");
+    t = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>";
+    ids = encode(f.v, t, strlen(t), false, true, &n);
+    assert_int_equal(n, 4);
+    assert_int_equal(ids[0], 128000);
+    assert_int_equal(ids[1], 128006);
+    free(ids);
+    ids = encode(f.v, t, strlen(t), false, false, &n);
+    for (size_t i = 0; i < n; i++)
+        assert_true(ids[i] < 128000);
+    free(ids);
+    close_vocab(&f);
+
+    f = open_vocab("llama-spm");
+    ids = encode(f.v, "<s>hi</s>", 9, false, false, &n);
+    assert_false(contains(ids, n, 1));
+    assert_false(contains(ids, n, 2));
+    free(ids);
+    ids = encode(f.v, "<s>hi</s>", 9, false, true, &n);
+    assert_int_equal(ids[0], 1);
+    assert_int_equal(ids[n - 1], 2);
+    free(ids);
+    close_vocab(&f);
+}
+
+static void test_add_special(void **state)
+{
+    static const struct {
+        const char *name;
+        int32_t bos; /* expected first id with add_special, -1: none added */
+    } cases[] = {
+        {"llama-spm", 1},       {"phi-3", 1},       {"gpt-2", -1},        {"deepseek-llm", 100000},
+        {"deepseek-coder", 32013}, {"qwen2", -1},   {"llama-bpe", 128000},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        vocab_fx f = open_vocab(cases[c].name);
+        size_t n0, n1;
+        int32_t *a = encode(f.v, "Hello world", 11, false, false, &n0);
+        int32_t *b = encode(f.v, "Hello world", 11, true, false, &n1);
+        if (cases[c].bos >= 0) {
+            assert_true(hr_vocab_add_bos(f.v));
+            assert_int_equal(hr_vocab_bos(f.v), cases[c].bos);
+            assert_int_equal(n1, n0 + 1);
+            assert_int_equal(b[0], cases[c].bos);
+            assert_memory_equal(b + 1, a, n0 * sizeof *a);
+        } else {
+            assert_false(hr_vocab_add_bos(f.v));
+            assert_int_equal(n1, n0);
+        }
+        assert_false(hr_vocab_add_eos(f.v));
+        free(a);
+        free(b);
+        /* the empty text: nothing, or BOS alone */
+        a = encode(f.v, "", 0, false, false, &n0);
+        assert_int_equal(n0, 0);
+        free(a);
+        a = encode(f.v, "", 0, true, false, &n0);
+        assert_int_equal(n0, cases[c].bos >= 0 ? 1 : 0);
+        free(a);
+        close_vocab(&f);
+    }
+}
+
+static void test_eog(void **state)
+{
+    vocab_fx f = open_vocab("qwen2");
+    assert_int_equal(hr_vocab_eos(f.v), 151645);
+    assert_true(hr_vocab_is_eog(f.v, 151645));
+    assert_true(hr_vocab_is_eog(f.v, 151643)); /* <|endoftext|> */
+    assert_false(hr_vocab_is_eog(f.v, 151644));
+    assert_false(hr_vocab_is_eog(f.v, 9707));
+    assert_false(hr_vocab_is_eog(f.v, -1));
+    assert_int_equal(hr_vocab_pad(f.v), 151643);
+    close_vocab(&f);
+    f = open_vocab("llama-bpe");
+    assert_int_equal(hr_vocab_eot(f.v), 128009);
+    assert_true(hr_vocab_is_eog(f.v, 128001));
+    assert_true(hr_vocab_is_eog(f.v, 128009));
+    assert_true(hr_vocab_is_eog(f.v, 128008)); /* <|eom_id|> */
+    assert_false(hr_vocab_is_eog(f.v, 128000));
+    close_vocab(&f);
+    f = open_vocab("llama-spm");
+    assert_int_equal(hr_vocab_eos(f.v), 2);
+    assert_int_equal(hr_vocab_unk(f.v), 0);
+    assert_true(hr_vocab_is_eog(f.v, 2));
+    assert_int_equal(hr_vocab_kind_of(f.v), HR_VOCAB_SPM);
+    close_vocab(&f);
+}
+
+/* Invalid UTF-8 is repaired (U+FFFD per maximal invalid subpart) before
+ * encoding: the result equals the encoding of the repaired text. */
+static void test_invalid_utf8(void **state)
+{
+    static const struct {
+        const char *in, *fixed;
+    } cases[] = {
+        {"\xff", "\xEF\xBF\xBD"},
+        {"a\xc3", "a\xEF\xBF\xBD"},
+        {"\xc3(", "\xEF\xBF\xBD("},
+        {"\xed\xa0\x80x", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBDx"}, /* surrogate */
+        {"\xc0\xaf", "\xEF\xBF\xBD\xEF\xBF\xBD"},                     /* overlong */
+        {"\xf4\x90\x80\x80", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"},
+        {"\xe2\x82 ok", "\xEF\xBF\xBD ok"},                           /* truncated 3-byte */
+        {"\xf0\x9f\xa6 \xf0\x9f\xa6\x99", "\xEF\xBF\xBD \xF0\x9F\xA6\x99"},
+        {"x\x80\x80y", "x\xEF\xBF\xBD\xEF\xBF\xBDy"},
+    };
+    for (size_t k = 0; k < N_VOCABS; k++) {
+        vocab_fx f = open_vocab(k_names[k]);
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            size_t na, nb;
+            int32_t *a = encode(f.v, cases[c].in, strlen(cases[c].in), false, false, &na);
+            int32_t *b = encode(f.v, cases[c].fixed, strlen(cases[c].fixed), false, false, &nb);
+            assert_int_equal(na, nb);
+            assert_memory_equal(a, b, na * sizeof *a);
+            char *back = decode(f.v, a, na, false);
+            if (!(hr_vocab_kind_of(f.v) == HR_VOCAB_SPM && hr_vocab_unk(f.v) >= 0 && strstr(back, "\xEF\xBF\xBD") == NULL))
+                assert_string_equal(back, cases[c].fixed);
+            free(back);
+            free(a);
+            free(b);
+        }
+        /* embedded NUL is ordinary text */
+        size_t n;
+        int32_t *z = encode(f.v, "a\0b", 3, false, false, &n);
+        assert_true(n >= 2);
+        free(z);
+        close_vocab(&f);
+    }
+}
+
+static void test_buffer_limit(void **state)
+{
+    vocab_fx f = open_vocab("gpt-2");
+    int32_t ids[2];
+    size_t n = 0;
+    hr_err err = {0};
+    assert_int_equal(hr_tok_encode(f.v, "Hello world, again", 18, false, false, ids, 2, &n, &err), HR_ERR_LIMIT);
+    assert_int_equal(n, 4); /* Hello, Ġworld, ",", Ġagain */
+    assert_int_equal(hr_tok_encode(f.v, "Hello world, again", 18, false, false, NULL, 0, &n, &err), HR_ERR_LIMIT);
+    assert_int_equal(n, 4);
+    assert_int_equal(hr_tok_encode(f.v, "Hello", 5, false, false, ids, 2, &n, &err), HR_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(hr_tok_encode(f.v, NULL, 4, false, false, ids, 2, &n, &err), HR_ERR_INVALID);
+    close_vocab(&f);
+}
+
+/* Long words (heap path) agree with the scanning loop; long runs of one
+ * character, long inputs without spaces and round trips. */
+static void test_long_inputs(void **state)
+{
+    size_t len = 300000;
+    char *big = malloc(len + 1);
+    uint32_t r = 12345;
+    for (size_t i = 0; i < len; i++) {
+        r = r * 1103515245u + 12345u;
+        unsigned x = (r >> 16) % 100;
+        big[i] = x < 70 ? (char)('a' + x % 26) : x < 80 ? (char)('0' + x % 10) : x < 90 ? ' ' : x < 93 ? '\n' : ".,;:!?'\"()"[x % 10];
+    }
+    big[len] = 0;
+    for (size_t k = 0; k < N_VOCABS; k++) {
+        vocab_fx f = open_vocab(k_names[k]);
+        size_t na, nb;
+        int32_t *a = encode(f.v, big, len, false, false, &na);
+        /* BPE: heap for every word; SPM: no cutting at spaces */
+        hr_tok_bpe_scan_max = 0;
+        bool cut = f.v->spm_cut;
+        f.v->spm_cut = false;
+        int32_t *b = encode(f.v, big, len, false, false, &nb);
+        hr_tok_bpe_scan_max = 24;
+        f.v->spm_cut = cut;
+        assert_int_equal(na, nb);
+        assert_memory_equal(a, b, na * sizeof *a);
+        char *back = decode(f.v, a, na, false);
+        assert_string_equal(back, big);
+        free(back);
+        free(a);
+        free(b);
+        /* one 100k-character word, 100k spaces, 100k newlines */
+        const char fill[] = {'a', ' ', '\n', '7'};
+        char *run = malloc(100001);
+        for (size_t c = 0; c < sizeof fill; c++) {
+            memset(run, fill[c], 100000);
+            run[100000] = 0;
+            a = encode(f.v, run, 100000, false, false, &na);
+            assert_true(na > 0);
+            back = decode(f.v, a, na, false);
+            assert_string_equal(back, run);
+            free(back);
+            free(a);
+        }
+        free(run);
+        close_vocab(&f);
+    }
+    free(big);
+}
+
+/* The CLI prints ids on one line and decodes them back. */
+static void test_cli(void **state)
+{
+    const char *bin = getenv("HEARTH_BIN");
+    if (!bin)
+        skip();
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "'%s' tokenize -m '%s' --parse-special '<|im_start|>Hello world'", bin,
+             tu_fixture("tokenizer/ggml-vocab-qwen2.gguf"));
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char line[256] = "";
+    assert_non_null(fgets(line, sizeof line, p));
+    assert_int_equal(pclose(p), 0);
+    assert_string_equal(line, "151644 9707 1879\n");
+    snprintf(cmd, sizeof cmd, "'%s' detokenize -m '%s' --special 151644 9707 1879", bin,
+             tu_fixture("tokenizer/ggml-vocab-qwen2.gguf"));
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    assert_non_null(fgets(line, sizeof line, p));
+    assert_int_equal(pclose(p), 0);
+    assert_string_equal(line, "<|im_start|>Hello world\n");
+    snprintf(cmd, sizeof cmd, "'%s' detokenize -m '%s' 99999999 2>/dev/null", bin,
+             tu_fixture("tokenizer/ggml-vocab-qwen2.gguf"));
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    int st = pclose(p);
+    assert_int_equal(WEXITSTATUS(st), 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_vectors_llama_spm),   cmocka_unit_test(test_vectors_phi3),
+        cmocka_unit_test(test_vectors_gpt2),        cmocka_unit_test(test_vectors_deepseek_llm),
+        cmocka_unit_test(test_vectors_deepseek_coder), cmocka_unit_test(test_vectors_qwen2),
+        cmocka_unit_test(test_vectors_llama_bpe),
+        cmocka_unit_test(test_special_parsing),     cmocka_unit_test(test_add_special),
+        cmocka_unit_test(test_eog),                 cmocka_unit_test(test_invalid_utf8),
+        cmocka_unit_test(test_buffer_limit),        cmocka_unit_test(test_long_inputs),
+        cmocka_unit_test(test_cli),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
