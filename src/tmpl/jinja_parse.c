@@ -105,10 +105,13 @@ static int line_at(jparser *p, size_t pos)
 static tok *emit(jparser *p, int type, size_t pos)
 {
     if (p->nt == p->cap) {
+        /* tokens live only during the parse: plain heap, freed by jp_parse */
         size_t nc = p->cap ? p->cap * 2 : 256;
-        tok *nt = palloc(p, nc * sizeof(tok));
-        if (p->nt)
-            memcpy(nt, p->t, p->nt * sizeof(tok));
+        tok *nt = realloc(p->t, nc * sizeof(tok));
+        if (!nt) {
+            hr_err_set(p->err, HR_ERR_NOMEM, "out of memory");
+            longjmp(p->jb, 1);
+        }
         p->t = nt;
         p->cap = nc;
     }
@@ -1488,6 +1491,7 @@ hr_status jp_parse(hr_tmpl *t, const char *src, size_t len, hr_err *err)
     p->ar = &t->arena;
     p->err = err;
     if (setjmp(p->jb)) {
+        free(p->t);
         free(p);
         return err ? err->status : HR_ERR_FORMAT;
     }
@@ -1512,6 +1516,7 @@ hr_status jp_parse(hr_tmpl *t, const char *src, size_t len, hr_err *err)
     lex(p);
     const char *w = NULL;
     t->body = parse_body(p, NULL, &t->nbody, &w);
+    free(p->t);
     free(p);
     return HR_OK;
 }
