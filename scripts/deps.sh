@@ -3,8 +3,8 @@
 # Usage: scripts/deps.sh build|test    (sourced or run; needs root to install)
 set -euo pipefail
 
-need_build=(gcc cmake ninja-build pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libmicrohttpd-dev
-            libcurl4-openssl-dev)
+need_build=(gcc cmake ninja-build pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libxxhash-dev
+            libmicrohttpd-dev libcurl4-openssl-dev)
 need_test=(libcmocka-dev clang libclang-rt-14-dev curl)
 
 pkgs=("${need_build[@]}")
