@@ -5,7 +5,7 @@ set -euo pipefail
 
 need_build=(gcc cmake ninja-build pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libxxhash-dev
             libmicrohttpd-dev libcurl4-openssl-dev)
-need_test=(libcmocka-dev clang libclang-rt-14-dev curl)
+need_test=(libcmocka-dev clang libclang-rt-14-dev curl jq)
 
 pkgs=("${need_build[@]}")
 if [ "${1:-build}" = test ]; then

@@ -852,10 +852,36 @@ static hr_status parse_body(const hr_api_model *m, hr_api_kind kind, json_t *o, 
     return HR_OK;
 }
 
+/* Offset of the first invalid UTF-8 byte, or len. */
+static size_t utf8_invalid_at(const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        size_t l = utf8_seq(u + i, len - i);
+        if (!l)
+            return i;
+        i += l;
+    }
+    return len;
+}
+
+static bool check_utf8(const char *body, size_t len, hr_api_error *e)
+{
+    size_t bad = utf8_invalid_at(body, len);
+    if (bad == len)
+        return true;
+    hr_api_error_set(e, 400, NULL, NULL, "the request body is not valid UTF-8 (byte 0x%02x at offset %zu)",
+                     (unsigned char)body[bad], bad);
+    return false;
+}
+
 hr_status hr_api_parse(const hr_api_model *m, hr_api_kind kind, const char *body, size_t len, uint64_t seed,
                        hr_api_request **out, hr_api_error *e)
 {
     *out = NULL;
+    if (!check_utf8(body, len, e))
+        return HR_ERR_FORMAT;
     json_error_t je;
     json_t *o = json_loadb(body, len, 0, &je);
     if (!o) {
@@ -1327,6 +1353,8 @@ char *hr_api_models_json(const hr_api_model *m, bool one)
 
 static json_t *load_object(const char *body, size_t len, hr_api_error *e)
 {
+    if (!check_utf8(body, len, e))
+        return NULL;
     json_error_t je;
     json_t *o = json_loadb(body, len, 0, &je);
     if (!o) {

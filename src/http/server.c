@@ -428,13 +428,22 @@ static void put_hist(hr_api_buf *b, const char *name, const char *help, const hr
     char line[256];
     snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     hr_api_buf_puts(b, line);
-    for (int i = 0; i < HR_HIST_BUCKETS; i++) {
-        snprintf(line, sizeof line, "%s_bucket{le=\"%g\"} %llu\n", name, hr_hist_bounds[i],
-                 (unsigned long long)x->counts[i]);
+    /* Prometheus buckets are cumulative; accept per-bucket counts too
+     * (they add up to n) and sum them here. */
+    uint64_t sum = 0, acc = 0;
+    for (int i = 0; i <= HR_HIST_BUCKETS; i++)
+        sum += x->counts[i];
+    bool per_bucket = sum == x->n;
+    for (int i = 0; i <= HR_HIST_BUCKETS; i++) {
+        acc = per_bucket ? acc + x->counts[i] : x->counts[i];
+        if (i < HR_HIST_BUCKETS)
+            snprintf(line, sizeof line, "%s_bucket{le=\"%g\"} %llu\n", name, hr_hist_bounds[i],
+                     (unsigned long long)acc);
+        else
+            snprintf(line, sizeof line, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)acc);
         hr_api_buf_puts(b, line);
     }
-    snprintf(line, sizeof line, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
-             (unsigned long long)x->counts[HR_HIST_BUCKETS], name, x->sum, name, (unsigned long long)x->n);
+    snprintf(line, sizeof line, "%s_sum %.6f\n%s_count %llu\n", name, x->sum, name, (unsigned long long)x->n);
     hr_api_buf_puts(b, line);
 }
 
