@@ -128,6 +128,27 @@ static size_t on_data(char *p, size_t sz, size_t nm, void *ud)
     return n;
 }
 
+static char *hr_calib_body;
+static size_t hr_calib_len;
+
+static size_t on_calib(char *p, size_t sz, size_t nm, void *ud)
+{
+    (void)ud;
+    size_t n = sz * nm;
+    if (!hr_calib_body)
+        hr_calib_len = 0;
+    if (hr_calib_len + n > MAX_BUF)
+        return 0;
+    char *b = realloc(hr_calib_body, hr_calib_len + n + 1);
+    if (!b)
+        return 0;
+    memcpy(b + hr_calib_len, p, n);
+    hr_calib_len += n;
+    b[hr_calib_len] = 0;
+    hr_calib_body = b;
+    return n;
+}
+
 static bool loopback(const char *url)
 {
     const char *h = strstr(url, "://");
@@ -200,6 +221,47 @@ int main(int argc, char **argv)
     if (key)
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
 
+    /* words per prompt: calibrated with the server's /tokenize when it has one */
+    long words = prompt_tokens - 3;
+    {
+        size_t cap = 64 * 12 + 64, pl = 0;
+        char *sample = malloc(cap);
+        for (int w = 0; w < 64; w++)
+            pl += (size_t)snprintf(sample + pl, cap - pl, " %s",
+                                   k_words[(size_t)(w * 7 + w / 5) % (sizeof k_words / sizeof k_words[0])]);
+        json_t *req = json_pack("{s:s}", "content", sample);
+        char *body = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+        free(sample);
+        char turl[1100];
+        snprintf(turl, sizeof turl, "%s/tokenize", url);
+        hr_calib_body = NULL;
+        CURL *e = curl_easy_init();
+        struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+        if (key)
+            h = curl_slist_append(h, auth);
+        curl_easy_setopt(e, CURLOPT_URL, turl);
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_calib);
+        curl_easy_setopt(e, CURLOPT_TIMEOUT, 10L);
+        long code = 0;
+        if (curl_easy_perform(e) == CURLE_OK && curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK &&
+            code == 200 && hr_calib_body) {
+            json_t *o = json_loads(hr_calib_body, 0, NULL);
+            size_t nt = json_array_size(json_object_get(o, "tokens"));
+            if (nt > 0)
+                words = (long)((double)(prompt_tokens - 4) * 64.0 / (double)nt);
+            json_decref(o);
+        }
+        if (words < 1)
+            words = 1;
+        free(hr_calib_body);
+        curl_slist_free_all(h);
+        curl_easy_cleanup(e);
+        free(body);
+    }
+
     printf("# %s, prompt ~%ld tokens, %ld generated%s\n", endpoint, prompt_tokens, gen_tokens,
            ignore_eos ? " (ignore_eos)" : "");
     printf("%-6s %6s %6s %9s %10s %10s %10s %10s %10s %8s\n", "conc", "reqs", "fail", "wall_s", "gen_tok/s",
@@ -215,7 +277,7 @@ int main(int argc, char **argv)
         int running = 0;
         double t_start = now_s(), deadline = t_start + max_seconds;
         /* a prompt of about prompt_tokens words, different per request */
-        size_t pcap = (size_t)prompt_tokens * 12 + 64;
+        size_t pcap = (size_t)words * 12 + 64;
         char *prompt = malloc(pcap);
         for (;;) {
             /* keep `conc` in flight */
@@ -227,7 +289,7 @@ int main(int argc, char **argv)
                 x->itl = &itl;
                 size_t pl = 0;
                 pl += (size_t)snprintf(prompt + pl, pcap - pl, "Request %ld:", started);
-                for (long w = 0; w < prompt_tokens - 3 && pl + 16 < pcap; w++)
+                for (long w = 0; w < words && pl + 16 < pcap; w++)
                     pl += (size_t)snprintf(prompt + pl, pcap - pl, " %s",
                                            k_words[(size_t)(w * 7 + started * 13 + w / 5) % (sizeof k_words / sizeof k_words[0])]);
                 json_t *req = json_pack("{s:s,s:i,s:b,s:f,s:b,s:{s:b}}", "prompt", prompt, "max_tokens", (int)gen_tokens,
