@@ -34,7 +34,7 @@ struct hr_gguf_writer {
 
 static void put(buf *b, const void *d, size_t n)
 {
-    if (b->oom)
+    if (b->oom || n == 0)
         return;
     if (b->n + n > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
