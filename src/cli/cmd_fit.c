@@ -168,22 +168,29 @@ int cmd_fit(int argc, char **argv)
     }
 
     hr_decode_measure dm = {0};
-    double predicted = r.decode_tps_user, calib = 1.0;
+    double predicted = 0, calib = 1.0, measured = 0;
     if (measure) {
-        int32_t prompt = r.ctx > 64 ? 64 : (int32_t)r.ctx / 2;
-        if (prompt < 1)
-            prompt = 1;
-        if (hr_measure_decode(model, (int32_t)threads, prompt, 32, &dm, &err) != HR_OK) {
+        /* predict for exactly what is measured: one user, the context the
+         * timed steps run at, then time the engine */
+        const int32_t prompt = 64, steps = 32;
+        hr_fit_result rm;
+        if (hr_fit_compute(&fm, &hw, prompt + steps / 2, 1, kv_type, &rm, &err) != HR_OK) {
+            cli_fail("fit", "%s", err.msg);
+            goto out;
+        }
+        predicted = rm.decode_tps_user;
+        if (hr_measure_decode(model, (int32_t)threads, prompt, steps, &dm, &err) != HR_OK) {
             cli_fail("fit", "measuring: %s", err.msg);
             goto out;
         }
-        calib = predicted > 0 ? dm.tokens_per_s / predicted : 1.0;
+        measured = dm.best_tokens_per_s;
+        calib = predicted > 0 ? measured / predicted : 1.0;
         char line[HR_FIT_ASSUMPTION_LEN];
         snprintf(line, sizeof line,
-                 "measured: %d decode steps after a %d-token prompt ran at %.2f tokens/s (predicted %.2f, %+.1f%%); "
-                 "speeds below are scaled by %.3f",
-                 dm.steps, dm.prompt_tokens, dm.tokens_per_s, predicted, 100.0 * (predicted / dm.tokens_per_s - 1.0),
-                 calib);
+                 "measured: %d decode steps at positions %d-%d: fastest step %.2f tokens/s, median %.2f; predicted "
+                 "%.2f (%+.1f%%); speeds above are scaled by %.3f",
+                 dm.steps, dm.prompt_tokens, dm.prompt_tokens + dm.steps - 1, measured, dm.median_tokens_per_s,
+                 predicted, 100.0 * (predicted / measured - 1.0), calib);
         if (r.n_assumptions < HR_FIT_MAX_ASSUMPTIONS)
             snprintf(r.assumptions[r.n_assumptions++], HR_FIT_ASSUMPTION_LEN, "%s", line);
         r.decode_tps_user *= calib;
@@ -224,8 +231,10 @@ int cmd_fit(int argc, char **argv)
         if (measure) {
             json_t *mj = json_object();
             json_object_set_new(mj, "predicted_tokens_per_s", json_real(predicted));
-            json_object_set_new(mj, "measured_tokens_per_s", json_real(dm.tokens_per_s));
-            json_object_set_new(mj, "error_pct", json_real(100.0 * (predicted / dm.tokens_per_s - 1.0)));
+            json_object_set_new(mj, "measured_tokens_per_s", json_real(measured));
+            json_object_set_new(mj, "measured_median_tokens_per_s", json_real(dm.median_tokens_per_s));
+            json_object_set_new(mj, "error_pct", json_real(100.0 * (predicted / measured - 1.0)));
+            json_object_set_new(mj, "calibration", json_real(calib));
             json_object_set_new(mj, "steps", json_integer(dm.steps));
             json_object_set_new(mj, "prompt_tokens", json_integer(dm.prompt_tokens));
             json_object_set_new(mj, "threads", json_integer(dm.threads));
@@ -268,8 +277,10 @@ int cmd_fit(int argc, char **argv)
             printf("  at %lld users: %.1f tokens/s each, %.1f tokens/s in all\n", (long long)r.max_users,
                    r.decode_tps_user_at_max, r.decode_tps_total_at_max);
         if (measure)
-            printf("measured here: %.2f tokens/s (predicted %.2f, %+.1f%%)\n", dm.tokens_per_s, predicted,
-                   100.0 * (predicted / dm.tokens_per_s - 1.0));
+            printf("measured here (1 user, positions %d-%d): %.2f tokens/s fastest step, %.2f median; predicted %.2f "
+                   "(%+.1f%%)\n",
+                   dm.prompt_tokens, dm.prompt_tokens + dm.steps - 1, measured, dm.median_tokens_per_s, predicted,
+                   100.0 * (predicted / measured - 1.0));
         printf("assumptions\n");
         for (int i = 0; i < r.n_assumptions; i++)
             printf("  - %s\n", r.assumptions[i]);

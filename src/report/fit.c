@@ -298,8 +298,20 @@ static void roofline(const hr_fit_model *m, const hr_fit_hw *hw, const hr_fit_re
         attn = 2.0 * s->heads * width * positions;
     }
     *flops = (double)users * (2.0 * m->flops_params + attn);
-    double bw = (hw->cpu && hw->gemv_Bps > 0 ? hw->gemv_Bps : hw->bandwidth_Bps) * hw->devices;
-    *t_mem = *bytes / bw;
+    if (hw->cpu && hw->gemv_Bps > 0) {
+        /* CPU: the matmul kernels stream the weights once per step at the
+         * measured one-token rate (their arithmetic included); the KV cache
+         * is read at memory bandwidth; each further user's matmul FLOPs and
+         * all attention FLOPs run at the measured 16-token rate. The CPU is
+         * not a roofline machine: these add up rather than overlap. */
+        double kv = (double)users * r->kv_bytes_per_seq;
+        *t_mem = (*bytes - kv) / hw->gemv_Bps + kv / hw->bandwidth_Bps;
+        *t_comp = ((double)(users - 1) * 2.0 * m->flops_params + (double)users * attn) / hw->flops;
+        *t_mem += *t_comp;
+        *t_comp = 0;
+        return;
+    }
+    *t_mem = *bytes / (hw->bandwidth_Bps * hw->devices);
     *t_comp = *flops / (hw->flops * hw->devices);
 }
 
@@ -376,7 +388,8 @@ hr_status hr_fit_compute(const hr_fit_model *m, const hr_fit_hw *hw, int64_t ctx
 
     roofline(m, hw, r, users, &r->step_bytes, &r->step_flops, &r->t_mem_s, &r->t_compute_s);
     double step = r->t_mem_s > r->t_compute_s ? r->t_mem_s : r->t_compute_s;
-    r->bound = r->t_mem_s >= r->t_compute_s ? "memory bandwidth" : "compute";
+    r->bound = hw->cpu && hw->gemv_Bps > 0 ? "CPU kernel"
+               : r->t_mem_s >= r->t_compute_s ? "memory bandwidth" : "compute";
     r->decode_tps_user = step > 0 ? 1.0 / step : 0;
     r->decode_tps_total = r->decode_tps_user * users;
     if (r->max_users > 0) {
@@ -427,7 +440,12 @@ hr_status hr_fit_compute(const hr_fit_model *m, const hr_fit_hw *hw, int64_t ctx
         note(r, "MoE: %d of %d experts per token; with %d users a step touches %.0f%% of the routed-expert weights "
                 "(uniform routing)",
              s->experts_active, s->experts, users, 100 * experts_touched(s, users));
-    note(r, "decode step = max(bytes read / bandwidth, FLOPs / compute) (a roofline); prefill, sampling and "
-            "scheduling time not included");
+    if (hw->cpu && hw->gemv_Bps > 0)
+        note(r, "decode step (CPU) = weight bytes / measured one-token matmul rate + KV bytes / memory bandwidth + "
+                "(extra users' matmul FLOPs + attention FLOPs) / measured 16-token rate; norms, RoPE, sampling and "
+                "scheduling not included");
+    else
+        note(r, "decode step = max(bytes read / bandwidth, FLOPs / compute) (a roofline); prefill, sampling and "
+                "scheduling time not included");
     return HR_OK;
 }

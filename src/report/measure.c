@@ -22,6 +22,12 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static void meminfo(double *total, double *avail)
 {
     *total = *avail = 0;
@@ -81,8 +87,8 @@ hr_status hr_measure_cpu(int32_t threads, uint32_t wtype, hr_cpu_probe *out, hr_
     if (threads > 1 && !pool)
         return hr_err_set(err, HR_ERR_NOMEM, "cannot start %d threads", threads);
 
-    /* memory read bandwidth: best of 5 passes over 128 MiB */
-    size_t n = (128u << 20) / sizeof(uint64_t);
+    /* memory read bandwidth: best of 5 passes over 512 MiB (past any L3) */
+    size_t n = (512u << 20) / sizeof(uint64_t);
     uint64_t *buf = malloc(n * sizeof *buf);
     if (!buf) {
         hr_pool_free(pool);
@@ -102,10 +108,11 @@ hr_status hr_measure_cpu(int32_t threads, uint32_t wtype, hr_cpu_probe *out, hr_
     out->read_Bps = (double)(n * sizeof *buf) / best;
     free(buf);
 
-    /* kernel probes: a 4096-wide weight matrix of ~64 MiB (past the caches) */
+    /* kernel probes: a 4096-wide weight matrix of ~512 MiB (past the caches;
+     * server L3s reach hundreds of MiB) */
     const int64_t K = 4096;
     size_t row = hr_row_size(wtype, K);
-    int64_t N = (int64_t)((64u << 20) / row);
+    int64_t N = (int64_t)((512u << 20) / row);
     const int T = 16;
     void *w = malloc(row * (size_t)N);
     float *x = malloc(sizeof(float) * (size_t)K * T);
@@ -236,23 +243,40 @@ hr_status hr_measure_decode(const char *path, int32_t threads, int32_t prompt, i
     free(want);
     if (st != HR_OK)
         goto done;
-    /* decode: greedy on the logits, one token per step */
-    double t0 = now_s();
+    /* decode: greedy on the logits, one token per step; each step timed */
+    double t0 = now_s(), best_step = 1e30;
+    double *times = malloc(sizeof(double) * (size_t)steps);
+    if (!times) {
+        st = hr_err_set(err, HR_ERR_NOMEM, "out of memory");
+        goto done;
+    }
     for (int32_t i = 0; i < steps; i++) {
+        double ts = now_s();
         int32_t best = 0;
         for (int32_t v = 1; v < hp->n_vocab; v++)
             if (logits[v] > logits[best])
                 best = v;
         int32_t p = prompt + i, sq = 0;
         hr_batch d = {.n_tokens = 1, .token = &best, .pos = &p, .seq = &sq, .logits = NULL};
-        if ((st = hr_engine_forward(e, kv, &d, logits, err)) != HR_OK)
+        if ((st = hr_engine_forward(e, kv, &d, logits, err)) != HR_OK) {
+            free(times);
             goto done;
+        }
+        times[i] = now_s() - ts;
+        if (times[i] < best_step)
+            best_step = times[i];
     }
     out->seconds = now_s() - t0;
+    qsort(times, (size_t)steps, sizeof *times, cmp_double);
+    out->median_step_s = times[steps / 2];
+    out->best_step_s = best_step;
+    free(times);
     out->threads = threads;
     out->prompt_tokens = prompt;
     out->steps = steps;
     out->tokens_per_s = out->seconds > 0 ? steps / out->seconds : 0;
+    out->best_tokens_per_s = best_step > 0 ? 1.0 / best_step : 0;
+    out->median_tokens_per_s = out->median_step_s > 0 ? 1.0 / out->median_step_s : 0;
 done:
     free(logits);
     free(ids);

@@ -38,10 +38,15 @@ typedef struct {
     int32_t prompt_tokens;  /* prefilled before timing */
     int32_t steps;          /* timed decode steps */
     double seconds;
-    double tokens_per_s;
+    double tokens_per_s;        /* steps / seconds */
+    double median_step_s, best_step_s;
+    double median_tokens_per_s; /* 1 / median step */
+    double best_tokens_per_s;   /* 1 / fastest step: the machine unloaded, comparable with the probes */
 } hr_decode_measure;
 
-/* Decodes `steps` tokens (after a `prompt` token prefill) with the engine. */
+/* Decodes `steps` tokens (after a `prompt` token prefill) with the engine,
+ * timing each step. On a shared machine the fastest step is the figure to
+ * compare with the probes (they also keep their best run). */
 hr_status hr_measure_decode(const char *gguf_path, int32_t threads, int32_t prompt, int32_t steps,
                             hr_decode_measure *out, hr_err *err);
 
