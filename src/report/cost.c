@@ -147,7 +147,10 @@ hr_status hr_cost_compute(const hr_usage_totals *t, const hr_cost_params *p, con
     }
     reason(r, "measured utilisation %.1f%% of one deployment's capacity (%.0f tokens/s%s): self-hosting costs $%.3f "
               "per 1M tokens at this load, $%.3f at full load",
-           100 * r->utilisation, r->capacity_tps, r->capacity_measured ? ", as measured while busy" : ", as given",
+           100 * r->utilisation, r->capacity_tps,
+           r->capacity_measured ? ", measured while busy at the logged concurrency; more concurrent users raise it: "
+                                  "pass --capacity from `hearth fit`"
+                                : ", as given",
            r->self_per_1m, r->self_per_1m_full);
     if (cheapest) {
         if (cheapest->break_even >= 0)
@@ -197,11 +200,11 @@ static double py(const axes *a, double v)
 static void fmt_tokens(double v, char *buf, size_t cap)
 {
     if (v >= 1e9)
-        snprintf(buf, cap, "%gB", v / 1e9);
+        snprintf(buf, cap, "%.3gB", v / 1e9);
     else if (v >= 1e6)
-        snprintf(buf, cap, "%gM", v / 1e6);
+        snprintf(buf, cap, "%.3gM", v / 1e6);
     else
-        snprintf(buf, cap, "%gk", v / 1e3);
+        snprintf(buf, cap, "%.3gk", v / 1e3);
 }
 
 static void fmt_usd(double v, char *buf, size_t cap)
@@ -310,7 +313,9 @@ hr_status hr_cost_svg(const hr_cost_report *r, FILE *f, hr_err *err)
         fprintf(f, "%.1f,%.1f ", px(&a, v), py(&a, hr_cost_self_at(r, v)));
     }
     fprintf(f, "\"/>\n");
-    /* crossovers */
+    /* crossovers; labels stacked above the self-hosting line so that
+     * neighbouring break-evens stay readable */
+    int shown = 0;
     for (int i = 0; i < r->n_apis; i++) {
         double be = r->apis[i].break_even;
         if (be <= 0 || log10(be) < a.x0 || log10(be) > a.x1)
@@ -321,7 +326,11 @@ hr_status hr_cost_svg(const hr_cost_report *r, FILE *f, hr_err *err)
         fmt_tokens(be, lab, sizeof lab);
         fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"white\" stroke=\"%s\" stroke-width=\"2\"/>\n", x, y,
                 col);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"%s\" font-size=\"11\">%s</text>\n", x + 7, y - 7, col, lab);
+        double ly0 = y - 10 - 14.0 * shown++;
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"0.8\"/>\n", x,
+                y - 5, x, ly0 + 2, col);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"%s\" font-size=\"11\" text-anchor=\"middle\">%s</text>\n", x,
+                ly0, col, lab);
     }
     /* the current volume */
     if (r->m_total > 0 && log10(r->m_total) >= a.x0 && log10(r->m_total) <= a.x1) {

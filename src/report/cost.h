@@ -73,7 +73,7 @@ typedef struct {
     hr_cost_api apis[HR_COST_MAX_APIS];
     char verdict[160];
     int n_reasons;
-    char reasons[HR_COST_MAX_REASONS][320];
+    char reasons[HR_COST_MAX_REASONS][400];
 } hr_cost_report;
 
 /* Self-hosting cost per month at a monthly volume (deployments stepped). */
