@@ -18,6 +18,7 @@ static const struct {
     {"logits", cmd_logits, "teacher-forced logits of a token sequence, as raw float32"},
     {"models", cmd_models, "the model catalog, hardware tiers and API prices"},
     {"run", cmd_run, "generate text from a prompt"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server"},
     {"template", cmd_template, "render a chat template"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
 };

@@ -24,6 +24,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+
+#include "base/grow.h"
 #include <string.h>
 #include <time.h>
 
@@ -82,20 +84,6 @@ typedef struct {
     size_t ntok, captok;
 } evbuf;
 
-static bool grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return true;
-    size_t c = *cap ? *cap : 16;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q)
-        return false;
-    *p = q;
-    *cap = c;
-    return true;
-}
 
 static void evbuf_clear(evbuf *b) { b->n = b->tlen = b->ntok = 0; }
 
@@ -248,7 +236,7 @@ static void touch(hr_sched *s, hr_req *r)
 {
     if (r->touched)
         return;
-    if (!grow((void **)&s->touched, &s->cap_touched, (size_t)s->n_touched + 1, sizeof *s->touched))
+    if (!hr_grow((void **)&s->touched, &s->cap_touched, (size_t)s->n_touched + 1, sizeof *s->touched))
         return; /* the consumer will still see events on its next poll */
     r->touched = true;
     s->touched[s->n_touched++] = r;
@@ -260,13 +248,13 @@ static void emit(hr_sched *s, hr_req *r, hr_ev_kind kind, int32_t index, const c
 {
     pthread_mutex_lock(&r->mu);
     evbuf *b = &r->pending;
-    if (grow((void **)&b->ev, &b->cap, b->n + 1, sizeof *b->ev)) {
+    if (hr_grow((void **)&b->ev, &b->cap, b->n + 1, sizeof *b->ev)) {
         ev_rec *e = &b->ev[b->n++];
         memset(e, 0, sizeof *e);
         e->kind = kind;
         e->index = index;
         e->finish = finish;
-        if (len && grow((void **)&b->text, &b->tcap, b->tlen + len + 1, 1)) {
+        if (len && hr_grow((void **)&b->text, &b->tcap, b->tlen + len + 1, 1)) {
             e->text_off = b->tlen;
             e->text_len = len;
             memcpy(b->text + b->tlen, text, len);
@@ -275,7 +263,7 @@ static void emit(hr_sched *s, hr_req *r, hr_ev_kind kind, int32_t index, const c
         } else {
             e->text_off = SIZE_MAX;
         }
-        if (n_tok && grow((void **)&b->tok, &b->captok, b->ntok + (size_t)n_tok, sizeof *b->tok)) {
+        if (n_tok && hr_grow((void **)&b->tok, &b->captok, b->ntok + (size_t)n_tok, sizeof *b->tok)) {
             e->tok_off = b->ntok;
             e->n_tok = n_tok;
             memcpy(b->tok + b->ntok, tok, (size_t)n_tok * sizeof *tok);
@@ -403,7 +391,7 @@ static void seq_finish_ex(hr_sched *s, seq *q, hr_finish f, bool flush)
         s->stats.requests_done++;
         pthread_mutex_unlock(&s->stats_mu);
         /* the scheduler's reference goes after this step's notifications */
-        if (grow((void **)&s->drop, &s->cap_drop, (size_t)s->n_drop + 1, sizeof *s->drop))
+        if (hr_grow((void **)&s->drop, &s->cap_drop, (size_t)s->n_drop + 1, sizeof *s->drop))
             s->drop[s->n_drop++] = r;
     }
 }
@@ -452,7 +440,7 @@ static size_t stop_find(const hr_req *r, const char *text, size_t len)
 
 static bool hold_append(seq *q, const char *t, size_t n)
 {
-    if (!grow((void **)&q->hold, &q->hold_cap, q->hold_len + n + 1, 1))
+    if (!hr_grow((void **)&q->hold, &q->hold_cap, q->hold_len + n + 1, 1))
         return false;
     memcpy(q->hold + q->hold_len, t, n);
     q->hold_len += n;
