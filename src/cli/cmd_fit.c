@@ -137,7 +137,7 @@ int cmd_fit(int argc, char **argv)
             wtype = HR_TYPE_Q4_K;
         else if (!strncasecmp(fm.quant, "Q5_K", 4))
             wtype = HR_TYPE_Q5_K;
-        if (hr_measure_cpu((int32_t)threads, wtype, &probe, &err) != HR_OK) {
+        if (hr_measure_cpu((int32_t)threads, wtype, 0, &probe, &err) != HR_OK) {
             cli_fail("fit", "%s", err.msg);
             goto out;
         }

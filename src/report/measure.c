@@ -68,7 +68,7 @@ static void read_part(void *p, int ith, int nth)
     c->sums[ith & 63] = a + b + d + e;
 }
 
-hr_status hr_measure_cpu(int32_t threads, uint32_t wtype, hr_cpu_probe *out, hr_err *err)
+hr_status hr_measure_cpu(int32_t threads, uint32_t wtype, int64_t k_hint, hr_cpu_probe *out, hr_err *err)
 {
     memset(out, 0, sizeof *out);
     if (threads < 1)
@@ -108,9 +108,14 @@ hr_status hr_measure_cpu(int32_t threads, uint32_t wtype, hr_cpu_probe *out, hr_
     out->read_Bps = (double)(n * sizeof *buf) / best;
     free(buf);
 
-    /* kernel probes: a 4096-wide weight matrix of ~512 MiB (past the caches;
-     * server L3s reach hundreds of MiB) */
-    const int64_t K = 4096;
+    /* kernel probes: a weight matrix of ~512 MiB (past the caches; server
+     * L3s reach hundreds of MiB) whose rows are as long as the model's
+     * (short rows cost more per byte) */
+    int64_t bs = hr_type_get(wtype)->block_size;
+    int64_t K = k_hint > 0 ? k_hint : 4096;
+    K = (K + bs - 1) / bs * bs;
+    if (K > 65536)
+        K = 65536;
     size_t row = hr_row_size(wtype, K);
     int64_t N = (int64_t)((512u << 20) / row);
     const int T = 16;

@@ -28,7 +28,10 @@ typedef struct {
     double gemm_flops; /* FLOP/s, 16 tokens */
 } hr_cpu_probe;
 
-hr_status hr_measure_cpu(int32_t threads, uint32_t wtype, hr_cpu_probe *out, hr_err *err);
+/* k_hint: row length of the probe matrix; <= 0: 4096 (fit uses 4096: on the
+ * development machine it tracked whole-model decode better than the hidden
+ * size, whose short rows exaggerate per-row costs). */
+hr_status hr_measure_cpu(int32_t threads, uint32_t wtype, int64_t k_hint, hr_cpu_probe *out, hr_err *err);
 
 /* hw for fit from a probe. */
 void hr_fit_hw_from_cpu(const hr_cpu_probe *p, hr_fit_hw *hw);
