@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static bool ub_pg;          /* the backend of the current group */
+static bool ub_pg __attribute__((unused));          /* the backend of the current group */
 static char ub_tmpdir[256]; /* SQLite files */
 static int ub_serial;
 
@@ -36,7 +36,7 @@ static PGconn *ub_pg_connect(const char *url)
     return c;
 }
 
-static void ub_pg_exec(const char *url, const char *sql)
+static inline void ub_pg_exec(const char *url, const char *sql)
 {
     PGconn *c = ub_pg_connect(url);
     PGresult *r = PQexec(c, sql);
@@ -69,7 +69,7 @@ static const char *ub_target(const char *name, char *buf, size_t cap)
 }
 
 /* Runs SQL on the target (SQLite dialect or PostgreSQL as given). */
-static void ub_exec(const char *target, const char *sql)
+static inline void ub_exec(const char *target, const char *sql)
 {
     if (ub_pg) {
         ub_pg_exec(target, sql);
@@ -84,7 +84,7 @@ static void ub_exec(const char *target, const char *sql)
 }
 
 /* The first column of the first row as an integer (NULL = 0). */
-static long long ub_int(const char *target, const char *sql)
+static inline long long ub_int(const char *target, const char *sql)
 {
     if (ub_pg) {
         PGconn *c = ub_pg_connect(target);
@@ -108,14 +108,14 @@ static long long ub_int(const char *target, const char *sql)
     return v;
 }
 
-static long long ub_schema_version(const char *target)
+static inline long long ub_schema_version(const char *target)
 {
     return ub_int(target, ub_pg ? "SELECT value::int FROM hearth_meta WHERE key = 'schema_version'"
                                 : "PRAGMA user_version");
 }
 
 /* Group set-up: SQLite gets a temp folder; PostgreSQL needs HEARTH_TEST_PG. */
-static int ub_setup_sqlite(void **state)
+static inline int ub_setup_sqlite(void **state)
 {
     (void)state;
     ub_pg = false;
@@ -123,7 +123,7 @@ static int ub_setup_sqlite(void **state)
     return mkdtemp(ub_tmpdir) ? 0 : -1;
 }
 
-static int ub_teardown_sqlite(void **state)
+static inline int ub_teardown_sqlite(void **state)
 {
     (void)state;
     char cmd[600];
@@ -131,7 +131,7 @@ static int ub_teardown_sqlite(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-static int ub_setup_pg(void **state)
+static inline int ub_setup_pg(void **state)
 {
     (void)state;
     ub_pg = true;
@@ -141,7 +141,7 @@ static int ub_setup_pg(void **state)
 }
 
 /* Drops the schemas this process made. */
-static int ub_teardown_pg(void **state)
+static inline int ub_teardown_pg(void **state)
 {
     (void)state;
     const char *base = ub_pg_base();
