@@ -603,7 +603,7 @@ static void svg_latency(FILE *f, const hr_pilot_route *x)
         if (sv[i] > mx)
             mx = sv[i];
     }
-    const int W = 520, L = 80, T = 30, PW = 360, row = 44, H = T + 4 * row + 40;
+    const int W = 520, L = 80, T = 30, PW = 330, row = 44, H = T + 4 * row + 40;
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
                "font-family=\"sans-serif\" font-size=\"11\">\n", W, H, W, H);
     fprintf(f, "<text x=\"10\" y=\"18\" font-size=\"13\" font-weight=\"bold\">Latency (successful answers)</text>\n");
