@@ -602,8 +602,8 @@ hr_status hr_usage_totals_of(const char *target, int64_t since_ms, int64_t until
                              hr_usage_totals *out, hr_err *err)
 {
     memset(out, 0, sizeof *out);
-    const char *path;
-    bool pg;
+    const char *path = target;
+    bool pg = false;
     hr_status s = reader_target(target, &path, &pg, err);
     if (s != HR_OK)
         return s;
@@ -616,8 +616,8 @@ hr_status hr_usage_pairs_of(const char *target, int64_t since_ms, int64_t until_
 {
     *out = NULL;
     *n = 0;
-    const char *path;
-    bool pg;
+    const char *path = target;
+    bool pg = false;
     hr_status s = reader_target(target, &path, &pg, err);
     if (s != HR_OK)
         return s;
