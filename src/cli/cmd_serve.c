@@ -52,7 +52,7 @@ static void usage(FILE *f)
             "  --idle-timeout S       idle / slow-header connection timeout (default 60)\n"
             "  --http-threads N       HTTP event threads (default 1)\n"
             "  --quiet                no per-request log lines\n"
-            "  --usage-db PATH        usage log (SQLite; default hearth-usage.db; 'none' disables)\n");
+            "  --usage-db TARGET      usage log: a SQLite path (default hearth-usage.db), postgresql://..., or none\n");
 }
 
 /* "512M", "2G", "1.5g", "4096" -> bytes. */
@@ -264,7 +264,7 @@ int cmd_serve(int argc, char **argv)
     hr_usage_db *usage_db = NULL;
     char *tmpl_src = NULL, *bos = NULL, *eos = NULL;
     if (strcmp(usage_path, "none") && hr_usage_open(usage_path, NULL, &usage_db, &err)) {
-        cli_fail("serve", "--usage-db %s: %s", usage_path, err.msg);
+        cli_fail("serve", "usage log: %s", err.msg); /* the message masks a URL password */
         goto done;
     }
     hr_http_params hp = {
