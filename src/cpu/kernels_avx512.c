@@ -15,6 +15,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "cpu/pack.h"
 #include "quant/quant_impl.h"
 
 static inline float ld_f16(const uint8_t *p)
@@ -343,6 +344,129 @@ static void ff_f16(const float *src, void *dst, int64_t n)
     for (; i < n; i++) {
         const hr_f16 h = hr_f32_to_f16(src[i]);
         memcpy(p + 2 * i, &h, 2);
+    }
+}
+
+/* ---- packed 16-row GEMM for the 32-element block types (see pack.h) ----
+ *
+ * One call computes y[t][r] for 16 rows (one packed group) and T tokens.
+ * For each block, lane r of a register holds 4 consecutive weight bytes of
+ * row r, and the activation's matching 4 bytes are broadcast, so vpdpbusd
+ * accumulates row r's whole 32-element integer sum in lane r: no horizontal
+ * sums. dpbusd multiplies unsigned by signed bytes; the packed weights are
+ * stored unsigned (quant + off) and the accumulator starts at -off * sum(a),
+ * which makes the lane total exactly the reference's integer block sum.
+ * Each output then gets the reference's float operations in the reference's
+ * order (isum*dw*da, or dw*da*isum for IQ4_NL, added block by block), so the
+ * results are bit-identical to src/quant's vec_dot whatever T is. */
+
+static inline __attribute__((always_inline)) void gemm_x16_t(int kind, int64_t nb, const uint8_t *wg,
+                                                             const uint8_t *a, size_t a_row,
+                                                             const float *da, const int32_t *as,
+                                                             size_t side_row, const int T, float *y,
+                                                             size_t y_row, __mmask16 valid)
+{
+    const size_t bb = hr_pack_block_bytes(kind);
+    const int off = hr_pack_offset(kind);
+    const __m512i m4 = _mm512_set1_epi8(0x0f), s16 = _mm512_set1_epi8(16);
+    const __m512i tbl = _mm512_broadcast_i32x4(_mm_add_epi8(ld128(hr_iq4nl_values), _mm_set1_epi8((char)0x80)));
+    __m512 facc[8];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; t++)
+        facc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wb = wg + (size_t)b * bb;
+        __m512i acc[8];
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; t++)
+            acc[t] = _mm512_set1_epi32(-off * as[(size_t)t * side_row + (size_t)b]);
+        const uint8_t *ab = a + (size_t)b * 34 + 2;
+        if (kind == HR_PACK_Q8_0) {
+            #pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                const __m512i w = ld512(wb + 32 + 64 * j);
+                #pragma GCC unroll 8
+                for (int t = 0; t < T; t++)
+                    acc[t] = _mm512_dpbusd_epi32(acc[t], w, _mm512_set1_epi32((int)ld_u32(ab + (size_t)t * a_row + 4 * j)));
+            }
+        } else {
+            #pragma GCC unroll 8
+            for (int j = 0; j < 4; j++) {
+                const __m512i raw = ld512(wb + 32 + 64 * j);
+                __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+                if (kind == HR_PACK_Q5_0) {
+                    __mmask64 mlo, mhi;
+                    memcpy(&mlo, wb + 288 + 16 * j, 8);
+                    memcpy(&mhi, wb + 288 + 16 * j + 8, 8);
+                    lo = _mm512_mask_add_epi8(lo, mlo, lo, s16);
+                    hi = _mm512_mask_add_epi8(hi, mhi, hi, s16);
+                } else if (kind == HR_PACK_IQ4_NL) {
+                    lo = _mm512_shuffle_epi8(tbl, lo);
+                    hi = _mm512_shuffle_epi8(tbl, hi);
+                }
+                #pragma GCC unroll 8
+                for (int t = 0; t < T; t++) {
+                    const uint8_t *at = ab + (size_t)t * a_row + 4 * j;
+                    acc[t] = _mm512_dpbusd_epi32(acc[t], lo, _mm512_set1_epi32((int)ld_u32(at)));
+                    acc[t] = _mm512_dpbusd_epi32(acc[t], hi, _mm512_set1_epi32((int)ld_u32(at + 16)));
+                }
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(ld256(wb));
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const __m512 d_a = _mm512_set1_ps(da[(size_t)t * side_row + (size_t)b]);
+            __m512 p;
+            if (kind == HR_PACK_IQ4_NL)
+                p = _mm512_mul_ps(_mm512_mul_ps(dw, d_a), _mm512_cvtepi32_ps(acc[t]));
+            else
+                p = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[t]), dw), d_a);
+            facc[t] = _mm512_add_ps(facc[t], p);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * y_row, valid, facc[t]);
+}
+
+#define GEMM_X16_KIND(KIND, NAME)                                                                      \
+    static void NAME(int64_t nb, const uint8_t *wg, const uint8_t *a, size_t a_row, const float *da,   \
+                     const int32_t *as, size_t side_row, int T, float *y, size_t y_row, int n_valid)   \
+    {                                                                                                  \
+        const __mmask16 valid = (__mmask16)((1u << n_valid) - 1u);                                     \
+        while (T > 0) {                                                                                \
+            const int tt = T >= 8 ? 8 : T;                                                             \
+            switch (tt) {                                                                              \
+            case 8: gemm_x16_t(KIND, nb, wg, a, a_row, da, as, side_row, 8, y, y_row, valid); break;   \
+            case 7: gemm_x16_t(KIND, nb, wg, a, a_row, da, as, side_row, 7, y, y_row, valid); break;   \
+            case 6: gemm_x16_t(KIND, nb, wg, a, a_row, da, as, side_row, 6, y, y_row, valid); break;   \
+            case 5: gemm_x16_t(KIND, nb, wg, a, a_row, da, as, side_row, 5, y, y_row, valid); break;   \
+            case 4: gemm_x16_t(KIND, nb, wg, a, a_row, da, as, side_row, 4, y, y_row, valid); break;   \
+            case 3: gemm_x16_t(KIND, nb, wg, a, a_row, da, as, side_row, 3, y, y_row, valid); break;   \
+            case 2: gemm_x16_t(KIND, nb, wg, a, a_row, da, as, side_row, 2, y, y_row, valid); break;   \
+            default: gemm_x16_t(KIND, nb, wg, a, a_row, da, as, side_row, 1, y, y_row, valid); break;  \
+            }                                                                                          \
+            a += (size_t)tt * a_row;                                                                   \
+            da += (size_t)tt * side_row;                                                               \
+            as += (size_t)tt * side_row;                                                               \
+            y += (size_t)tt * y_row;                                                                   \
+            T -= tt;                                                                                   \
+        }                                                                                              \
+    }
+
+GEMM_X16_KIND(HR_PACK_Q8_0, gemm_q8_0_x16)
+GEMM_X16_KIND(HR_PACK_Q4_0, gemm_q4_0_x16)
+GEMM_X16_KIND(HR_PACK_Q5_0, gemm_q5_0_x16)
+GEMM_X16_KIND(HR_PACK_IQ4_NL, gemm_iq4_nl_x16)
+
+hr_gemm_x16_fn hr_avx512_gemm_x16(int kind)
+{
+    switch (kind) {
+    case HR_PACK_Q8_0: return gemm_q8_0_x16;
+    case HR_PACK_Q4_0: return gemm_q4_0_x16;
+    case HR_PACK_Q5_0: return gemm_q5_0_x16;
+    case HR_PACK_IQ4_NL: return gemm_iq4_nl_x16;
+    default: return NULL;
     }
 }
 

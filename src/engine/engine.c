@@ -12,9 +12,13 @@
  * compute pool (src/cpu/); attention is split over (token, head) pairs.
  * Each output is computed the same way whatever the batch and thread count,
  * so a sequence's results do not depend on what it is batched with. */
+#define _DEFAULT_SOURCE /* madvise */
 #include "engine/engine.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,7 +44,70 @@ struct hr_engine {
     hr_pool *pool; /* NULL when single-threaded */
     void *act;     /* quantised activations (max_batch, act_row_bytes) */
     size_t act_row_bytes;
+    /* repacked copies of the weight matrices (hr_matmul_pack), NULL where
+     * the path in use has no packed layout for the type: n_layer * 7 for the
+     * layers (wq wk wv wo gate up down), then the output matrix */
+    void **packed;
+    size_t packed_bytes;
 };
+
+enum { PK_Q, PK_K, PK_V, PK_O, PK_GATE, PK_UP, PK_DOWN, PK_PER_LAYER };
+
+static const hr_weight *layer_weight(const hr_layer_weights *L, int i)
+{
+    const hr_weight *w[PK_PER_LAYER] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->ffn_gate, &L->ffn_up, &L->ffn_down };
+    return w[i];
+}
+
+/* Drops the original pages of a packed matrix from this process: they are
+ * clean pages of a read-only file mapping, so the kernel re-reads them from
+ * the page cache (or the file) if anything touches them again (the embedding
+ * lookup of a tied output matrix does, a few rows per token). */
+static void release_pages(const hr_weight *w)
+{
+    const long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0)
+        return;
+    const uintptr_t lo = ((uintptr_t)w->data + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+    const uintptr_t hi = ((uintptr_t)w->data + w->row_bytes * (size_t)w->ne1) & ~((uintptr_t)pg - 1);
+    if (hi > lo)
+        (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+/* Packs every matrix that has a packed layout on the path in use (unless
+ * HEARTH_REPACK=0). */
+static bool pack_weights(hr_engine *e)
+{
+    const hr_model *m = e->m;
+    const int32_t nl = m->hp.n_layer;
+    const char *env = getenv("HEARTH_REPACK");
+    if (env && env[0] == '0')
+        return true;
+    e->packed = calloc((size_t)nl * PK_PER_LAYER + 1, sizeof *e->packed);
+    if (!e->packed)
+        return false;
+    for (int32_t i = 0; i <= nl * PK_PER_LAYER; i++) {
+        const hr_weight *w = i < nl * PK_PER_LAYER ? layer_weight(&m->layers[i / PK_PER_LAYER], i % PK_PER_LAYER)
+                                                   : &m->output;
+        const size_t n = hr_matmul_packed_bytes(w->type, w->ne0, w->ne1);
+        if (!n)
+            continue;
+        /* 2 MiB aligned and marked for transparent huge pages: fewer page
+         * faults while packing, fewer TLB misses while streaming */
+        const size_t huge = (size_t)2 << 20;
+        const size_t align = n >= huge ? huge : 64;
+        void *p = aligned_alloc(align, (n + align - 1) / align * align);
+        if (!p)
+            return false;
+        if (align == huge)
+            (void)madvise(p, (n + align - 1) / align * align, MADV_HUGEPAGE);
+        hr_matmul_pack(e->pool, w->data, w->type, w->row_bytes, w->ne0, w->ne1, p);
+        e->packed[i] = p;
+        e->packed_bytes += n;
+        release_pages(w);
+    }
+    return true;
+}
 
 static void *xalloc(size_t n, bool *ok)
 {
@@ -82,6 +149,8 @@ hr_status hr_engine_new(const hr_model *m, const hr_engine_params *p, hr_engine 
     e->act = xalloc(B * e->act_row_bytes, &ok);
     if (ok && e->p.n_threads > 1 && !(e->pool = hr_pool_new(e->p.n_threads)))
         ok = false;
+    if (ok && !pack_weights(e))
+        ok = false;
     if (!ok) {
         hr_engine_free(e);
         return hr_err_set(err, HR_ERR_NOMEM, "out of memory for engine scratch (batch %zu)", B);
@@ -104,14 +173,23 @@ void hr_engine_free(hr_engine *e)
     free(e->up);
     free(e->scores);
     free(e->act);
+    if (e->packed)
+        for (int32_t i = 0; i <= e->m->hp.n_layer * PK_PER_LAYER; i++)
+            free(e->packed[i]);
+    free(e->packed);
     hr_pool_free(e->pool);
     free(e);
 }
 
-/* y[t] = W x[t] for n tokens; x rows are w->ne0 floats, y rows w->ne1. */
-static void matmul(hr_engine *e, const hr_weight *w, const float *x, int32_t n, float *y)
+/* y[t] = W x[t] for n tokens; x rows are w->ne0 floats, y rows w->ne1.
+ * pk is the index of w's packed copy (layer * PK_PER_LAYER + PK_x, or
+ * n_layer * PK_PER_LAYER for the output). */
+static void matmul(hr_engine *e, const hr_weight *w, int32_t pk, const float *x, int32_t n, float *y)
 {
-    hr_matmul(e->pool, w->data, w->type, w->row_bytes, w->ne0, w->ne1, x, n, y, e->act);
+    if (e->packed && e->packed[pk])
+        hr_matmul_packed(e->pool, e->packed[pk], w->type, w->ne0, w->ne1, x, n, y, e->act);
+    else
+        hr_matmul(e->pool, w->data, w->type, w->row_bytes, w->ne0, w->ne1, x, n, y, e->act);
 }
 
 static void rmsnorm(float *out, const float *x, const float *w, int32_t n, float eps)
@@ -271,9 +349,9 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
         const hr_layer_weights *L = &m->layers[l];
         for (int32_t t = 0; t < n; t++)
             rmsnorm(e->xn + (size_t)t * D, e->x + (size_t)t * D, L->attn_norm, D, hp->rms_eps);
-        matmul(e, &L->wq, e->xn, n, e->q);
-        matmul(e, &L->wk, e->xn, n, e->k);
-        matmul(e, &L->wv, e->xn, n, e->v);
+        matmul(e, &L->wq, l * PK_PER_LAYER + PK_Q, e->xn, n, e->q);
+        matmul(e, &L->wk, l * PK_PER_LAYER + PK_K, e->xn, n, e->k);
+        matmul(e, &L->wv, l * PK_PER_LAYER + PK_V, e->xn, n, e->v);
         add_bias(e->q, L->bq, n, QD);
         add_bias(e->k, L->bk, n, KD);
         add_bias(e->v, L->bv, n, VD);
@@ -295,19 +373,19 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
             hr_pool_run(e->pool, attend_task, &job);
         else
             attend_task(&job, 0, 1);
-        matmul(e, &L->wo, e->att, n, e->xn);
+        matmul(e, &L->wo, l * PK_PER_LAYER + PK_O, e->att, n, e->xn);
         for (size_t i = 0; i < (size_t)n * D; i++)
             e->x[i] += e->xn[i];
 
         for (int32_t t = 0; t < n; t++)
             rmsnorm(e->xn + (size_t)t * D, e->x + (size_t)t * D, L->ffn_norm, D, hp->rms_eps);
-        matmul(e, &L->ffn_gate, e->xn, n, e->gate);
-        matmul(e, &L->ffn_up, e->xn, n, e->up);
+        matmul(e, &L->ffn_gate, l * PK_PER_LAYER + PK_GATE, e->xn, n, e->gate);
+        matmul(e, &L->ffn_up, l * PK_PER_LAYER + PK_UP, e->xn, n, e->up);
         for (size_t i = 0; i < (size_t)n * F; i++) {
             float g = e->gate[i];
             e->gate[i] = g / (1.0f + expf(-g)) * e->up[i];
         }
-        matmul(e, &L->ffn_down, e->gate, n, e->xn);
+        matmul(e, &L->ffn_down, l * PK_PER_LAYER + PK_DOWN, e->gate, n, e->xn);
         for (size_t i = 0; i < (size_t)n * D; i++)
             e->x[i] += e->xn[i];
     }
@@ -321,7 +399,7 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
         n_out++;
     }
     if (n_out) {
-        matmul(e, &m->output, e->xn, n_out, *logits_out);
+        matmul(e, &m->output, hp->n_layer * PK_PER_LAYER, e->xn, n_out, *logits_out);
         *logits_out += (size_t)n_out * hp->n_vocab;
     }
     return HR_OK;

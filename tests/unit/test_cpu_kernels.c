@@ -436,6 +436,70 @@ static void test_matmul_large(void **state)
     (void)K;
 }
 
+/* Packed weights (avx512 hosts): every output bit-identical to the scalar
+ * reference vec_dot, for 1/2/3/8 threads, any token tile (T = 1..21 covers
+ * tails of the 8-token tile) and row counts that are not multiples of 16. */
+static void test_matmul_packed(void **state)
+{
+    (void)state;
+    static const uint32_t types[] = { HR_TYPE_Q8_0, HR_TYPE_Q4_0, HR_TYPE_Q5_0, HR_TYPE_IQ4_NL };
+    static const int threads[] = { 1, 2, 3, 8 };
+    hr_cpu_force(hr_cpu_host_isa());
+    if (!hr_matmul_packed_bytes(HR_TYPE_Q8_0, 64, 16)) {
+        print_message("no packed layouts on this host (%s); skipped\n", hr_cpu_isa_name());
+        return;
+    }
+    hr_pool *pools[4];
+    for (int i = 0; i < 4; i++)
+        assert_non_null(pools[i] = hr_pool_new(threads[i]));
+    const int64_t K = 352, N = 53;
+    const int32_t T = 21;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const uint32_t type = types[ti];
+        const size_t rb = hr_row_size(type, K), pb = hr_matmul_packed_bytes(type, K, N);
+        assert_int_equal(pb, (size_t)(N + 15) / 16 * 16 * rb);
+        float *xw = malloc((size_t)K * sizeof(float)), *x = malloc((size_t)T * K * sizeof(float));
+        unsigned char *w = malloc(rb * (size_t)N), *pk = aligned_alloc(64, (pb + 63) / 64 * 64);
+        float *y = malloc((size_t)T * N * sizeof(float)), *y1 = malloc((size_t)T * N * sizeof(float));
+        void *scratch = malloc(hr_matmul_scratch_bytes(type, K, T) + 1);
+        void *arow = malloc(hr_row_size(HR_TYPE_Q8_0, K));
+        assert_true(xw && x && w && pk && y && y1 && scratch && arow);
+        assert_true(hr_matmul_scratch_bytes(type, K, T) <= (size_t)T * ((size_t)K * 4 + 64));
+        for (int64_t r = 0; r < N; r++) {
+            fill_data(xw, K, 0.5f);
+            assert_true(hr_quantize_row(type, xw, w + r * rb, K));
+        }
+        fill_data(x, (int64_t)T * K, 1.0f);
+        hr_matmul_pack(pools[1], w, type, rb, K, N, pk);
+        for (int32_t t = 0; t < T; t++) {
+            traits(HR_TYPE_Q8_0)->from_float(x + (size_t)t * K, arow, K);
+            for (int64_t r = 0; r < N; r++)
+                traits(type)->vec_dot(K, &y1[(size_t)t * N + r], w + r * rb, arow);
+        }
+        for (int p = 0; p < 4; p++) {
+            memset(y, 0, (size_t)T * N * sizeof(float));
+            hr_matmul_packed(pools[p], pk, type, K, N, x, T, y, (char *)scratch + 1);
+            assert_memory_equal(y, y1, (size_t)T * N * sizeof(float));
+        }
+        for (int32_t t0 = 0, n = 1; t0 < T; t0 += n, n++) { /* uneven batches */
+            const int32_t nt = t0 + n <= T ? n : T - t0;
+            hr_matmul_packed(t0 % 2 ? NULL : pools[2], pk, type, K, N, x + (size_t)t0 * K, nt, y + (size_t)t0 * N,
+                             scratch);
+        }
+        assert_memory_equal(y, y1, (size_t)T * N * sizeof(float));
+        free(xw);
+        free(x);
+        free(w);
+        free(pk);
+        free(y);
+        free(y1);
+        free(scratch);
+        free(arow);
+    }
+    for (int i = 0; i < 4; i++)
+        hr_pool_free(pools[i]);
+}
+
 /* ---- dispatch ---- */
 
 static void test_dispatch(void **state)
@@ -493,6 +557,7 @@ int main(void)
         cmocka_unit_test(test_quantisers),
         cmocka_unit_test(test_matmul_threads_and_batching),
         cmocka_unit_test(test_matmul_large),
+        cmocka_unit_test(test_matmul_packed),
         cmocka_unit_test(test_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
