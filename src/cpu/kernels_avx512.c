@@ -13,6 +13,7 @@
 #ifdef HR_CPU_X86
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "cpu/pack.h"
@@ -468,6 +469,159 @@ hr_gemm_x16_fn hr_avx512_gemm_x16(int kind)
     case HR_PACK_IQ4_NL: return gemm_iq4_nl_x16;
     default: return NULL;
     }
+}
+
+/* ---- streaming attention (see attn.h) ---- */
+
+/* e^x for x <= 0 (x = -inf gives a tiny positive value: callers mask). */
+static inline __m512 exp_nonpos(__m512 x)
+{
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723e-6f), r);
+    /* Taylor series to r^7 on |r| <= ln2/2: relative error below 1e-8 */
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* Per 128-bit lane: [sum of a's 4 floats there, b's, c's, d's]. */
+static inline __m512 sum4x4(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    return _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+}
+
+static inline __m512 sum128x2(__m512 u, __m512 v)
+{
+    return _mm512_add_ps(_mm512_shuffle_f32x4(u, v, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(u, v, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* Lane j = horizontal sum of P[j]. */
+static inline __m512 hsum16(const __m512 P[16])
+{
+    const __m512 u0 = sum4x4(P[0], P[1], P[2], P[3]), u1 = sum4x4(P[4], P[5], P[6], P[7]);
+    const __m512 u2 = sum4x4(P[8], P[9], P[10], P[11]), u3 = sum4x4(P[12], P[13], P[14], P[15]);
+    return sum128x2(sum128x2(u0, u1), sum128x2(u2, u3));
+}
+
+#define ATTN_MAX_GROUP 16
+
+/* Tiles of at most 16 positions inside one block, outer; the group's heads
+ * inner, so each K/V tile is read from memory once for all of them. */
+static inline __attribute__((always_inline)) void attn_t(const int D, const float *q, int32_t group, float scale,
+                                                         const hr_attn_kv *kv, int32_t n_pos, float *out)
+{
+    const int C = D / 16;
+    float m[ATTN_MAX_GROUP], l[ATTN_MAX_GROUP];
+    for (int32_t g = 0; g < group; g++) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+        memset(out + (size_t)g * D, 0, (size_t)D * sizeof(float));
+    }
+    for (int32_t p0 = 0, n; p0 < n_pos; p0 += n) {
+        const int32_t blk = p0 / kv->block_tokens, in = p0 % kv->block_tokens;
+        n = n_pos - p0 < 16 ? n_pos - p0 : 16;
+        if (in + n > kv->block_tokens)
+            n = kv->block_tokens - in;
+        const float *kb = kv->k[blk] + (size_t)in * kv->k_stride;
+        const float *vb = kv->v[blk] + (size_t)in * kv->v_stride;
+        const __mmask16 valid = (__mmask16)((1u << n) - 1u);
+        if (p0 + n < n_pos) { /* the next tile's rows: usually the next block, elsewhere in memory */
+            const int32_t nb = (p0 + n) / kv->block_tokens, ni = (p0 + n) % kv->block_tokens;
+            for (int j = 0; j < 16 && p0 + n + j < n_pos && ni + j < kv->block_tokens; j += 2) {
+                _mm_prefetch((const char *)(kv->k[nb] + (size_t)(ni + j) * kv->k_stride), _MM_HINT_T0);
+                _mm_prefetch((const char *)(kv->v[nb] + (size_t)(ni + j) * kv->v_stride), _MM_HINT_T0);
+            }
+        }
+        for (int32_t g = 0; g < group; g++) {
+            const float *qg = q + (size_t)g * D;
+            __m512 qv[8], P[16];
+#pragma GCC unroll 8
+            for (int c = 0; c < C; c++)
+                qv[c] = _mm512_loadu_ps(qg + 16 * c);
+#pragma GCC unroll 16
+            for (int j = 0; j < 16; j++) {
+                P[j] = _mm512_setzero_ps();
+                if (j < n) {
+                    const float *kr = kb + (size_t)j * kv->k_stride;
+#pragma GCC unroll 8
+                    for (int c = 0; c < C; c++)
+                        P[j] = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kr + 16 * c), P[j]);
+                }
+            }
+            const __m512 s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), valid,
+                                                _mm512_mul_ps(hsum16(P), _mm512_set1_ps(scale)));
+            const float mt = _mm512_reduce_max_ps(s);
+            float *o = out + (size_t)g * D;
+            __m512 acc[8];
+#pragma GCC unroll 8
+            for (int c = 0; c < C; c++)
+                acc[c] = _mm512_loadu_ps(o + 16 * c);
+            if (mt > m[g]) {
+                const float cf = expf(m[g] - mt);
+                l[g] *= cf;
+#pragma GCC unroll 8
+                for (int c = 0; c < C; c++)
+                    acc[c] = _mm512_mul_ps(acc[c], _mm512_set1_ps(cf));
+                m[g] = mt;
+            }
+            const __m512 p = _mm512_maskz_mov_ps(valid, exp_nonpos(_mm512_sub_ps(s, _mm512_set1_ps(m[g]))));
+            l[g] += _mm512_reduce_add_ps(p);
+            float pv[16];
+            _mm512_storeu_ps(pv, p);
+            for (int32_t j = 0; j < n; j++) {
+                const float *vr = vb + (size_t)j * kv->v_stride;
+                const __m512 w = _mm512_set1_ps(pv[j]);
+#pragma GCC unroll 8
+                for (int c = 0; c < C; c++)
+                    acc[c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(vr + 16 * c), acc[c]);
+            }
+#pragma GCC unroll 8
+            for (int c = 0; c < C; c++)
+                _mm512_storeu_ps(o + 16 * c, acc[c]);
+        }
+    }
+    for (int32_t g = 0; g < group; g++) {
+        const __m512 inv = _mm512_set1_ps(l[g] > 0.0f ? 1.0f / l[g] : 0.0f);
+        float *o = out + (size_t)g * D;
+        for (int c = 0; c < C; c++)
+            _mm512_storeu_ps(o + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(o + 16 * c), inv));
+    }
+}
+
+static void attn_64(const float *q, int32_t group, int32_t d, int32_t dv, float scale, const hr_attn_kv *kv,
+                    int32_t n_pos, float *out)
+{
+    (void)d;
+    (void)dv;
+    attn_t(64, q, group, scale, kv, n_pos, out);
+}
+
+static void attn_128(const float *q, int32_t group, int32_t d, int32_t dv, float scale, const hr_attn_kv *kv,
+                     int32_t n_pos, float *out)
+{
+    (void)d;
+    (void)dv;
+    attn_t(128, q, group, scale, kv, n_pos, out);
+}
+
+hr_attn_fn hr_avx512_attn(int32_t group, int32_t d, int32_t dv)
+{
+    if (group < 1 || group > ATTN_MAX_GROUP || d != dv)
+        return NULL;
+    return d == 64 ? attn_64 : d == 128 ? attn_128 : NULL;
 }
 
 hr_vec_dot_fn hr_avx512_vec_dot(uint32_t type)

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/attn.h"
 #include "cpu/matmul.h"
 #include "cpu/pool.h"
 #include "model/model_impl.h"
@@ -39,8 +40,8 @@ struct hr_engine {
     float *att;    /* attention output (n_head * head_dim_v) */
     float *gate;   /* (n_ff) */
     float *up;     /* (n_ff) */
-    float *scores; /* (n_threads, scores_cap) attention weights, one row per thread */
-    int32_t scores_cap;
+    const float **blk; /* (n_threads, 2, blk_cap) K and V block pointers for attention */
+    int32_t blk_cap;
     hr_pool *pool; /* NULL when single-threaded */
     void *act;     /* quantised activations (max_batch, act_row_bytes) */
     size_t act_row_bytes;
@@ -171,7 +172,7 @@ void hr_engine_free(hr_engine *e)
     free(e->att);
     free(e->gate);
     free(e->up);
-    free(e->scores);
+    free(e->blk);
     free(e->act);
     if (e->packed)
         for (int32_t i = 0; i <= e->m->hp.n_layer * PK_PER_LAYER; i++)
@@ -235,59 +236,21 @@ static void rope(float *v, int32_t n_heads, int32_t head_dim, int32_t pos, const
     }
 }
 
-static hr_status ensure_scores(hr_engine *e, int32_t n, hr_err *err)
+/* Per-thread lists of K/V block pointers, room for n positions. */
+static hr_status ensure_blocks(hr_engine *e, hr_kv *kv, int32_t n, hr_err *err)
 {
-    if (n <= e->scores_cap)
+    const int32_t need = n / hr_kv_block_tokens(kv) + 1;
+    if (need <= e->blk_cap)
         return HR_OK;
-    int32_t cap = e->scores_cap ? e->scores_cap : 256;
-    while (cap < n)
+    int32_t cap = e->blk_cap ? e->blk_cap : 64;
+    while (cap < need)
         cap *= 2;
-    float *s = realloc(e->scores, (size_t)cap * (size_t)e->p.n_threads * sizeof *s);
-    if (!s)
-        return hr_err_set(err, HR_ERR_NOMEM, "out of memory for attention scores");
-    e->scores = s;
-    e->scores_cap = cap;
+    const float **p = realloc(e->blk, (size_t)cap * 2 * (size_t)e->p.n_threads * sizeof *p);
+    if (!p)
+        return hr_err_set(err, HR_ERR_NOMEM, "out of memory for attention block lists");
+    e->blk = p;
+    e->blk_cap = cap;
     return HR_OK;
-}
-
-/* Attention of head h of a token (at pos, in seq) over positions 0..pos of
- * its sequence; sc is a scratch row of at least pos + 1 floats. */
-static void attend_head(const hr_hparams *hp, hr_kv *kv, int32_t layer, int32_t seq, int32_t pos, int32_t h,
-                        const float *q, float *out, float *sc)
-{
-    const int32_t hd = hp->head_dim, hdv = hp->head_dim_v;
-    const int32_t group = hp->n_head / hp->n_head_kv;
-    const float scale = 1.0f / sqrtf((float)hd);
-    {
-        const float *qh = q + (size_t)h * hd;
-        const int32_t kvh = h / group;
-        float mx = -INFINITY;
-        for (int32_t p = 0; p <= pos; p++) {
-            const float *kr = hr_kv_k(kv, layer, seq, p) + (size_t)kvh * hd;
-            float s = 0.0f;
-            for (int32_t i = 0; i < hd; i++)
-                s += qh[i] * kr[i];
-            s *= scale;
-            sc[p] = s;
-            if (s > mx)
-                mx = s;
-        }
-        double sum = 0.0;
-        for (int32_t p = 0; p <= pos; p++) {
-            float ev = expf(sc[p] - mx);
-            sc[p] = ev;
-            sum += ev;
-        }
-        const float inv = (float)(1.0 / sum);
-        float *oh = out + (size_t)h * hdv;
-        memset(oh, 0, (size_t)hdv * sizeof(float));
-        for (int32_t p = 0; p <= pos; p++) {
-            const float w = sc[p] * inv;
-            const float *vr = hr_kv_v(kv, layer, seq, p) + (size_t)kvh * hdv;
-            for (int32_t i = 0; i < hdv; i++)
-                oh[i] += w * vr[i];
-        }
-    }
 }
 
 typedef struct {
@@ -295,21 +258,41 @@ typedef struct {
     hr_kv *kv;
     int32_t layer, n;
     const int32_t *pos, *seq;
+    hr_attn_fn attn;
 } attn_job;
 
-/* Pool task: (token, head) pairs split evenly over the threads. */
+/* Pool task: (KV head, token) pairs split evenly over the threads; each
+ * computes the query heads of its group over positions 0..pos of the
+ * token's sequence, streaming the cache block by block (src/cpu/attn.h). */
 static void attend_task(void *ctx, int ith, int nth)
 {
     const attn_job *j = ctx;
     const hr_hparams *hp = hr_model_hparams(j->e->m);
-    const int32_t QD = hp->n_head * hp->head_dim, AD = hp->n_head * hp->head_dim_v;
-    const int64_t total = (int64_t)j->n * hp->n_head;
+    const int32_t hd = hp->head_dim, hdv = hp->head_dim_v, nkv = hp->n_head_kv;
+    const int32_t group = hp->n_head / nkv;
+    const int32_t QD = hp->n_head * hd, AD = hp->n_head * hdv;
+    const int32_t bt = hr_kv_block_tokens(j->kv);
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int64_t total = (int64_t)j->n * nkv;
     const int64_t lo = total * ith / nth, hi = total * (ith + 1) / nth;
-    float *sc = j->e->scores + (size_t)ith * (size_t)j->e->scores_cap;
+    const float **kp = j->e->blk + (size_t)ith * 2 * (size_t)j->e->blk_cap, **vp = kp + j->e->blk_cap;
+    int32_t have_seq = -1, have_kvh = -1, have_blocks = 0;
     for (int64_t k = lo; k < hi; k++) {
-        const int32_t t = (int32_t)(k / hp->n_head), h = (int32_t)(k % hp->n_head);
-        attend_head(hp, j->kv, j->layer, j->seq[t], j->pos[t], h, j->e->q + (size_t)t * QD,
-                    j->e->att + (size_t)t * AD, sc);
+        const int32_t kvh = (int32_t)(k / j->n), t = (int32_t)(k % j->n);
+        const int32_t seq = j->seq[t], n_pos = j->pos[t] + 1, nblk = (n_pos + bt - 1) / bt;
+        if (seq != have_seq || kvh != have_kvh)
+            have_blocks = 0;
+        for (int32_t b = have_blocks; b < nblk; b++) {
+            kp[b] = hr_kv_k(j->kv, j->layer, seq, b * bt) + (size_t)kvh * hd;
+            vp[b] = hr_kv_v(j->kv, j->layer, seq, b * bt) + (size_t)kvh * hdv;
+        }
+        if (nblk > have_blocks)
+            have_blocks = nblk;
+        have_seq = seq;
+        have_kvh = kvh;
+        const hr_attn_kv kvv = { kp, vp, bt, (size_t)nkv * hd, (size_t)nkv * hdv };
+        j->attn(j->e->q + (size_t)t * QD + (size_t)kvh * group * hd, group, hd, hdv, scale, &kvv, n_pos,
+                j->e->att + (size_t)t * AD + (size_t)kvh * group * hdv);
     }
 }
 
@@ -338,7 +321,7 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
     for (int32_t t = 0; t < n; t++)
         if (pos[t] > max_pos)
             max_pos = pos[t];
-    if ((st = ensure_scores(e, max_pos + 1, err)))
+    if ((st = ensure_blocks(e, kv, max_pos + 1, err)))
         return st;
 
     const hr_type_traits *et = hr_type_get(m->tok_embd.type);
@@ -368,7 +351,7 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
             memcpy(hr_kv_k(kv, l, seq[t], pos[t]), kt, (size_t)KD * sizeof(float));
             memcpy(hr_kv_v(kv, l, seq[t], pos[t]), e->v + (size_t)t * VD, (size_t)VD * sizeof(float));
         }
-        attn_job job = {e, kv, l, n, pos, seq};
+        attn_job job = { e, kv, l, n, pos, seq, hr_cpu_attn(hp->n_head / hp->n_head_kv, hp->head_dim, hp->head_dim_v) };
         if (e->pool)
             hr_pool_run(e->pool, attend_task, &job);
         else
