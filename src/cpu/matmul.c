@@ -252,6 +252,8 @@ void hr_matmul_pack(hr_pool *pool, const void *w, uint32_t wtype, size_t w_row_b
         pack_part(&c, 0, 1);
 }
 
+#define PK_MAX_MATS 3
+
 typedef struct {
     /* phase 1: quantise to Q8_0, then per-block float scale and quant sum */
     hr_from_float_fn from_float;
@@ -260,14 +262,16 @@ typedef struct {
     float *da;
     int32_t *as;
     int64_t act_blocks;
-    /* phase 2 */
+    /* phase 2: the groups of every matrix, one index space */
     hr_gemm_x16_fn gemm;
-    const uint8_t *w;
+    int n_mats;
+    const uint8_t *w[PK_MAX_MATS];
+    int64_t N[PK_MAX_MATS], gend[PK_MAX_MATS]; /* rows; groups of matrices 0..i */
+    float *y[PK_MAX_MATS];
     size_t group_bytes;
-    int64_t nb, N;
+    int64_t nb;
     int32_t n_tok, tok_tile;
     int64_t chunk_groups, n_chunks, groups;
-    float *y;
     _Atomic int64_t next_chunk;
 } pk_ctx;
 
@@ -304,23 +308,26 @@ static void pk_dot_part(void *vctx, int ith, int nth)
         const int64_t g1 = g0 + c->chunk_groups < c->groups ? g0 + c->chunk_groups : c->groups;
         for (int32_t t0 = 0; t0 < c->n_tok; t0 += c->tok_tile) {
             const int32_t tn = t0 + c->tok_tile < c->n_tok ? c->tok_tile : c->n_tok - t0;
+            int m = 0;
             for (int64_t g = g0; g < g1; g++) {
-                const int64_t r0 = g * HR_PACK_ROWS;
-                const int valid = c->N - r0 < HR_PACK_ROWS ? (int)(c->N - r0) : HR_PACK_ROWS;
-                c->gemm(c->nb, c->w + (size_t)g * c->group_bytes, c->act + (size_t)t0 * a_row, a_row,
+                while (g >= c->gend[m])
+                    m++;
+                const int64_t gl = g - (m ? c->gend[m - 1] : 0), r0 = gl * HR_PACK_ROWS, N = c->N[m];
+                const int valid = N - r0 < HR_PACK_ROWS ? (int)(N - r0) : HR_PACK_ROWS;
+                c->gemm(c->nb, c->w[m] + (size_t)gl * c->group_bytes, c->act + (size_t)t0 * a_row, a_row,
                         c->da + (size_t)t0 * (size_t)c->nb, c->as + (size_t)t0 * (size_t)c->nb, (size_t)c->nb, tn,
-                        c->y + (size_t)t0 * (size_t)c->N + (size_t)r0, (size_t)c->N, valid);
+                        c->y[m] + (size_t)t0 * (size_t)N + (size_t)r0, (size_t)N, valid);
             }
         }
     }
 }
 
-void hr_matmul_packed(hr_pool *pool, const void *packed, uint32_t wtype, int64_t K, int64_t N, const float *x,
-                      int32_t n_tok, float *y, void *act_scratch)
+void hr_matmul_packed_multi(hr_pool *pool, int n_mats, const void *const *packed, const int64_t *N, float *const *y,
+                            uint32_t wtype, int64_t K, const float *x, int32_t n_tok, void *act_scratch)
 {
     const int kind = pack_kind(wtype);
     hr_gemm_x16_fn gemm = gemm_x16(kind);
-    if (!gemm || n_tok <= 0 || N <= 0 || K <= 0 || K % HR_QK32 != 0)
+    if (!gemm || n_mats < 1 || n_mats > PK_MAX_MATS || n_tok <= 0 || K <= 0 || K % HR_QK32 != 0)
         return;
     const int nth = hr_pool_n_threads(pool);
     pk_ctx c = { 0 };
@@ -340,12 +347,18 @@ void hr_matmul_packed(hr_pool *pool, const void *packed, uint32_t wtype, int64_t
         pk_quantise_part(&c, 0, 1);
 
     c.gemm = gemm;
-    c.w = packed;
+    c.n_mats = n_mats;
+    for (int m = 0; m < n_mats; m++) {
+        if (N[m] <= 0)
+            return;
+        c.w[m] = packed[m];
+        c.N[m] = N[m];
+        c.y[m] = y[m];
+        c.groups += (N[m] + HR_PACK_ROWS - 1) / HR_PACK_ROWS;
+        c.gend[m] = c.groups;
+    }
     c.group_bytes = (size_t)c.nb * hr_pack_block_bytes(kind);
-    c.N = N;
     c.n_tok = n_tok;
-    c.y = y;
-    c.groups = (N + HR_PACK_ROWS - 1) / HR_PACK_ROWS;
     const int64_t tile = TILE_ACT_BYTES / (int64_t)a_row;
     c.tok_tile = (int32_t)(tile < 8 ? 8 : tile > n_tok ? n_tok : tile);
     int64_t chunk = (c.groups + (int64_t)nth * CHUNKS_PER_THREAD - 1) / ((int64_t)nth * CHUNKS_PER_THREAD);
@@ -356,4 +369,10 @@ void hr_matmul_packed(hr_pool *pool, const void *packed, uint32_t wtype, int64_t
         hr_pool_run(pool, pk_dot_part, &c);
     else
         pk_dot_part(&c, 0, 1);
+}
+
+void hr_matmul_packed(hr_pool *pool, const void *packed, uint32_t wtype, int64_t K, int64_t N, const float *x,
+                      int32_t n_tok, float *y, void *act_scratch)
+{
+    hr_matmul_packed_multi(pool, 1, &packed, &N, &y, wtype, K, x, n_tok, act_scratch);
 }

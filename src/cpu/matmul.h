@@ -55,4 +55,10 @@ void hr_matmul_pack(hr_pool *pool, const void *w, uint32_t wtype, size_t w_row_b
 void hr_matmul_packed(hr_pool *pool, const void *packed, uint32_t wtype, int64_t K, int64_t N, const float *x,
                       int32_t n_tok, float *y, void *act_scratch);
 
+/* Several packed matrices of one type and K applied to the same x (Q/K/V,
+ * gate/up): the activations are quantised once and all rows share one pool
+ * run. Each y[i] gets exactly what hr_matmul_packed would write. At most 3. */
+void hr_matmul_packed_multi(hr_pool *pool, int n_mats, const void *const *packed, const int64_t *N, float *const *y,
+                            uint32_t wtype, int64_t K, const float *x, int32_t n_tok, void *act_scratch);
+
 #endif

@@ -193,6 +193,28 @@ static void matmul(hr_engine *e, const hr_weight *w, int32_t pk, const float *x,
         hr_matmul(e->pool, w->data, w->type, w->row_bytes, w->ne0, w->ne1, x, n, y, e->act);
 }
 
+/* Several matrices on the same input: one packed pass when all of them are
+ * packed with one type (same results as separate calls). */
+static void matmul_multi(hr_engine *e, int nm, const hr_weight *const *w, const int32_t *pk, const float *x, int32_t n,
+                         float *const *y)
+{
+    bool same = e->packed != NULL;
+    for (int i = 0; same && i < nm; i++)
+        same = e->packed[pk[i]] && w[i]->type == w[0]->type && w[i]->ne0 == w[0]->ne0;
+    if (!same) {
+        for (int i = 0; i < nm; i++)
+            matmul(e, w[i], pk[i], x, n, y[i]);
+        return;
+    }
+    const void *p[3];
+    int64_t N[3];
+    for (int i = 0; i < nm; i++) {
+        p[i] = e->packed[pk[i]];
+        N[i] = w[i]->ne1;
+    }
+    hr_matmul_packed_multi(e->pool, nm, p, N, y, w[0]->type, w[0]->ne0, x, n, e->act);
+}
+
 static void rmsnorm(float *out, const float *x, const float *w, int32_t n, float eps)
 {
     double sum = 0.0;
@@ -332,9 +354,12 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
         const hr_layer_weights *L = &m->layers[l];
         for (int32_t t = 0; t < n; t++)
             rmsnorm(e->xn + (size_t)t * D, e->x + (size_t)t * D, L->attn_norm, D, hp->rms_eps);
-        matmul(e, &L->wq, l * PK_PER_LAYER + PK_Q, e->xn, n, e->q);
-        matmul(e, &L->wk, l * PK_PER_LAYER + PK_K, e->xn, n, e->k);
-        matmul(e, &L->wv, l * PK_PER_LAYER + PK_V, e->xn, n, e->v);
+        {
+            const hr_weight *w[3] = { &L->wq, &L->wk, &L->wv };
+            const int32_t pk[3] = { l * PK_PER_LAYER + PK_Q, l * PK_PER_LAYER + PK_K, l * PK_PER_LAYER + PK_V };
+            float *const y[3] = { e->q, e->k, e->v };
+            matmul_multi(e, 3, w, pk, e->xn, n, y);
+        }
         add_bias(e->q, L->bq, n, QD);
         add_bias(e->k, L->bk, n, KD);
         add_bias(e->v, L->bv, n, VD);
@@ -362,8 +387,12 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
 
         for (int32_t t = 0; t < n; t++)
             rmsnorm(e->xn + (size_t)t * D, e->x + (size_t)t * D, L->ffn_norm, D, hp->rms_eps);
-        matmul(e, &L->ffn_gate, l * PK_PER_LAYER + PK_GATE, e->xn, n, e->gate);
-        matmul(e, &L->ffn_up, l * PK_PER_LAYER + PK_UP, e->xn, n, e->up);
+        {
+            const hr_weight *w[2] = { &L->ffn_gate, &L->ffn_up };
+            const int32_t pk[2] = { l * PK_PER_LAYER + PK_GATE, l * PK_PER_LAYER + PK_UP };
+            float *const y[2] = { e->gate, e->up };
+            matmul_multi(e, 2, w, pk, e->xn, n, y);
+        }
         for (size_t i = 0; i < (size_t)n * F; i++) {
             float g = e->gate[i];
             e->gate[i] = g / (1.0f + expf(-g)) * e->up[i];
