@@ -460,6 +460,161 @@ GEMM_X16_KIND(HR_PACK_Q4_0, gemm_q4_0_x16)
 GEMM_X16_KIND(HR_PACK_Q5_0, gemm_q5_0_x16)
 GEMM_X16_KIND(HR_PACK_IQ4_NL, gemm_iq4_nl_x16)
 
+/* Q4_K / Q6_K against Q8_K, 16 rows x T (<= 4) tokens per call. The
+ * integer super-block totals are formed exactly as the reference does
+ * (sum over sub-blocks of scale * integer dot, mins through the bsums), then
+ * scaled with the reference's float operations in its order: bit-identical
+ * to src/quant. as holds, per token and super-block, Q4_K's four int16
+ * pairs of 32-element activation sums (pack.h); Q6_K reads the bsums. */
+static inline __attribute__((always_inline)) void gemm_q4_k_t(int64_t nb, const uint8_t *wg, const uint8_t *a,
+                                                              size_t a_row, const int32_t *as, size_t side_row,
+                                                              const int T, float *y, size_t y_row, __mmask16 valid)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    __m512 facc[4];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++)
+        facc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wb = wg + (size_t)b * 2368, *ab = a + (size_t)b * 292;
+        __m512i isum[4], msum[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            isum[t] = msum[t] = _mm512_setzero_si512();
+        for (int c = 0; c < 4; c++) {
+            __m512i lo_acc[4], hi_acc[4];
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                lo_acc[t] = hi_acc[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                const __m512i raw = ld512(wb + 320 + 512 * c + 64 * j);
+                const __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) {
+                    const uint8_t *at = ab + (size_t)t * a_row + 4 + 64 * c + 4 * j;
+                    lo_acc[t] = _mm512_dpbusd_epi32(lo_acc[t], lo, _mm512_set1_epi32((int)ld_u32(at)));
+                    hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], hi, _mm512_set1_epi32((int)ld_u32(at + 32)));
+                }
+            }
+            const __m512i sc_lo = _mm512_cvtepu8_epi32(ld128(wb + 64 + 32 * c));
+            const __m512i sc_hi = _mm512_cvtepu8_epi32(ld128(wb + 64 + 32 * c + 16));
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(lo_acc[t], sc_lo),
+                                                                     _mm512_mullo_epi32(hi_acc[t], sc_hi)));
+        }
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) {
+            const __m512i mn = _mm512_cvtepu8_epi16(ld256(wb + 192 + 32 * p));
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                msum[t] = _mm512_dpwssd_epi32(msum[t], mn, _mm512_set1_epi32(as[(size_t)t * side_row + 4 * (size_t)b + (size_t)p]));
+        }
+        const __m512 dw = _mm512_cvtph_ps(ld256(wb)), dmw = _mm512_cvtph_ps(ld256(wb + 32));
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const __m512 da = _mm512_set1_ps(ld_f32(ab + (size_t)t * a_row));
+            const __m512 d = _mm512_mul_ps(dw, da), dmin = _mm512_mul_ps(dmw, da);
+            facc[t] = _mm512_add_ps(facc[t], _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[t])),
+                                                           _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(msum[t]))));
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * y_row, valid, facc[t]);
+}
+
+static inline __attribute__((always_inline)) void gemm_q6_k_t(int64_t nb, const uint8_t *wg, const uint8_t *a,
+                                                              size_t a_row, const int T, float *y, size_t y_row,
+                                                              __mmask16 valid)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    __m512 facc[4];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++)
+        facc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wb = wg + (size_t)b * 3360, *ab = a + (size_t)b * 292;
+        __m512i isum[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            isum[t] = _mm512_setzero_si512();
+        for (int s4 = 0; s4 < 8; s4++) {
+            __m512i acc1[4], acc2[4];
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) { /* the stored quant is q + 32: start at -32 * bsum */
+                int16_t bs1, bs2;
+                memcpy(&bs1, ab + (size_t)t * a_row + 260 + 2 * s4, 2);
+                memcpy(&bs2, ab + (size_t)t * a_row + 260 + 2 * (8 + s4), 2);
+                acc1[t] = _mm512_set1_epi32(-32 * bs1);
+                acc2[t] = _mm512_set1_epi32(-32 * bs2);
+            }
+#pragma GCC unroll 2
+            for (int v = 2 * s4; v < 2 * s4 + 2; v++) {
+                const __m512i h = ld512(wb + 2336 + 64 * v);
+#pragma GCC unroll 2
+                for (int w = 0; w < 2; w++) {
+                    const int u = 2 * v + w;
+                    const __m512i n4 = ld512(wb + 288 + 64 * u);
+                    const __m512i h1 = w ? h : _mm512_slli_epi16(h, 4);
+                    const __m512i h2 = w ? _mm512_srli_epi16(h, 2) : _mm512_slli_epi16(h, 2);
+                    const __m512i q1 = _mm512_or_si512(_mm512_and_si512(n4, m4), _mm512_and_si512(h1, m30));
+                    const __m512i q2 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(n4, 4), m4),
+                                                       _mm512_and_si512(h2, m30));
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; t++) {
+                        const uint8_t *at = ab + (size_t)t * a_row + 4 + 4 * u;
+                        acc1[t] = _mm512_dpbusd_epi32(acc1[t], q1, _mm512_set1_epi32((int)ld_u32(at)));
+                        acc2[t] = _mm512_dpbusd_epi32(acc2[t], q2, _mm512_set1_epi32((int)ld_u32(at + 128)));
+                    }
+                }
+            }
+            const __m512i sc1 = _mm512_cvtepi8_epi32(ld128(wb + 32 + 16 * s4));
+            const __m512i sc2 = _mm512_cvtepi8_epi32(ld128(wb + 32 + 16 * (8 + s4)));
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(acc1[t], sc1),
+                                                                     _mm512_mullo_epi32(acc2[t], sc2)));
+        }
+        const __m512 dw = _mm512_cvtph_ps(ld256(wb));
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const __m512 da = _mm512_set1_ps(ld_f32(ab + (size_t)t * a_row));
+            facc[t] = _mm512_add_ps(facc[t], _mm512_mul_ps(_mm512_mul_ps(dw, da), _mm512_cvtepi32_ps(isum[t])));
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * y_row, valid, facc[t]);
+}
+
+#define GEMM_K_DRIVER(NAME, CALL)                                                                      \
+    static void NAME(int64_t nb, const uint8_t *wg, const uint8_t *a, size_t a_row, const float *da,   \
+                     const int32_t *as, size_t side_row, int T, float *y, size_t y_row, int n_valid)   \
+    {                                                                                                  \
+        (void)da;                                                                                      \
+        const __mmask16 valid = (__mmask16)((1u << n_valid) - 1u);                                     \
+        while (T > 0) {                                                                                \
+            const int tt = T >= 4 ? 4 : T;                                                             \
+            switch (tt) {                                                                              \
+            case 4: CALL(4); break;                                                                    \
+            case 3: CALL(3); break;                                                                    \
+            case 2: CALL(2); break;                                                                    \
+            default: CALL(1); break;                                                                   \
+            }                                                                                          \
+            a += (size_t)tt * a_row;                                                                   \
+            as += (size_t)tt * side_row;                                                               \
+            y += (size_t)tt * y_row;                                                                   \
+            T -= tt;                                                                                   \
+        }                                                                                              \
+    }
+
+#define CALL_Q4_K(TT) gemm_q4_k_t(nb, wg, a, a_row, as, side_row, TT, y, y_row, valid)
+#define CALL_Q6_K(TT) gemm_q6_k_t(nb, wg, a, a_row, TT, y, y_row, valid)
+GEMM_K_DRIVER(gemm_q4_k_x16, CALL_Q4_K)
+GEMM_K_DRIVER(gemm_q6_k_x16, CALL_Q6_K)
+
 hr_gemm_x16_fn hr_avx512_gemm_x16(int kind)
 {
     switch (kind) {
@@ -467,6 +622,8 @@ hr_gemm_x16_fn hr_avx512_gemm_x16(int kind)
     case HR_PACK_Q4_0: return gemm_q4_0_x16;
     case HR_PACK_Q5_0: return gemm_q5_0_x16;
     case HR_PACK_IQ4_NL: return gemm_iq4_nl_x16;
+    case HR_PACK_Q4_K: return gemm_q4_k_x16;
+    case HR_PACK_Q6_K: return gemm_q6_k_x16;
     default: return NULL;
     }
 }

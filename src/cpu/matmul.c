@@ -33,6 +33,8 @@ static int pack_kind(uint32_t wtype)
     case HR_TYPE_Q4_0: return HR_PACK_Q4_0;
     case HR_TYPE_Q5_0: return HR_PACK_Q5_0;
     case HR_TYPE_IQ4_NL: return HR_PACK_IQ4_NL;
+    case HR_TYPE_Q4_K: return HR_PACK_Q4_K;
+    case HR_TYPE_Q6_K: return HR_PACK_Q6_K;
     default: return HR_PACK_NONE;
     }
 }
@@ -172,11 +174,11 @@ static hr_gemm_x16_fn gemm_x16(int kind)
 size_t hr_matmul_packed_bytes(uint32_t wtype, int64_t K, int64_t N)
 {
     const int kind = pack_kind(wtype);
-    if (kind == HR_PACK_NONE || hr_cpu_isa() < HR_ISA_AVX512 || !gemm_x16(kind) || K <= 0 || N <= 0 ||
-        K % HR_QK32 != 0)
+    const int64_t bs = hr_pack_is_k(kind) ? HR_QK_K : HR_QK32;
+    if (kind == HR_PACK_NONE || hr_cpu_isa() < HR_ISA_AVX512 || !gemm_x16(kind) || K <= 0 || N <= 0 || K % bs != 0)
         return 0;
     const int64_t groups = (N + HR_PACK_ROWS - 1) / HR_PACK_ROWS;
-    return (size_t)groups * (size_t)(K / HR_QK32) * hr_pack_block_bytes(kind);
+    return (size_t)groups * (size_t)(K / bs) * hr_pack_block_bytes(kind);
 }
 
 typedef struct {
@@ -187,10 +189,66 @@ typedef struct {
     uint8_t *dst;
 } pack_ctx;
 
+/* Q6_K's stored 6-bit value (quant + 32) of element e (quant_k.c's order). */
+static int q6k_stored(const uint8_t *blk, int e)
+{
+    const int h = e / 128, k = (e % 128) / 32, l = e % 32;
+    const uint8_t ql = blk[64 * h + 32 * (k & 1) + l], qh = blk[128 + 32 * h + l];
+    return ((k >> 1 ? ql >> 4 : ql & 15) | ((qh >> (2 * k)) & 3) << 4);
+}
+
+/* One group of 16 rows of Q4_K / Q6_K (see pack.h). */
+static void pack_group_k(const pack_ctx *c, int64_t g)
+{
+    const int kind = c->kind;
+    const size_t bb = hr_pack_block_bytes(kind), src_bs = kind == HR_PACK_Q4_K ? 144 : 210;
+    uint8_t *out = c->dst + (size_t)g * (size_t)c->nb * bb;
+    for (int64_t b = 0; b < c->nb; b++, out += bb) {
+        memset(out, 0, bb);
+        for (int r = 0; r < HR_PACK_ROWS; r++) {
+            const int64_t row = g * HR_PACK_ROWS + r;
+            if (row >= c->N)
+                continue; /* padding: zero scales */
+            const uint8_t *blk = c->w + (size_t)row * c->w_row_bytes + (size_t)b * src_bs;
+            if (kind == HR_PACK_Q4_K) {
+                memcpy(out + 2 * r, blk, 2);
+                memcpy(out + 32 + 2 * r, blk + 2, 2);
+                for (int s = 0; s < 8; s++) {
+                    uint8_t sc, mn;
+                    hr_k4_scale_min(blk + 4, s, &sc, &mn);
+                    out[64 + 16 * s + r] = sc;
+                    out[192 + 32 * (s / 2) + 2 * r + (s & 1)] = mn;
+                }
+                for (int ch = 0; ch < 4; ch++)
+                    for (int j = 0; j < 8; j++)
+                        memcpy(out + 320 + 512 * ch + 64 * j + 4 * r, blk + 16 + 32 * ch + 4 * j, 4);
+            } else {
+                memcpy(out + 2 * r, blk + 208, 2);
+                for (int s = 0; s < 16; s++)
+                    out[32 + 16 * s + r] = blk[192 + s];
+                for (int u = 0; u < 32; u++)
+                    for (int i = 0; i < 4; i++)
+                        out[288 + 64 * u + 4 * r + i] =
+                            (uint8_t)((q6k_stored(blk, 4 * u + i) & 15) | (q6k_stored(blk, 128 + 4 * u + i) & 15) << 4);
+                for (int v = 0; v < 16; v++)
+                    for (int i = 0; i < 4; i++)
+                        out[2336 + 64 * v + 4 * r + i] = (uint8_t)(q6k_stored(blk, 8 * v + i) >> 4 |
+                                                                   (q6k_stored(blk, 128 + 8 * v + i) >> 4) << 2 |
+                                                                   (q6k_stored(blk, 8 * v + 4 + i) >> 4) << 4 |
+                                                                   (q6k_stored(blk, 128 + 8 * v + 4 + i) >> 4) << 6);
+            }
+        }
+    }
+}
+
 /* One group of 16 rows, block by block (see pack.h). */
 static void pack_group(const pack_ctx *c, int64_t g)
 {
     const int kind = c->kind;
+    if (hr_pack_is_k(kind)) {
+        pack_group_k(c, g);
+        return;
+    }
     const size_t bb = hr_pack_block_bytes(kind);
     const size_t src_bs = kind == HR_PACK_Q8_0 ? 34 : kind == HR_PACK_Q5_0 ? 22 : 18;
     const size_t qs_off = kind == HR_PACK_Q5_0 ? 6 : 2;
@@ -245,7 +303,9 @@ void hr_matmul_pack(hr_pool *pool, const void *w, uint32_t wtype, size_t w_row_b
 {
     if (!hr_matmul_packed_bytes(wtype, K, N))
         return;
-    pack_ctx c = { w, w_row_bytes, K / HR_QK32, N, (N + HR_PACK_ROWS - 1) / HR_PACK_ROWS, pack_kind(wtype), dst };
+    const int kind = pack_kind(wtype);
+    pack_ctx c = { w, w_row_bytes, K / (hr_pack_is_k(kind) ? HR_QK_K : HR_QK32), N, (N + HR_PACK_ROWS - 1) / HR_PACK_ROWS,
+                   kind, dst };
     if (pool)
         hr_pool_run(pool, pack_part, &c);
     else
@@ -262,6 +322,8 @@ typedef struct {
     float *da;
     int32_t *as;
     int64_t act_blocks;
+    bool q8k;            /* Q8_K activations (K-quants): 256 per block, 292 bytes, 4 side ints */
+    size_t act_ts;
     /* phase 2: the groups of every matrix, one index space */
     hr_gemm_x16_fn gemm;
     int n_mats;
@@ -281,6 +343,18 @@ static void pk_quantise_part(void *vctx, int ith, int nth)
     const int64_t b0 = c->act_blocks * ith / nth, b1 = c->act_blocks * (ith + 1) / nth;
     if (b1 <= b0)
         return;
+    if (c->q8k) { /* Q4_K's min pairs: int16 sums of 32, two per int32 */
+        c->from_float(c->x + b0 * HR_QK_K, c->act + (size_t)b0 * 292, (b1 - b0) * HR_QK_K);
+        for (int64_t b = b0; b < b1; b++) {
+            int16_t bs[16];
+            memcpy(bs, c->act + (size_t)b * 292 + 260, 32);
+            for (int p = 0; p < 4; p++) {
+                const uint16_t lo = (uint16_t)(bs[4 * p] + bs[4 * p + 1]), hi = (uint16_t)(bs[4 * p + 2] + bs[4 * p + 3]);
+                c->as[4 * b + p] = (int32_t)((uint32_t)lo | (uint32_t)hi << 16);
+            }
+        }
+        return;
+    }
     c->from_float(c->x + b0 * HR_QK32, c->act + (size_t)b0 * 34, (b1 - b0) * HR_QK32);
     for (int64_t b = b0; b < b1; b++) {
         const uint8_t *blk = c->act + (size_t)b * 34;
@@ -299,7 +373,7 @@ static void pk_dot_part(void *vctx, int ith, int nth)
     pk_ctx *c = vctx;
     (void)ith;
     (void)nth;
-    const size_t a_row = (size_t)c->nb * 34;
+    const size_t a_row = (size_t)c->nb * c->act_ts, side_row = (size_t)c->nb * (c->q8k ? 4 : 1);
     for (;;) {
         const int64_t k = atomic_fetch_add_explicit(&c->next_chunk, 1, memory_order_relaxed);
         if (k >= c->n_chunks)
@@ -315,7 +389,7 @@ static void pk_dot_part(void *vctx, int ith, int nth)
                 const int64_t gl = g - (m ? c->gend[m - 1] : 0), r0 = gl * HR_PACK_ROWS, N = c->N[m];
                 const int valid = N - r0 < HR_PACK_ROWS ? (int)(N - r0) : HR_PACK_ROWS;
                 c->gemm(c->nb, c->w[m] + (size_t)gl * c->group_bytes, c->act + (size_t)t0 * a_row, a_row,
-                        c->da + (size_t)t0 * (size_t)c->nb, c->as + (size_t)t0 * (size_t)c->nb, (size_t)c->nb, tn,
+                        c->da + (size_t)t0 * (size_t)c->nb, c->as + (size_t)t0 * side_row, side_row, tn,
                         c->y[m] + (size_t)t0 * (size_t)N + (size_t)r0, (size_t)N, valid);
             }
         }
@@ -327,13 +401,17 @@ void hr_matmul_packed_multi(hr_pool *pool, int n_mats, const void *const *packed
 {
     const int kind = pack_kind(wtype);
     hr_gemm_x16_fn gemm = gemm_x16(kind);
-    if (!gemm || n_mats < 1 || n_mats > PK_MAX_MATS || n_tok <= 0 || K <= 0 || K % HR_QK32 != 0)
+    const bool q8k = hr_pack_is_k(kind);
+    const int64_t bs = q8k ? HR_QK_K : HR_QK32;
+    if (!gemm || n_mats < 1 || n_mats > PK_MAX_MATS || n_tok <= 0 || K <= 0 || K % bs != 0)
         return;
     const int nth = hr_pool_n_threads(pool);
     pk_ctx c = { 0 };
-    c.nb = K / HR_QK32;
-    const size_t a_row = (size_t)c.nb * 34;
-    c.from_float = hr_cpu_from_float(HR_TYPE_Q8_0);
+    c.q8k = q8k;
+    c.act_ts = q8k ? 292 : 34;
+    c.nb = K / bs;
+    const size_t a_row = (size_t)c.nb * c.act_ts;
+    c.from_float = hr_cpu_from_float(q8k ? HR_TYPE_Q8_K : HR_TYPE_Q8_0);
     c.x = x;
     c.act = act_scratch;
     uintptr_t side = (uintptr_t)c.act + a_row * (size_t)n_tok;

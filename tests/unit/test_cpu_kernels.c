@@ -442,7 +442,7 @@ static void test_matmul_large(void **state)
 static void test_matmul_packed(void **state)
 {
     (void)state;
-    static const uint32_t types[] = { HR_TYPE_Q8_0, HR_TYPE_Q4_0, HR_TYPE_Q5_0, HR_TYPE_IQ4_NL };
+    static const uint32_t types[] = { HR_TYPE_Q8_0, HR_TYPE_Q4_0, HR_TYPE_Q5_0, HR_TYPE_IQ4_NL, HR_TYPE_Q4_K, HR_TYPE_Q6_K };
     static const int threads[] = { 1, 2, 3, 8 };
     hr_cpu_force(hr_cpu_host_isa());
     if (!hr_matmul_packed_bytes(HR_TYPE_Q8_0, 64, 16)) {
@@ -452,17 +452,20 @@ static void test_matmul_packed(void **state)
     hr_pool *pools[4];
     for (int i = 0; i < 4; i++)
         assert_non_null(pools[i] = hr_pool_new(threads[i]));
-    const int64_t K = 352, N = 53;
+    const int64_t N = 53;
     const int32_t T = 21;
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const uint32_t type = types[ti];
+        const uint32_t atype = traits(type)->vec_dot_type;
+        const int64_t K = traits(type)->block_size == 256 ? 768 : 352;
         const size_t rb = hr_row_size(type, K), pb = hr_matmul_packed_bytes(type, K, N);
-        assert_int_equal(pb, (size_t)(N + 15) / 16 * 16 * rb);
+        /* the size of the original rows, padded to 16 (Q4_K: 148 bytes per 144) */
+        assert_int_equal(pb, (size_t)(N + 15) / 16 * 16 * (type == HR_TYPE_Q4_K ? rb / 144 * 148 : rb));
         float *xw = malloc((size_t)K * sizeof(float)), *x = malloc((size_t)T * K * sizeof(float));
         unsigned char *w = malloc(rb * (size_t)N), *pk = aligned_alloc(64, (pb + 63) / 64 * 64);
         float *y = malloc((size_t)T * N * sizeof(float)), *y1 = malloc((size_t)T * N * sizeof(float));
         void *scratch = malloc(hr_matmul_scratch_bytes(type, K, T) + 1);
-        void *arow = malloc(hr_row_size(HR_TYPE_Q8_0, K));
+        void *arow = malloc(hr_row_size(atype, K));
         assert_true(xw && x && w && pk && y && y1 && scratch && arow);
         assert_true(hr_matmul_scratch_bytes(type, K, T) <= (size_t)T * ((size_t)K * 4 + 64));
         for (int64_t r = 0; r < N; r++) {
@@ -472,7 +475,7 @@ static void test_matmul_packed(void **state)
         fill_data(x, (int64_t)T * K, 1.0f);
         hr_matmul_pack(pools[1], w, type, rb, K, N, pk);
         for (int32_t t = 0; t < T; t++) {
-            traits(HR_TYPE_Q8_0)->from_float(x + (size_t)t * K, arow, K);
+            traits(atype)->from_float(x + (size_t)t * K, arow, K);
             for (int64_t r = 0; r < N; r++)
                 traits(type)->vec_dot(K, &y1[(size_t)t * N + r], w + r * rb, arow);
         }
