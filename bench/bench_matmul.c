@@ -3,6 +3,7 @@
  *
  *   bench_matmul [--types Q4_K,Q8_0,...] [--isa scalar,avx2,avx512]
  *                [--threads 1,2] [--ntok 1,64] [--time SECONDS]
+ *                [--shapes KxN,KxN]  (default 896x4864,4864x896)
  *
  * --isa packed runs hr_matmul_packed (the avx512 GEMM micro-kernels on
  * repacked weights) for the types that have a packed layout.
@@ -62,6 +63,7 @@ static uint32_t type_by_name(const char *name)
 int main(int argc, char **argv)
 {
     char types_s[256] = "F16,Q8_0,Q4_0,Q4_K,Q5_K,Q6_K";
+    char shape_s[128] = "896x4864,4864x896";
     char isa_s[64] = "scalar,avx2,avx512,packed", thr_s[64] = "1,2", ntok_s[64] = "1,64";
     double min_time = 0.1;
     for (int i = 1; i < argc; i += 2) {
@@ -75,6 +77,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--threads")) snprintf(thr_s, sizeof thr_s, "%s", v);
         else if (!strcmp(argv[i], "--ntok")) snprintf(ntok_s, sizeof ntok_s, "%s", v);
         else if (!strcmp(argv[i], "--time")) min_time = atof(v);
+        else if (!strcmp(argv[i], "--shapes")) snprintf(shape_s, sizeof shape_s, "%s", v);
         else {
             fprintf(stderr, "bench_matmul: unknown option %s\n", argv[i]);
             return 2;
@@ -84,9 +87,22 @@ int main(int argc, char **argv)
     const int nt = split(types_s, types, 32), ni = split(isa_s, isas, 8);
     const int nh = split(thr_s, thrs, 8), nn = split(ntok_s, ntoks, 8);
 
-    static const int64_t shapes[][2] = { { 896, 4864 }, { 4864, 896 } };
+    char *shape_l[8];
+    const int nshapes = split(shape_s, shape_l, 8);
+    int64_t shapes[8][2];
+    int64_t maxK = 256, maxN = 1;
+    for (int i = 0; i < nshapes; i++) {
+        long long k = 0, n = 0;
+        if (sscanf(shape_l[i], "%lldx%lld", &k, &n) != 2 || k <= 0 || n <= 0) {
+            fprintf(stderr, "bench_matmul: bad shape %s\n", shape_l[i]);
+            return 2;
+        }
+        shapes[i][0] = k;
+        shapes[i][1] = n;
+        maxK = k + 256 > maxK ? k + 256 : maxK;
+        maxN = n > maxN ? n : maxN;
+    }
     const int32_t max_tok = 256;
-    const int64_t maxK = 4864, maxN = 4864;
     float *x = malloc((size_t)max_tok * maxK * sizeof(float));
     float *y = malloc((size_t)max_tok * maxN * sizeof(float));
     float *row = malloc((size_t)maxK * sizeof(float));
@@ -101,7 +117,7 @@ int main(int argc, char **argv)
            "GFLOP/s", "GB/s");
     for (int ti = 0; ti < nt; ti++) {
         const uint32_t type = type_by_name(types[ti]);
-        for (int si = 0; si < 2; si++) {
+        for (int si = 0; si < nshapes; si++) {
             /* K-quants need K % 256 == 0: 896 becomes 1024 for them */
             const int64_t bs = hr_type_get(type)->block_size;
             const int64_t K = (shapes[si][0] + bs - 1) / bs * bs, N = shapes[si][1];

@@ -361,6 +361,10 @@ static void ff_f16(const float *src, void *dst, int64_t n)
  * order (isum*dw*da, or dw*da*isum for IQ4_NL, added block by block), so the
  * results are bit-identical to src/quant's vec_dot whatever T is. */
 
+#ifndef HR_PF_DIST
+#define HR_PF_DIST 4096
+#endif
+
 static inline __attribute__((always_inline)) void gemm_x16_t(int kind, int64_t nb, const uint8_t *wg,
                                                              const uint8_t *a, size_t a_row,
                                                              const float *da, const int32_t *as,
@@ -377,6 +381,9 @@ static inline __attribute__((always_inline)) void gemm_x16_t(int kind, int64_t n
         facc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wb = wg + (size_t)b * bb;
+        if (T == 1) /* decode streams the weights once: fetch a few blocks ahead */
+            for (size_t o = 0; o < bb; o += 64)
+                _mm_prefetch((const char *)(wb + HR_PF_DIST + o), _MM_HINT_T0);
         __m512i acc[8];
         #pragma GCC unroll 8
         for (int t = 0; t < T; t++)
