@@ -18,6 +18,7 @@ hr_from_float_fn hr_avx2_from_float(uint32_t act_type);
 hr_vec_dot_fn hr_avx512_vec_dot(uint32_t type);
 hr_from_float_fn hr_avx512_from_float(uint32_t act_type);
 hr_attn_fn hr_avx512_attn(int32_t group, int32_t d, int32_t dv);
+void hr_avx512_silu_mul(float *g, const float *u, int64_t n);
 #endif
 
 #endif

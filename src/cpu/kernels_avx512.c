@@ -618,7 +618,7 @@ static inline __attribute__((always_inline)) void gemm_q6_k_t(int64_t nb, const 
     }
 
 #define CALL_Q4_K(TT) gemm_q4_k_t(nb, wg, a, a_row, as, side_row, TT, y, y_row, valid)
-#define CALL_Q6_K(TT) gemm_q6_k_t(nb, wg, a, a_row, TT, y, y_row, valid)
+#define CALL_Q6_K(TT) ((void)as, gemm_q6_k_t(nb, wg, a, a_row, TT, y, y_row, valid))
 GEMM_K_DRIVER(gemm_q4_k_x16, CALL_Q4_K)
 GEMM_K_DRIVER(gemm_q6_k_x16, CALL_Q6_K)
 
@@ -786,6 +786,43 @@ hr_attn_fn hr_avx512_attn(int32_t group, int32_t d, int32_t dv)
     if (group < 1 || group > ATTN_MAX_GROUP || d != dv)
         return NULL;
     return d == 64 ? attn_64 : d == 128 ? attn_128 : NULL;
+}
+
+/* ---- element-wise ---- */
+
+/* e^x on [-87, 88] (clamped outside): 2^n times a Taylor series in r. */
+static inline __m512 exp_clamped(__m512 x)
+{
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723e-6f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+void hr_avx512_silu_mul(float *g, const float *u, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 x = _mm512_loadu_ps(g + i);
+        const __m512 den = _mm512_add_ps(_mm512_set1_ps(1.0f), exp_clamped(_mm512_sub_ps(_mm512_setzero_ps(), x)));
+        _mm512_storeu_ps(g + i, _mm512_mul_ps(_mm512_div_ps(x, den), _mm512_loadu_ps(u + i)));
+    }
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        const __m512 x = _mm512_maskz_loadu_ps(m, g + i);
+        const __m512 den = _mm512_add_ps(_mm512_set1_ps(1.0f), exp_clamped(_mm512_sub_ps(_mm512_setzero_ps(), x)));
+        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(_mm512_div_ps(x, den), _mm512_maskz_loadu_ps(m, u + i)));
+    }
 }
 
 hr_vec_dot_fn hr_avx512_vec_dot(uint32_t type)

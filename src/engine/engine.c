@@ -24,6 +24,7 @@
 
 #include "cpu/attn.h"
 #include "cpu/matmul.h"
+#include "cpu/ops.h"
 #include "cpu/pool.h"
 #include "model/model_impl.h"
 #include "quant/quant.h"
@@ -40,6 +41,7 @@ struct hr_engine {
     float *att;    /* attention output (n_head * head_dim_v) */
     float *gate;   /* (n_ff) */
     float *up;     /* (n_ff) */
+    float *rope_cs;    /* (max_batch, rope_dim) cos/sin pairs of each token's position */
     const float **blk; /* (n_threads, 2, blk_cap) K and V block pointers for attention */
     int32_t blk_cap;
     hr_pool *pool; /* NULL when single-threaded */
@@ -148,6 +150,7 @@ hr_status hr_engine_new(const hr_model *m, const hr_engine_params *p, hr_engine 
     e->gate = xalloc(B * (size_t)hp->n_ff * sizeof(float), &ok);
     e->up = xalloc(B * (size_t)hp->n_ff * sizeof(float), &ok);
     e->act = xalloc(B * e->act_row_bytes, &ok);
+    e->rope_cs = xalloc(B * (size_t)(hp->rope_dim > 0 ? hp->rope_dim : 1) * sizeof(float), &ok);
     if (ok && e->p.n_threads > 1 && !(e->pool = hr_pool_new(e->p.n_threads)))
         ok = false;
     if (ok && !pack_weights(e))
@@ -173,6 +176,7 @@ void hr_engine_free(hr_engine *e)
     free(e->gate);
     free(e->up);
     free(e->blk);
+    free(e->rope_cs);
     free(e->act);
     if (e->packed)
         for (int32_t i = 0; i <= e->m->hp.n_layer * PK_PER_LAYER; i++)
@@ -225,23 +229,34 @@ static void rmsnorm(float *out, const float *x, const float *w, int32_t n, float
         out[i] = x[i] * scale * w[i];
 }
 
-/* Rotates the first rope_dim dimensions of each of n_heads heads of `v`
- * (head stride head_dim) for position pos. The angle of pair i is
+/* The cos/sin of every rotated pair of position pos: pair i's angle is
  * pos * freq_scale * theta^(-2i/rope_dim) / freq_factor[i], built up by
- * repeated multiplication like the reference implementation. */
-static void rope(float *v, int32_t n_heads, int32_t head_dim, int32_t pos, const hr_hparams *hp,
-                 const float *freq_factors)
+ * repeated multiplication like the reference implementation. Computed once
+ * per token and shared by every head and layer. */
+static void rope_table(float *cs, int32_t pos, const hr_hparams *hp, const float *freq_factors)
 {
     const int32_t nd = hp->rope_dim;
     const float theta_scale = powf(hp->rope_theta, -2.0f / (float)nd);
+    float theta = (float)pos;
+    for (int32_t i = 0; i < nd / 2; i++) {
+        float th = hp->rope_freq_scale * theta;
+        if (freq_factors)
+            th /= freq_factors[i];
+        cs[2 * i] = cosf(th);
+        cs[2 * i + 1] = sinf(th);
+        theta *= theta_scale;
+    }
+}
+
+/* Rotates the first rope_dim dimensions of each of n_heads heads of `v`
+ * (head stride head_dim) by the table of rope_table. */
+static void rope(float *v, int32_t n_heads, int32_t head_dim, const float *cs, const hr_hparams *hp)
+{
+    const int32_t nd = hp->rope_dim;
     for (int32_t h = 0; h < n_heads; h++) {
         float *x = v + (size_t)h * head_dim;
-        float theta = (float)pos;
         for (int32_t i = 0; i < nd / 2; i++) {
-            float th = hp->rope_freq_scale * theta;
-            if (freq_factors)
-                th /= freq_factors[i];
-            float c = cosf(th), s = sinf(th);
+            const float c = cs[2 * i], s = cs[2 * i + 1];
             int32_t a, b;
             if (hp->rope_style == HR_ROPE_NEOX) {
                 a = i;
@@ -253,7 +268,6 @@ static void rope(float *v, int32_t n_heads, int32_t head_dim, int32_t pos, const
             float x0 = x[a], x1 = x[b];
             x[a] = x0 * c - x1 * s;
             x[b] = x0 * s + x1 * c;
-            theta *= theta_scale;
         }
     }
 }
@@ -350,6 +364,9 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
     for (int32_t t = 0; t < n; t++)
         et->to_float((const char *)m->tok_embd.data + (size_t)tok[t] * m->tok_embd.row_bytes, e->x + (size_t)t * D, D);
 
+    for (int32_t t = 0; t < n; t++)
+        rope_table(e->rope_cs + (size_t)t * (size_t)hp->rope_dim, pos[t], hp, m->rope_freqs);
+
     for (int32_t l = 0; l < hp->n_layer; l++) {
         const hr_layer_weights *L = &m->layers[l];
         for (int32_t t = 0; t < n; t++)
@@ -371,8 +388,9 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
                 for (int32_t h = 0; h < hp->n_head_kv; h++)
                     rmsnorm(kt + (size_t)h * hp->head_dim, kt + (size_t)h * hp->head_dim, L->k_norm, hp->head_dim, hp->rms_eps);
             }
-            rope(qt, hp->n_head, hp->head_dim, pos[t], hp, m->rope_freqs);
-            rope(kt, hp->n_head_kv, hp->head_dim, pos[t], hp, m->rope_freqs);
+            const float *cs = e->rope_cs + (size_t)t * (size_t)hp->rope_dim;
+            rope(qt, hp->n_head, hp->head_dim, cs, hp);
+            rope(kt, hp->n_head_kv, hp->head_dim, cs, hp);
             memcpy(hr_kv_k(kv, l, seq[t], pos[t]), kt, (size_t)KD * sizeof(float));
             memcpy(hr_kv_v(kv, l, seq[t], pos[t]), e->v + (size_t)t * VD, (size_t)VD * sizeof(float));
         }
@@ -393,10 +411,7 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
             float *const y[2] = { e->gate, e->up };
             matmul_multi(e, 2, w, pk, e->xn, n, y);
         }
-        for (size_t i = 0; i < (size_t)n * F; i++) {
-            float g = e->gate[i];
-            e->gate[i] = g / (1.0f + expf(-g)) * e->up[i];
-        }
+        hr_cpu_silu_mul(e->gate, e->up, (int64_t)n * F);
         matmul(e, &L->ffn_down, l * PK_PER_LAYER + PK_DOWN, e->gate, n, e->xn);
         for (size_t i = 0; i < (size_t)n * D; i++)
             e->x[i] += e->xn[i];
