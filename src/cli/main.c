@@ -15,6 +15,8 @@ static const struct {
     {"inspect", cmd_inspect, "show a GGUF model's architecture, tensors and metadata"},
     {"logits", cmd_logits, "teacher-forced logits of a token sequence, as raw float32"},
     {"run", cmd_run, "generate text from a prompt"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server"},
+    {"template", cmd_template, "render a chat template"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
 };
 
