@@ -689,11 +689,13 @@ static inline __attribute__((always_inline)) void attn_t(const int D, const floa
 {
     const int C = D / 16;
     float m[ATTN_MAX_GROUP], l[ATTN_MAX_GROUP];
+    /* the running outputs stay in L1 (out is written once, at the end) */
+    _Alignas(64) float accm[ATTN_MAX_GROUP * 128];
     for (int32_t g = 0; g < group; g++) {
         m[g] = -INFINITY;
         l[g] = 0.0f;
-        memset(out + (size_t)g * D, 0, (size_t)D * sizeof(float));
     }
+    memset(accm, 0, (size_t)group * (size_t)D * sizeof(float));
     for (int32_t p0 = 0, n; p0 < n_pos; p0 += n) {
         const int32_t blk = p0 / kv->block_tokens, in = p0 % kv->block_tokens;
         n = n_pos - p0 < 16 ? n_pos - p0 : 16;
@@ -728,7 +730,7 @@ static inline __attribute__((always_inline)) void attn_t(const int D, const floa
             const __m512 s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), valid,
                                                 _mm512_mul_ps(hsum16(P), _mm512_set1_ps(scale)));
             const float mt = _mm512_reduce_max_ps(s);
-            float *o = out + (size_t)g * D;
+            float *o = accm + (size_t)g * D;
             __m512 acc[8];
 #pragma GCC unroll 8
             for (int c = 0; c < C; c++)
@@ -759,9 +761,8 @@ static inline __attribute__((always_inline)) void attn_t(const int D, const floa
     }
     for (int32_t g = 0; g < group; g++) {
         const __m512 inv = _mm512_set1_ps(l[g] > 0.0f ? 1.0f / l[g] : 0.0f);
-        float *o = out + (size_t)g * D;
         for (int c = 0; c < C; c++)
-            _mm512_storeu_ps(o + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(o + 16 * c), inv));
+            _mm512_storeu_ps(out + (size_t)g * D + 16 * c, _mm512_mul_ps(_mm512_load_ps(accm + (size_t)g * D + 16 * c), inv));
     }
 }
 

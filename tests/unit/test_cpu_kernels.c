@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "base/half.h"
+#include "cpu/attn.h"
 #include "cpu/cpu.h"
 #include "cpu/matmul.h"
 #include "cpu/pool.h"
@@ -503,6 +504,78 @@ static void test_matmul_packed(void **state)
         hr_pool_free(pools[i]);
 }
 
+/* ---- streaming attention ---- */
+
+/* hr_cpu_attn (every path) and hr_attn_ref against a plain two-pass softmax
+ * in double, over blocks of several sizes and lengths that end mid-tile. */
+static void test_attention(void **state)
+{
+    (void)state;
+    static const int32_t bts[] = { 16, 5, 32 }, lens[] = { 1, 15, 16, 17, 100, 333 }, dims[] = { 64, 128 };
+    static const int32_t groups[] = { 1, 4, 7 };
+    const int32_t max_len = 333, max_d = 128, max_g = 7;
+    float *k = malloc((size_t)max_len * max_d * 2 * sizeof(float)), *v = malloc((size_t)max_len * max_d * 2 * sizeof(float));
+    float *q = malloc((size_t)max_g * max_d * sizeof(float)), *out = malloc((size_t)max_g * max_d * sizeof(float));
+    double *want = malloc((size_t)max_g * max_d * sizeof(double)), *sc = malloc((size_t)max_len * sizeof(double));
+    const float **kb = malloc((size_t)max_len * sizeof *kb), **vb = malloc((size_t)max_len * sizeof *vb);
+    assert_true(k && v && q && out && want && sc && kb && vb);
+    for (int isa = 0; isa < n_isas(); isa++) {
+        hr_cpu_force((hr_isa)isa);
+        for (size_t di = 0; di < 2; di++)
+            for (size_t gi = 0; gi < 3; gi++)
+                for (size_t bi = 0; bi < 3; bi++)
+                    for (size_t li = 0; li < 6; li++) {
+                        const int32_t d = dims[di], g = groups[gi], bt = bts[bi], n = lens[li];
+                        const size_t stride = (size_t)d * 2; /* a second KV head interleaved */
+                        fill_data(k, (int64_t)n * (int64_t)stride, 1.0f);
+                        fill_data(v, (int64_t)n * (int64_t)stride, 1.0f);
+                        fill_data(q, (int64_t)g * d, 2.0f);
+                        for (int32_t b = 0; b * bt < n; b++) { /* blocks: rows of this head, stride apart */
+                            kb[b] = k + (size_t)b * bt * stride + (size_t)d;
+                            vb[b] = v + (size_t)b * bt * stride + (size_t)d;
+                        }
+                        const hr_attn_kv kv = { kb, vb, bt, stride, stride };
+                        const float scale = 0.125f;
+                        for (int32_t h = 0; h < g; h++) {
+                            double mx = -1e300, sum = 0;
+                            for (int32_t p = 0; p < n; p++) {
+                                double s = 0;
+                                for (int32_t i = 0; i < d; i++)
+                                    s += (double)q[h * d + i] * k[(size_t)p * stride + d + i];
+                                sc[p] = s * scale;
+                                mx = sc[p] > mx ? sc[p] : mx;
+                            }
+                            for (int32_t p = 0; p < n; p++)
+                                sum += (sc[p] = exp(sc[p] - mx));
+                            for (int32_t i = 0; i < d; i++) {
+                                double o = 0;
+                                for (int32_t p = 0; p < n; p++)
+                                    o += sc[p] / sum * v[(size_t)p * stride + d + i];
+                                want[h * d + i] = o;
+                            }
+                        }
+                        for (int impl = 0; impl < 2; impl++) {
+                            (impl ? hr_attn_ref : hr_cpu_attn(g, d, d))(q, g, d, d, scale, &kv, n, out);
+                            double err = 0, ref = 0;
+                            for (int32_t i = 0; i < g * d; i++) {
+                                err = fmax(err, fabs(out[i] - want[i]));
+                                ref = fmax(ref, fabs(want[i]));
+                            }
+                            assert_true(err <= 1e-5 * (ref + 1e-3));
+                        }
+                    }
+    }
+    hr_cpu_force(hr_cpu_host_isa());
+    free(k);
+    free(v);
+    free(q);
+    free(out);
+    free(want);
+    free(sc);
+    free(kb);
+    free(vb);
+}
+
 /* ---- dispatch ---- */
 
 static void test_dispatch(void **state)
@@ -561,6 +634,7 @@ int main(void)
         cmocka_unit_test(test_matmul_threads_and_batching),
         cmocka_unit_test(test_matmul_large),
         cmocka_unit_test(test_matmul_packed),
+        cmocka_unit_test(test_attention),
         cmocka_unit_test(test_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
