@@ -12,7 +12,6 @@
  * compute pool (src/cpu/); attention is split over (token, head) pairs.
  * Each output is computed the same way whatever the batch and thread count,
  * so a sequence's results do not depend on what it is batched with. */
-#define _DEFAULT_SOURCE /* madvise */
 #include "engine/engine.h"
 
 #include <math.h>
