@@ -484,6 +484,9 @@ static inline __attribute__((always_inline)) void gemm_q4_k_t(int64_t nb, const 
         facc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wb = wg + (size_t)b * 2368, *ab = a + (size_t)b * 292;
+        if (T == 1)
+            for (size_t o = 0; o < 2368; o += 64)
+                _mm_prefetch((const char *)(wb + HR_PF_DIST + o), _MM_HINT_T0);
         __m512i isum[4], msum[4];
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++)
@@ -543,6 +546,9 @@ static inline __attribute__((always_inline)) void gemm_q6_k_t(int64_t nb, const 
         facc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *wb = wg + (size_t)b * 3360, *ab = a + (size_t)b * 292;
+        if (T == 1)
+            for (size_t o = 0; o < 3360; o += 64)
+                _mm_prefetch((const char *)(wb + HR_PF_DIST + o), _MM_HINT_T0);
         __m512i isum[4];
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++)
