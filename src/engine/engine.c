@@ -61,11 +61,16 @@ static const hr_weight *layer_weight(const hr_layer_weights *L, int i)
     return w[i];
 }
 
-/* Drops the original pages of a packed matrix from this process: they are
- * clean pages of a read-only file mapping, so the kernel re-reads them from
- * the page cache (or the file) if anything touches them again (the embedding
- * lookup of a tied output matrix does, a few rows per token). */
-static void release_pages(const hr_weight *w)
+/* Gives back the original pages of a packed matrix. MADV_PAGEOUT reclaims
+ * them (out of this process and, when no one else maps them, out of the page
+ * cache) and never loses data, whatever the memory is. A tied output matrix
+ * is still read by the embedding lookup (a few rows per token): it gets
+ * MADV_DONTNEED, which only unmaps the pages from this process and leaves
+ * them in the page cache, so a lookup re-maps its page cheaply. That is
+ * safe because model tensors always live in hr_gguf_open's read-only
+ * MAP_SHARED file mapping (on anonymous memory DONTNEED would zero them).
+ * Kernels without MADV_PAGEOUT (before 5.4) ignore it. */
+static void release_pages(const hr_weight *w, bool still_read)
 {
     const long pg = sysconf(_SC_PAGESIZE);
     if (pg <= 0)
@@ -73,7 +78,7 @@ static void release_pages(const hr_weight *w)
     const uintptr_t lo = ((uintptr_t)w->data + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
     const uintptr_t hi = ((uintptr_t)w->data + w->row_bytes * (size_t)w->ne1) & ~((uintptr_t)pg - 1);
     if (hi > lo)
-        (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+        (void)madvise((void *)lo, hi - lo, still_read ? MADV_DONTNEED : MADV_PAGEOUT);
 }
 
 /* Packs every matrix that has a packed layout on the path in use (unless
@@ -106,7 +111,7 @@ static bool pack_weights(hr_engine *e)
         hr_matmul_pack(e->pool, w->data, w->type, w->row_bytes, w->ne0, w->ne1, p);
         e->packed[i] = p;
         e->packed_bytes += n;
-        release_pages(w);
+        release_pages(w, w->data == m->tok_embd.data);
     }
     return true;
 }
