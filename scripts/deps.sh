@@ -4,8 +4,8 @@
 set -euo pipefail
 
 need_build=(gcc cmake ninja-build pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libxxhash-dev
-            libmicrohttpd-dev libcurl4-openssl-dev)
-need_test=(libcmocka-dev clang libclang-rt-14-dev curl jq)
+            libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev)
+need_test=(libcmocka-dev clang libclang-rt-14-dev curl jq sqlite3)
 
 pkgs=("${need_build[@]}")
 if [ "${1:-build}" = test ]; then

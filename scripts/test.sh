@@ -13,6 +13,9 @@ cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure -j"$jobs"
 
 if [ "${CI:-}" = true ] || [ "${HEARTH_FULL_TESTS:-}" = 1 ]; then
+  echo "== gcc Release build (-O3 -Werror), as scripts/run.sh builds it"
+  cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release -DHEARTH_TESTS=OFF >/dev/null
+  cmake --build build-release -j"$jobs"
   echo "== clang build (-Werror)"
   CC=clang cmake -S . -B build-clang -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHEARTH_FUZZ=ON >/dev/null
   cmake --build build-clang -j"$jobs"

@@ -991,6 +991,7 @@ typedef struct {
     size_t text_off;               /* completions: bytes of text so far (text_offset) */
     bool started, done;
     hr_finish finish;
+    int32_t reasoning_tokens;      /* text events whose text went to reasoning_content */
     char error[256];
 } choice;
 
@@ -1186,9 +1187,12 @@ bool hr_api_resp_event(hr_api_resp *r, int32_t prompt, const hr_event *ev, hr_ap
     if (ev->kind == HR_EV_TEXT) {
         bool want_lp = r->logprobs >= 0 && ev->tokens && ev->n_tokens > 0;
         if (!r->stream) {
+            size_t before = c->reasoning.len;
             if (r->reasoning)
                 ok = hr_think_feed(&c->think, ev->text, ev->len, &c->content, &c->reasoning);
-            else
+            if (r->reasoning && c->reasoning.len > before)
+                c->reasoning_tokens++;
+            if (!r->reasoning)
                 ok = hr_api_buf_put(&c->content, ev->text ? ev->text : "", ev->len);
             if (want_lp) {
                 if (!c->lp)
@@ -1203,7 +1207,9 @@ bool hr_api_resp_event(hr_api_resp *r, int32_t prompt, const hr_event *ev, hr_ap
         hr_api_buf cb = {0}, rb = {0};
         if (r->reasoning)
             ok = hr_think_feed(&c->think, ev->text, ev->len, &cb, &rb);
-        else
+        if (rb.len)
+            c->reasoning_tokens++;
+        if (!r->reasoning)
             ok = hr_api_buf_put(&cb, ev->text ? ev->text : "", ev->len);
         json_t *lp = NULL;
         if (want_lp) {
@@ -1459,4 +1465,13 @@ done:
     free(ids);
     json_decref(o);
     return res;
+}
+
+void hr_api_resp_summary(const hr_api_resp *r, int32_t *reasoning_tokens, const char **finish_reason)
+{
+    int32_t rt = 0;
+    for (int32_t i = 0; i < r->n_choices; i++)
+        rt += r->c[i].reasoning_tokens;
+    *reasoning_tokens = rt;
+    *finish_reason = r->n_choices ? hr_finish_name(r->c[0].finish) : "";
 }

@@ -137,6 +137,10 @@ bool hr_api_resp_failed(const hr_api_resp *r, hr_api_error *e);
 bool hr_api_resp_stream_end(hr_api_resp *r, const hr_req_usage *u, hr_api_buf *out);
 /* Non-streaming: the whole response (malloc'd), or NULL. */
 char *hr_api_resp_json(hr_api_resp *r, const hr_req_usage *u);
+/* For metering: tokens whose text went to reasoning_content (all choices;
+ * counted per text event, i.e. per sampled token with text), and the first
+ * choice's finish reason ("stop", "length", "cancelled", "error", "none"). */
+void hr_api_resp_summary(const hr_api_resp *r, int32_t *reasoning_tokens, const char **finish_reason);
 
 /* Sums per-prompt usages (prompt and completion tokens, cached tokens). */
 void hr_api_usage_add(hr_req_usage *acc, const hr_req_usage *u);

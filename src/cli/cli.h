@@ -10,5 +10,8 @@ int cmd_template(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_fit(int argc, char **argv);
+int cmd_cost(int argc, char **argv);
+int cmd_models(int argc, char **argv);
 
 #endif

@@ -22,6 +22,7 @@
 #include "http/server.h"
 #include "model/model.h"
 #include "sched/sched.h"
+#include "store/usage.h"
 #include "tmpl/jinja.h"
 #include "tok/vocab.h"
 
@@ -50,7 +51,8 @@ static void usage(FILE *f)
             "  --max-conns N          concurrent connections (default 4096)\n"
             "  --idle-timeout S       idle / slow-header connection timeout (default 60)\n"
             "  --http-threads N       HTTP event threads (default 1)\n"
-            "  --quiet                no per-request log lines\n");
+            "  --quiet                no per-request log lines\n"
+            "  --usage-db PATH        usage log (SQLite; default hearth-usage.db; 'none' disables)\n");
 }
 
 /* "512M", "2G", "1.5g", "4096" -> bytes. */
@@ -151,6 +153,7 @@ static const char *base_name(const char *path, char *buf, size_t cap)
 int cmd_serve(int argc, char **argv)
 {
     const char *model_path = NULL, *host = "127.0.0.1", *alias = NULL, *tmpl_path = NULL;
+    const char *usage_path = "hearth-usage.db";
     long long port = 8080, ctx = 0, max_running = 16, max_queue = 256, threads = 1, max_conns = 4096,
               idle = 60, http_threads = 1;
     double timeout = 600;
@@ -219,6 +222,8 @@ int cmd_serve(int argc, char **argv)
             ok = VAL() && arg_int(a, v, 1, 64, &http_threads);
         else if (!strcmp(a, "--quiet"))
             quiet = true;
+        else if (!strcmp(a, "--usage-db"))
+            ok = (usage_path = VAL()) != NULL;
         else {
             fprintf(stderr, "hearth serve: unknown option '%s'\n", a);
             usage(stderr);
@@ -256,7 +261,12 @@ int cmd_serve(int argc, char **argv)
     hr_model *model = NULL;
     hr_sched *sched = NULL;
     hr_tmpl *tmpl = NULL;
+    hr_usage_db *usage_db = NULL;
     char *tmpl_src = NULL, *bos = NULL, *eos = NULL;
+    if (strcmp(usage_path, "none") && hr_usage_open(usage_path, NULL, &usage_db, &err)) {
+        cli_fail("serve", "--usage-db %s: %s", usage_path, err.msg);
+        goto done;
+    }
     hr_http_params hp = {
         .host = host,
         .port = (int)port,
@@ -268,6 +278,7 @@ int cmd_serve(int argc, char **argv)
         .idle_timeout_s = (unsigned)idle,
         .n_threads = (unsigned)http_threads,
         .quiet = quiet,
+        .usage = usage_db,
     };
     if (hr_http_start(&hp, &http, &err)) {
         cli_fail("serve", "%s", err.msg);
@@ -352,6 +363,8 @@ stop:
     free(bos);
     free(eos);
     hr_model_free(model);
+    if (usage_db && hr_usage_close(usage_db, &err))
+        fprintf(stderr, "hearth serve: closing the usage log: %s\n", err.msg);
 done:
     for (int i = 0; i < n_key_files; i++)
         free(key_files[i]);

@@ -11,9 +11,12 @@ static const struct {
     const char *help;
 } commands[] = {
     /* one line per subcommand; keep sorted by name */
+    {"cost", cmd_cost, "monthly cost of self-hosting vs APIs, from the usage log"},
     {"detokenize", cmd_detokenize, "print the text of token ids"},
+    {"fit", cmd_fit, "memory, max users and decode speed of a model on given hardware"},
     {"inspect", cmd_inspect, "show a GGUF model's architecture, tensors and metadata"},
     {"logits", cmd_logits, "teacher-forced logits of a token sequence, as raw float32"},
+    {"models", cmd_models, "the model catalog, hardware tiers and API prices"},
     {"run", cmd_run, "generate text from a prompt"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server"},
     {"template", cmd_template, "render a chat template"},

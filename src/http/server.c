@@ -1,5 +1,6 @@
 /* server.c - libmicrohttpd front end: routing, auth, body caps, streaming. */
 #include "http/server.h"
+#include "store/usage.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -63,6 +64,9 @@ struct conn {
     bool too_big;
     hr_api_buf body;
     double t0;
+    int64_t t0_ms;       /* wall clock at the request's start, for the usage log */
+    char req_id[64];     /* the response id */
+    char key_id[24];     /* hash of the bearer key, "" without one */
     /* generation */
     hr_api_request *rq;
     hr_api_resp *resp;
@@ -175,6 +179,12 @@ static bool authorized(conn *c)
     size_t al = strlen(a);
     while (al && a[al - 1] == ' ')
         al--;
+    char key[512];
+    if (al < sizeof key) {
+        memcpy(key, a, al);
+        key[al] = 0;
+        hr_usage_key_id(key, c->key_id);
+    }
     bool ok = false;
     for (int i = 0; i < h->p.n_api_keys; i++)
         ok |= key_eq(a, al, h->p.api_keys[i]);
@@ -379,6 +389,7 @@ static mhd_result start_generation(conn *c, hr_sched *s, const hr_api_model *m)
     char id[64];
     snprintf(id, sizeof id, "%s-%016llx%08llx", kind == HR_API_CHAT ? "chatcmpl" : "cmpl",
              (unsigned long long)next_rand(h), (unsigned long long)(next_rand(h) & 0xffffffffu));
+    snprintf(c->req_id, sizeof c->req_id, "%s", id);
     c->resp = hr_api_resp_new(m, c->rq, id, (int64_t)time(NULL));
     if (!c->resp)
         return fail(c, 500, NULL, "out of memory");
@@ -600,6 +611,9 @@ static mhd_result on_request(void *cls, struct MHD_Connection *mc, const char *u
         c->h = h;
         c->mc = mc;
         c->t0 = now_s();
+        struct timespec wall;
+        clock_gettime(CLOCK_REALTIME, &wall);
+        c->t0_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
         pthread_mutex_init(&c->mu, NULL);
         c->body.max = h->p.max_body;
         *con_cls = c;
@@ -640,6 +654,39 @@ static mhd_result on_request(void *cls, struct MHD_Connection *mc, const char *u
     return handle(c, url);
 }
 
+/* One usage-log row per generation request, answered or not, streamed or
+ * not: the token counts are those the response's usage object reports. */
+static void meter(hr_http *h, conn *c, bool unfinished)
+{
+    if (!h->p.usage || (c->route != R_CHAT && c->route != R_COMPLETIONS) || !c->post)
+        return;
+    const hr_api_model *m = atomic_load(&h->api);
+    hr_req_usage u = total_usage(c);
+    int32_t reasoning = 0;
+    const char *finish = "";
+    if (c->resp)
+        hr_api_resp_summary(c->resp, &reasoning, &finish);
+    if (unfinished)
+        finish = "cancelled";
+    hr_usage_row row = {
+        .ts_ms = c->t0_ms,
+        .request_id = c->req_id,
+        .key_id = c->key_id,
+        .model = m ? m->id : "",
+        .backend = "local",
+        .prompt_tokens = u.prompt_tokens,
+        .cached_tokens = u.cached_tokens,
+        .completion_tokens = u.completion_tokens,
+        .reasoning_tokens = reasoning,
+        .ttft_s = c->nreq && u.completion_tokens ? u.ttft_s : -1.0,
+        .duration_s = now_s() - c->t0,
+        .status = c->status,
+        .finish_reason = finish,
+        .stream = c->rq ? c->rq->stream : false,
+    };
+    hr_usage_record(h->p.usage, &row);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
     hr_http *h = cls;
@@ -650,9 +697,11 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     *con_cls = NULL;
     list_del(c);
     bool unfinished = false;
-    for (int i = 0; i < c->nreq; i++) {
+    for (int i = 0; i < c->nreq; i++)
         if (!hr_req_finished(c->reqs[i]))
             unfinished = true;
+    meter(h, c, unfinished);
+    for (int i = 0; i < c->nreq; i++) {
         hr_req_cancel(c->reqs[i]);
         hr_req_release(c->reqs[i]);
     }

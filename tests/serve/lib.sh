@@ -26,8 +26,8 @@ check_true() { local n=$1; shift; if "$@"; then ok; else bad "$n"; fi; }
 
 # start_server NAME ARGS...: sets BASE_<NAME>-style globals BASE and PID
 start_server() {
-  local log=$TMPD/server.$1.log; shift
-  "$BIN" serve --port 0 --quiet "$@" 2>"$log" &
+  local log=$TMPD/server.$1.log db=$TMPD/usage.$1.db; shift
+  "$BIN" serve --port 0 --quiet --usage-db "$db" "$@" 2>"$log" &
   PID=$!
   SERVER_PIDS+=("$PID")
   local port=""
