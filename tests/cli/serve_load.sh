@@ -104,7 +104,13 @@ S=$PID
 for i in $(seq 0 3); do
   curl -sN --max-time 30 -d '{"prompt":"Once","max_tokens":2000,"ignore_eos":true,"stream":true}' "$BASE/v1/completions" >"$TMPD/term.$i" &
 done
-for _ in $(seq 1 100); do [ -s "$TMPD/term.3" ] && break; sleep 0.05; done
+# every stream must have started (its first chunk arrived) before SIGTERM
+for _ in $(seq 1 400); do
+  n=0
+  for i in $(seq 0 3); do [ -s "$TMPD/term.$i" ] && n=$((n + 1)); done
+  [ $n = 4 ] && break
+  sleep 0.05
+done
 stop_server $S
 wait $(jobs -p) 2>/dev/null
 ended=0
