@@ -52,7 +52,12 @@ start_server crash -m "$MODEL" --usage-db "$DB2"
   done
 ) &
 LOADER=$!
-sleep 4
+# let a good number of responses finish (bounded), then kill mid-load
+for _ in $(seq 1 600); do
+  [ "$(wc -l <"$TMPD/done")" -ge 12 ] && break
+  sleep 0.2
+done
+sleep 0.3
 kill -KILL "$PID"
 t_kill=$(date +%s.%N)
 wait "$LOADER" 2>/dev/null
