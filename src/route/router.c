@@ -503,10 +503,12 @@ void hr_router_pilot(hr_router *r, const hr_route *rt, const hr_pilot_primary *p
     /* the call may notify before hr_upstream_start returns: shadow_notify
      * takes p->mu first, so it sees p->shadow set */
     pthread_mutex_lock(&p->mu);
-    p->shadow = hr_upstream_start(r->up, &rq);
+    hr_up_call *call = hr_upstream_start(r->up, &rq);
+    p->shadow = call;
     pthread_mutex_unlock(&p->mu);
     free(body);
-    if (!p->shadow) {
+    /* from here on the I/O thread may finish and free the pilot */
+    if (!call) {
         atomic_fetch_add(&r->shadows_dropped, 1);
         atomic_fetch_sub(&r->shadows_in_flight, 1);
         pilot_free(p);

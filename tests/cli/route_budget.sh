@@ -24,7 +24,7 @@ req() { # KEY -> status
   curl -s -o "$TMPD/r.$BASHPID" -w '%{http_code}\n' -H "Authorization: Bearer $1" -H 'Content-Type: application/json' \
     --data-binary '{"model":"fake-ok","messages":[{"role":"user","content":"hello"}],"max_tokens":20}' \
     "$BASE/v1/chat/completions"
-  if grep -q budget "$TMPD/r.$BASHPID" 2>/dev/null; then cp "$TMPD/r.$BASHPID" "$TMPD/refusal"; fi
+  if grep -q budget "$TMPD/r.$BASHPID" 2>/dev/null; then cat "$TMPD/r.$BASHPID" >"$TMPD/refusal" 2>/dev/null; fi
   return 0
 }
 : >"$TMPD/codes"
