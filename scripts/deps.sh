@@ -4,8 +4,10 @@
 set -euo pipefail
 
 need_build=(gcc cmake ninja-build pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libxxhash-dev
-            libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev)
+            libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev libpq-dev)
 need_test=(libcmocka-dev clang libclang-rt-14-dev curl jq sqlite3)
+# CI (CI=true) also starts a throwaway PostgreSQL server for the usage-log tests
+if [ "${CI:-}" = true ]; then need_test+=(postgresql); fi
 
 pkgs=("${need_build[@]}")
 if [ "${1:-build}" = test ]; then

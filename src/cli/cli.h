@@ -13,5 +13,6 @@ int cmd_serve(int argc, char **argv);
 int cmd_fit(int argc, char **argv);
 int cmd_cost(int argc, char **argv);
 int cmd_models(int argc, char **argv);
+int cmd_pilot(int argc, char **argv);
 
 #endif

@@ -18,7 +18,7 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: hearth cost --usage-db PATH [options]\n"
+            "usage: hearth cost --usage-db (PATH | postgresql://...) [options]\n"
             "  --since DATE         first day counted (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, UTC; default: first request)\n"
             "  --until DATE         end of the period, exclusive (default: end of the last request)\n"
             "  --model NAME         only requests for this model\n"

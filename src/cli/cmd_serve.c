@@ -54,7 +54,7 @@ static void usage(FILE *f)
             "  --idle-timeout S       idle / slow-header connection timeout (default 60)\n"
             "  --http-threads N       HTTP event threads (default 1)\n"
             "  --quiet                no per-request log lines\n"
-            "  --usage-db PATH        usage log (SQLite; default hearth-usage.db; 'none' disables)\n"
+            "  --usage-db TARGET      usage log: a SQLite path (default hearth-usage.db), postgresql://..., or none\n"
             "  --config FILE          routes, upstream backends, budgets, pilot (JSON; docs/ROUTING.md)\n");
 }
 
@@ -275,12 +275,13 @@ int cmd_serve(int argc, char **argv)
         goto done;
     }
     if (strcmp(usage_path, "none") && hr_usage_open(usage_path, NULL, &usage_db, &err)) {
-        cli_fail("serve", "--usage-db %s: %s", usage_path, err.msg);
+        cli_fail("serve", "usage log: %s", err.msg); /* the message masks a URL password */
         hr_route_config_free(rcfg);
         goto done;
     }
     if (rcfg) {
-        hr_router_params rp = {.cfg = rcfg, .usage = usage_db, .usage_path = usage_db ? usage_path : NULL,
+        hr_router_params rp = {.cfg = rcfg, .usage = usage_db, /* budgets are seeded from a SQLite log only (not yet from PostgreSQL) */
+                               .usage_path = usage_db && !strstr(usage_path, "://") ? usage_path : NULL,
                                .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 16};
         if (hr_router_new(&rp, &router, &err)) {
             cli_fail("serve", "--config %s: %s", config_path, err.msg);

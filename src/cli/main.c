@@ -17,6 +17,7 @@ static const struct {
     {"inspect", cmd_inspect, "show a GGUF model's architecture, tensors and metadata"},
     {"logits", cmd_logits, "teacher-forced logits of a token sequence, as raw float32"},
     {"models", cmd_models, "the model catalog, hardware tiers and API prices"},
+    {"pilot", cmd_pilot, "parallel pilot report: agreement, latency, errors, cost per route, and a verdict"},
     {"run", cmd_run, "generate text from a prompt"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server"},
     {"template", cmd_template, "render a chat template"},

@@ -1,6 +1,6 @@
 /* usage_sqlite.c - the SQLite sink of the usage log: schema migrations
  * (PRAGMA user_version), WAL journal, one transaction per batch; and the
- * read-only totals query used by `hearth cost`. */
+ * read-only queries behind `hearth cost` and `hearth pilot report`. */
 #include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -12,7 +12,7 @@
 typedef struct {
     hr_usage_sink base;
     sqlite3 *db;
-    sqlite3_stmt *ins;
+    sqlite3_stmt *ins, *ins_pair;
     char path[512];
 } sqlite_sink;
 
@@ -38,12 +38,41 @@ static const char *const migrations[HR_USAGE_SCHEMA_VERSION] = {
     /* 1 -> 2: streamed flag, time index for reports */
     "ALTER TABLE usage ADD COLUMN stream INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX usage_ts ON usage(ts_ms);",
+    /* 2 -> 3: estimated token counts; pilot pairs (issue 8) */
+    "ALTER TABLE usage ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE pilot_pairs ("
+    " id INTEGER PRIMARY KEY,"
+    " ts_ms INTEGER NOT NULL,"
+    " request_id TEXT NOT NULL DEFAULT '',"
+    " route TEXT NOT NULL DEFAULT '',"
+    " key_id TEXT NOT NULL DEFAULT '',"
+    " primary_backend TEXT NOT NULL DEFAULT '',"
+    " primary_model TEXT NOT NULL DEFAULT '',"
+    " shadow_backend TEXT NOT NULL DEFAULT '',"
+    " shadow_model TEXT NOT NULL DEFAULT '',"
+    " primary_text TEXT NOT NULL DEFAULT '',"
+    " shadow_text TEXT NOT NULL DEFAULT '',"
+    " primary_ttft_ms REAL, primary_total_ms REAL, shadow_ttft_ms REAL, shadow_total_ms REAL,"
+    " primary_prompt_tokens INTEGER NOT NULL DEFAULT 0,"
+    " primary_completion_tokens INTEGER NOT NULL DEFAULT 0,"
+    " shadow_prompt_tokens INTEGER NOT NULL DEFAULT 0,"
+    " shadow_completion_tokens INTEGER NOT NULL DEFAULT 0,"
+    " primary_status INTEGER NOT NULL DEFAULT 0,"
+    " shadow_status INTEGER NOT NULL DEFAULT 0,"
+    " score_exact REAL NOT NULL DEFAULT 0,"
+    " score_f1 REAL NOT NULL DEFAULT 0,"
+    " score_json REAL,"
+    " score_judge REAL);"
+    "CREATE INDEX pilot_pairs_route_ts ON pilot_pairs(route, ts_ms);",
 };
 
 static const char *const insert_sql =
     "INSERT INTO usage (ts_ms, request_id, key_id, model, backend, prompt_tokens, cached_tokens,"
-    " completion_tokens, reasoning_tokens, ttft_ms, duration_ms, status, finish_reason, stream)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    " completion_tokens, reasoning_tokens, ttft_ms, duration_ms, status, finish_reason, stream, estimated)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+
+static const char *const insert_pair_sql =
+    "INSERT INTO pilot_pairs (" HR_PAIR_COLUMNS ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
 
 static hr_status db_fail(sqlite3 *db, hr_err *err, hr_status st, const char *path, const char *what)
 {
@@ -128,9 +157,19 @@ static hr_status migrate(sqlite3 *db, const char *path, hr_err *err)
     return HR_OK;
 }
 
-static hr_status sink_write(hr_usage_sink *base, const hr_usage_qrow *rows, int32_t n, hr_err *err)
+static void bind_opt(sqlite3_stmt *st, int k, double v)
+{
+    if (v < 0)
+        sqlite3_bind_null(st, k);
+    else
+        sqlite3_bind_double(st, k, v);
+}
+
+static hr_status sink_write(hr_usage_sink *base, const hr_usage_qrow *rows, int32_t n, hr_usage_qpair *const *pairs,
+                            int32_t np, bool *retry, hr_err *err)
 {
     sqlite_sink *s = (sqlite_sink *)base;
+    *retry = false; /* a local file: a failed write will not heal by waiting */
     if (!exec_ok(s->db, "BEGIN IMMEDIATE"))
         return db_fail(s->db, err, HR_ERR_IO, s->path, "begin");
     for (int32_t i = 0; i < n; i++) {
@@ -153,10 +192,46 @@ static hr_status sink_write(hr_usage_sink *base, const hr_usage_qrow *rows, int3
         sqlite3_bind_int(st, 12, r->status);
         sqlite3_bind_text(st, 13, r->finish_reason, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 14, r->stream ? 1 : 0);
+        sqlite3_bind_int(st, 15, r->estimated ? 1 : 0);
         int rc = sqlite3_step(st);
         sqlite3_reset(st);
         if (rc != SQLITE_DONE) {
             hr_status e = db_fail(s->db, err, HR_ERR_IO, s->path, "insert");
+            exec_ok(s->db, "ROLLBACK");
+            return e;
+        }
+    }
+    for (int32_t i = 0; i < np; i++) {
+        const hr_usage_qpair *q = pairs[i];
+        sqlite3_stmt *st = s->ins_pair;
+        int k = 1;
+        sqlite3_bind_int64(st, k++, q->ts_ms);
+        sqlite3_bind_text(st, k++, q->request_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k++, q->route, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k++, q->key_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k++, q->primary_backend, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k++, q->primary_model, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k++, q->shadow_backend, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k++, q->shadow_model, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k++, q->primary_text, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, k++, q->shadow_text, -1, SQLITE_STATIC);
+        const double opt[4] = {q->primary_ttft_ms, q->primary_total_ms, q->shadow_ttft_ms, q->shadow_total_ms};
+        for (int j = 0; j < 4; j++)
+            bind_opt(st, k++, opt[j]);
+        sqlite3_bind_int(st, k++, q->primary_prompt_tokens);
+        sqlite3_bind_int(st, k++, q->primary_completion_tokens);
+        sqlite3_bind_int(st, k++, q->shadow_prompt_tokens);
+        sqlite3_bind_int(st, k++, q->shadow_completion_tokens);
+        sqlite3_bind_int(st, k++, q->primary_status);
+        sqlite3_bind_int(st, k++, q->shadow_status);
+        sqlite3_bind_double(st, k++, q->score_exact);
+        sqlite3_bind_double(st, k++, q->score_f1);
+        bind_opt(st, k++, q->score_json);
+        bind_opt(st, k++, q->score_judge);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) {
+            hr_status e = db_fail(s->db, err, HR_ERR_IO, s->path, "insert pair");
             exec_ok(s->db, "ROLLBACK");
             return e;
         }
@@ -173,6 +248,7 @@ static void sink_close(hr_usage_sink *base)
 {
     sqlite_sink *s = (sqlite_sink *)base;
     sqlite3_finalize(s->ins);
+    sqlite3_finalize(s->ins_pair);
     sqlite3_close(s->db);
     free(s);
 }
@@ -224,48 +300,57 @@ hr_status hr_usage_sqlite_open(const char *path, const hr_usage_params *p, hr_us
         st = db_fail(s->db, err, HR_ERR_FORMAT, path, "the usage table has an unexpected layout");
         goto fail;
     }
+    if (sqlite3_prepare_v2(s->db, insert_pair_sql, -1, &s->ins_pair, NULL) != SQLITE_OK) {
+        st = db_fail(s->db, err, HR_ERR_FORMAT, path, "the pilot_pairs table has an unexpected layout");
+        goto fail;
+    }
     s->base.write = sink_write;
     s->base.close = sink_close;
     *out = &s->base;
     return HR_OK;
 fail:
     sqlite3_finalize(s->ins);
+    sqlite3_finalize(s->ins_pair);
     sqlite3_close(s->db);
     free(s);
     return st;
 }
 
-typedef struct {
-    double a, b;
-} interval;
-
-static int cmp_interval(const void *x, const void *y)
+/* Opens the file read-only and checks it is a hearth usage log; *version
+ * is its schema version. */
+static hr_status open_reader(const char *path, sqlite3 **out, long long *version, hr_err *err)
 {
-    const interval *p = x, *q = y;
-    return (p->a > q->a) - (p->a < q->a);
+    *out = NULL;
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        hr_status st = db_fail(db, err, HR_ERR_IO, path, "cannot open");
+        sqlite3_close(db);
+        return st;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    bool has_table = false;
+    hr_status st = probe(db, path, version, &has_table, err);
+    if (st == HR_OK && *version == 0)
+        st = hr_err_set(err, HR_ERR_FORMAT, "usage log '%s': not a hearth usage log (no schema)", path);
+    if (st != HR_OK) {
+        sqlite3_close(db);
+        return st;
+    }
+    *out = db;
+    return HR_OK;
 }
 
 hr_status hr_usage_sqlite_totals(const char *path, int64_t since_ms, int64_t until_ms, const char *model,
                                  hr_usage_totals *out, hr_err *err)
 {
-    memset(out, 0, sizeof *out);
+    hr_usage_acc acc;
+    hr_usage_acc_init(&acc, out, until_ms);
     sqlite3 *db = NULL;
-    hr_status st = HR_OK;
     sqlite3_stmt *q = NULL;
-    interval *iv = NULL;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        st = db_fail(db, err, HR_ERR_IO, path, "cannot open");
-        goto done;
-    }
-    sqlite3_busy_timeout(db, 5000);
     long long v = 0;
-    bool has_table = false;
-    if ((st = probe(db, path, &v, &has_table, err)) != HR_OK)
-        goto done;
-    if (v == 0) {
-        st = hr_err_set(err, HR_ERR_FORMAT, "usage log '%s': not a hearth usage log (no schema)", path);
-        goto done;
-    }
+    hr_status st = open_reader(path, &db, &v, err);
+    if (st != HR_OK)
+        return st;
     const char *sql = "SELECT ts_ms, duration_ms, prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens"
                       " FROM usage WHERE ts_ms >= ?1 AND (?2 <= 0 OR ts_ms < ?2)"
                       " AND (?3 IS NULL OR model = ?3) AND status BETWEEN 200 AND 299 ORDER BY ts_ms";
@@ -279,66 +364,96 @@ hr_status hr_usage_sqlite_totals(const char *path, int64_t since_ms, int64_t unt
         sqlite3_bind_text(q, 3, model, -1, SQLITE_TRANSIENT);
     else
         sqlite3_bind_null(q, 3);
-    size_t cap = 0, n = 0;
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        int64_t ts = sqlite3_column_int64(q, 0);
         double dur = sqlite3_column_double(q, 1);
-        int64_t pt = sqlite3_column_int64(q, 2), ct = sqlite3_column_int64(q, 3);
-        int64_t co = sqlite3_column_int64(q, 4), re = sqlite3_column_int64(q, 5);
-        if (!(dur >= 0) || !isfinite(dur) || dur > 1e12 || pt < 0 || ct < 0 || co < 0 || re < 0) {
-            st = hr_err_set(err, HR_ERR_FORMAT, "usage log '%s': row at ts_ms %lld has invalid counts", path,
-                            (long long)ts);
+        if (!isfinite(dur))
+            dur = -1;
+        st = hr_usage_acc_add(&acc, path, sqlite3_column_int64(q, 0), dur, sqlite3_column_int64(q, 2),
+                              sqlite3_column_int64(q, 3), sqlite3_column_int64(q, 4), sqlite3_column_int64(q, 5),
+                              err);
+        if (st != HR_OK)
             goto done;
-        }
-        out->requests++;
-        out->prompt_tokens += (uint64_t)pt;
-        out->cached_tokens += (uint64_t)ct;
-        out->completion_tokens += (uint64_t)co;
-        out->reasoning_tokens += (uint64_t)re;
-        out->sum_duration_s += dur / 1000.0;
-        int64_t end = ts + (int64_t)llround(dur);
-        if (out->requests == 1 || ts < out->first_ms)
-            out->first_ms = ts;
-        if (end > out->last_end_ms)
-            out->last_end_ms = end;
-        if (n == cap) {
-            size_t nc = cap ? cap * 2 : 1024;
-            interval *t = realloc(iv, nc * sizeof *t);
-            if (!t) {
-                st = hr_err_set(err, HR_ERR_NOMEM, "usage log: out of memory");
-                goto done;
-            }
-            iv = t;
-            cap = nc;
-        }
-        iv[n].a = (double)ts;
-        iv[n].b = (double)ts + dur;
-        if (until_ms > 0 && iv[n].b > (double)until_ms)
-            iv[n].b = (double)until_ms;
-        n++;
     }
-    if (rc != SQLITE_DONE) {
+    if (rc != SQLITE_DONE)
         st = db_fail(db, err, HR_ERR_IO, path, "query");
+done:
+    hr_usage_acc_finish(&acc);
+    if (st != HR_OK)
+        memset(out, 0, sizeof *out);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return st;
+}
+
+static double col_opt(sqlite3_stmt *q, int i, double scale)
+{
+    return sqlite3_column_type(q, i) == SQLITE_NULL ? -1.0 : sqlite3_column_double(q, i) * scale;
+}
+
+static void col_str(sqlite3_stmt *q, int i, char *dst, size_t cap)
+{
+    hr_usage_copy_str(dst, cap, (const char *)sqlite3_column_text(q, i));
+}
+
+hr_status hr_usage_sqlite_pairs(const char *path, int64_t since_ms, int64_t until_ms, const char *route,
+                                hr_pilot_pair_rec **out, size_t *n, hr_err *err)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    long long v = 0;
+    hr_status st = open_reader(path, &db, &v, err);
+    if (st != HR_OK)
+        return st;
+    if (v < 3) { /* before pilot pairs existed */
+        sqlite3_close(db);
+        return HR_OK;
+    }
+    const char *sql = "SELECT " HR_PAIR_READ_COLUMNS " FROM pilot_pairs WHERE ts_ms >= ?1 AND (?2 <= 0 OR ts_ms < ?2)"
+                      " AND (?3 IS NULL OR route = ?3) ORDER BY route, ts_ms, id";
+    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK) {
+        st = db_fail(db, err, HR_ERR_FORMAT, path, "the pilot_pairs table has an unexpected layout");
         goto done;
     }
-    /* busy time: the union of request intervals */
-    if (n) {
-        qsort(iv, n, sizeof *iv, cmp_interval);
-        double busy = 0, a = iv[0].a, b = iv[0].b;
-        for (size_t i = 1; i < n; i++) {
-            if (iv[i].a > b) {
-                busy += b - a;
-                a = iv[i].a;
-                b = iv[i].b;
-            } else if (iv[i].b > b)
-                b = iv[i].b;
-        }
-        busy += b - a;
-        out->busy_s = busy / 1000.0;
+    sqlite3_bind_int64(q, 1, since_ms);
+    sqlite3_bind_int64(q, 2, until_ms);
+    if (route)
+        sqlite3_bind_text(q, 3, route, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(q, 3);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        hr_pilot_pair_rec r;
+        memset(&r, 0, sizeof r);
+        int k = 0;
+        r.ts_ms = sqlite3_column_int64(q, k++);
+        col_str(q, k++, r.request_id, sizeof r.request_id);
+        col_str(q, k++, r.route, sizeof r.route);
+        col_str(q, k++, r.primary_backend, sizeof r.primary_backend);
+        col_str(q, k++, r.primary_model, sizeof r.primary_model);
+        col_str(q, k++, r.shadow_backend, sizeof r.shadow_backend);
+        col_str(q, k++, r.shadow_model, sizeof r.shadow_model);
+        r.primary_ttft_s = col_opt(q, k++, 1e-3);
+        r.primary_total_s = col_opt(q, k++, 1e-3);
+        r.shadow_ttft_s = col_opt(q, k++, 1e-3);
+        r.shadow_total_s = col_opt(q, k++, 1e-3);
+        r.primary_prompt_tokens = sqlite3_column_int(q, k++);
+        r.primary_completion_tokens = sqlite3_column_int(q, k++);
+        r.shadow_prompt_tokens = sqlite3_column_int(q, k++);
+        r.shadow_completion_tokens = sqlite3_column_int(q, k++);
+        r.primary_status = sqlite3_column_int(q, k++);
+        r.shadow_status = sqlite3_column_int(q, k++);
+        r.score_exact = col_opt(q, k++, 1);
+        r.score_f1 = col_opt(q, k++, 1);
+        r.score_json = col_opt(q, k++, 1);
+        r.score_judge = col_opt(q, k++, 1);
+        if ((st = hr_usage_pairs_push(out, n, &cap, &r, err)) != HR_OK)
+            goto done;
     }
+    if (rc != SQLITE_DONE)
+        st = db_fail(db, err, HR_ERR_IO, path, "query");
 done:
-    free(iv);
     sqlite3_finalize(q);
     sqlite3_close(db);
     return st;
