@@ -117,8 +117,9 @@ check "local row" 1 "$(q "select count(*) from usage where backend='local' and s
 na=$(q "select count(*) from usage where backend='a' and model='up-model' and request_id in (select request_id from usage) and ts_ms > 0 and status = 200")
 check_true "weighted: some to a" test "$(q "select count(*) from usage where backend='fok'")" -ge 4
 check_true "weighted: some to fok" test "$na" -ge 2
-check "estimated counts for an upstream without usage" 2 \
-  "$(q "select count(*) from usage where backend='fnousage' and status=200 and prompt_tokens>0 and completion_tokens>0")"
+check "estimated counts for an upstream without usage, flagged" 2 \
+  "$(q "select count(*) from usage where backend='fnousage' and status=200 and prompt_tokens>0 and completion_tokens>0 and estimated=1")"
+check "provider counts not flagged" 0 "$(q "select count(*) from usage where backend='a' and estimated<>0")"
 
 # bad configs: one line, non-zero exit, before listening
 bad_cfg() {

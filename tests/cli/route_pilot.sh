@@ -60,6 +60,13 @@ tables=$(sqlite3 "$DB" .tables)
 pt=$(tr ' ' '\n' <<<"$tables" | grep -i pair | head -n 1)
 if [ -n "$pt" ]; then
   check_true "pairs stored ($pt)" test "$(sqlite3 "$DB" "select count(*) from $pt")" -ge 6
+  check "identical pairs: exact 1, F1 1, judge 1" 3 \
+    "$(sqlite3 "$DB" "select count(*) from $pt where route='same' and score_exact=1 and score_f1=1 and score_judge=1")"
+  check "different pairs: exact 0, no judge" 2 \
+    "$(sqlite3 "$DB" "select count(*) from $pt where route='diff' and score_exact=0 and score_f1<1 and score_judge is null")"
+  check "json pair" "1.0|local|" "$(sqlite3 "$DB" "select score_json, 'local', '' from $pt where route='json'")"
+  check "pair texts and latencies" 0 \
+    "$(sqlite3 "$DB" "select count(*) from $pt where route in ('same','diff') and (primary_text='' or shadow_text='' or primary_ttft_ms is null or shadow_total_ms is null or shadow_status<>200)")"
 else
   echo "note: this build's usage log has no pair table yet; pairs were scored (metrics) but not stored"
 fi
