@@ -15,12 +15,14 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api/openai.h"
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "http/server.h"
 #include "model/model.h"
+#include "route/router.h"
 #include "sched/sched.h"
 #include "store/usage.h"
 #include "tmpl/jinja.h"
@@ -52,7 +54,8 @@ static void usage(FILE *f)
             "  --idle-timeout S       idle / slow-header connection timeout (default 60)\n"
             "  --http-threads N       HTTP event threads (default 1)\n"
             "  --quiet                no per-request log lines\n"
-            "  --usage-db TARGET      usage log: a SQLite path (default hearth-usage.db), postgresql://..., or none\n");
+            "  --usage-db TARGET      usage log: a SQLite path (default hearth-usage.db), postgresql://..., or none\n"
+            "  --config FILE          routes, upstream backends, budgets, pilot (JSON; docs/ROUTING.md)\n");
 }
 
 /* "512M", "2G", "1.5g", "4096" -> bytes. */
@@ -153,7 +156,7 @@ static const char *base_name(const char *path, char *buf, size_t cap)
 int cmd_serve(int argc, char **argv)
 {
     const char *model_path = NULL, *host = "127.0.0.1", *alias = NULL, *tmpl_path = NULL;
-    const char *usage_path = "hearth-usage.db";
+    const char *usage_path = "hearth-usage.db", *config_path = NULL;
     long long port = 8080, ctx = 0, max_running = 16, max_queue = 256, threads = 1, max_conns = 4096,
               idle = 60, http_threads = 1;
     double timeout = 600;
@@ -224,6 +227,8 @@ int cmd_serve(int argc, char **argv)
             quiet = true;
         else if (!strcmp(a, "--usage-db"))
             ok = (usage_path = VAL()) != NULL;
+        else if (!strcmp(a, "--config"))
+            ok = (config_path = VAL()) != NULL;
         else {
             fprintf(stderr, "hearth serve: unknown option '%s'\n", a);
             usage(stderr);
@@ -262,10 +267,26 @@ int cmd_serve(int argc, char **argv)
     hr_sched *sched = NULL;
     hr_tmpl *tmpl = NULL;
     hr_usage_db *usage_db = NULL;
+    hr_router *router = NULL;
     char *tmpl_src = NULL, *bos = NULL, *eos = NULL;
+    hr_route_config *rcfg = NULL;
+    if (config_path && hr_route_config_load(config_path, &rcfg, &err)) {
+        cli_fail("serve", "--config %s", err.msg);
+        goto done;
+    }
     if (strcmp(usage_path, "none") && hr_usage_open(usage_path, NULL, &usage_db, &err)) {
         cli_fail("serve", "usage log: %s", err.msg); /* the message masks a URL password */
+        hr_route_config_free(rcfg);
         goto done;
+    }
+    if (rcfg) {
+        hr_router_params rp = {.cfg = rcfg, .usage = usage_db, /* budgets are seeded from a SQLite log only (not yet from PostgreSQL) */
+                               .usage_path = usage_db && !strstr(usage_path, "://") ? usage_path : NULL,
+                               .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 16};
+        if (hr_router_new(&rp, &router, &err)) {
+            cli_fail("serve", "--config %s: %s", config_path, err.msg);
+            goto stop;
+        }
     }
     hr_http_params hp = {
         .host = host,
@@ -279,6 +300,7 @@ int cmd_serve(int argc, char **argv)
         .n_threads = (unsigned)http_threads,
         .quiet = quiet,
         .usage = usage_db,
+        .router = router,
     };
     if (hr_http_start(&hp, &http, &err)) {
         cli_fail("serve", "%s", err.msg);
@@ -347,6 +369,15 @@ int cmd_serve(int argc, char **argv)
         .size_bytes = stat(model_path, &st) == 0 ? (uint64_t)st.st_size : 0,
         .template_source = tsource,
     };
+    if (router) {
+        char self[128];
+        bool any4 = !strcmp(host, "0.0.0.0"), any6 = !strcmp(host, "::");
+        if (strchr(host, ':'))
+            snprintf(self, sizeof self, "http://[%s]:%d", any6 ? "::1" : host, hr_http_port(http));
+        else
+            snprintf(self, sizeof self, "http://%s:%d", any4 ? "127.0.0.1" : host, hr_http_port(http));
+        hr_router_set_self(router, self, n_keys ? keys[0] : NULL, am.id);
+    }
     hr_http_set_ready(http, sched, &am);
     fprintf(stderr, "hearth serve: ready: model '%s', context %d, max running %d, chat template %s\n", am.id,
             am.n_ctx, hr_sched_params_of(sched)->max_running, tsource);
@@ -357,6 +388,7 @@ int cmd_serve(int argc, char **argv)
     rc = 0;
 stop:
     hr_http_stop(http, 5.0);
+    hr_router_free(router); /* after the server: no request uses it any more */
     hr_sched_free(sched);
     hr_tmpl_free(tmpl);
     free(tmpl_src);

@@ -1,5 +1,6 @@
 /* server.c - libmicrohttpd front end: routing, auth, body caps, streaming. */
 #include "http/server.h"
+#include "route/router.h"
 #include "store/usage.h"
 
 #include <arpa/inet.h>
@@ -15,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <microhttpd.h>
 
 #if MHD_VERSION < 0x00097002
@@ -78,6 +80,25 @@ struct conn {
     size_t out_off;
     double last_write;
     int status;
+    /* routing (--config) */
+    const hr_route *rt;        /* the route `model` named; NULL: the local model directly */
+    int order[HR_ROUTE_MAX_TARGETS], n_order, cur;
+    int backend;               /* the target now serving: HR_ROUTE_LOCAL or an upstream index */
+    bool busy_counted;
+    hr_up_call *call;          /* the upstream call of the current target */
+    double call_t0;
+    bool up_active;            /* connection driven by an upstream call */
+    bool up_committed;         /* bytes of the upstream answer went to the client */
+    const char *endpoint;      /* "/chat/completions" or "/completions" */
+    bool client_stream, client_usage;
+    int32_t inject_max;        /* max_tokens set on forwarded requests that have none (budgets) */
+    char *fwd_body;            /* the body for the local engine when it differs from the client's */
+    size_t fwd_len;
+    hr_budget_hold hold;
+    int last_fail_status;      /* of the last failed target, for the final error */
+    bool last_fail_timeout;
+    char last_fail[300];
+    hr_api_buf ptext;          /* first choice's text of a local answer (pilot) */
     /* suspend / resume handshake (mu) */
     pthread_mutex_t mu;
     bool suspended, pending, tick;
@@ -196,6 +217,8 @@ static bool authorized(conn *c)
 static void list_add(conn *c)
 {
     hr_http *h = c->h;
+    if (c->listed)
+        return;
     pthread_mutex_lock(&h->mu);
     c->next = h->gens;
     if (h->gens)
@@ -269,11 +292,19 @@ static void drain(conn *c)
             continue;
         size_t n;
         while ((n = hr_req_poll(c->reqs[i], evs, 32)) > 0)
-            for (size_t k = 0; k < n; k++)
+            for (size_t k = 0; k < n; k++) {
                 if (!c->failed && !hr_api_resp_event(c->resp, i, &evs[k], &c->out)) {
                     c->failed = true;
                     cancel_all(c);
                 }
+                if (i == 0 && c->rt && c->rt->has_shadow && evs[k].kind == HR_EV_TEXT && evs[k].index == 0 &&
+                    c->ptext.len < HR_UP_MAX_TEXT) {
+                    size_t l = evs[k].len;
+                    if (l > HR_UP_MAX_TEXT - c->ptext.len)
+                        l = HR_UP_MAX_TEXT - c->ptext.len;
+                    hr_api_buf_put(&c->ptext, evs[k].text, l);
+                }
+            }
         if (hr_req_finished(c->reqs[i]))
             c->fin[i] = true;
         else
@@ -379,12 +410,16 @@ static mhd_result nonstream_step(conn *c)
     }
 }
 
-static mhd_result start_generation(conn *c, hr_sched *s, const hr_api_model *m)
+/* Starts a local generation. With `busy` set, a full scheduler queue
+ * answers nothing and sets *busy (the caller tries the next target). */
+static mhd_result start_generation(conn *c, hr_sched *s, const hr_api_model *m, bool *busy)
 {
     hr_http *h = c->h;
     hr_api_kind kind = c->route == R_CHAT ? HR_API_CHAT : HR_API_COMPLETION;
     hr_api_error e;
-    if (hr_api_parse(m, kind, c->body.p ? c->body.p : "", c->body.len, next_rand(h), &c->rq, &e))
+    const char *body = c->fwd_body ? c->fwd_body : c->body.p ? c->body.p : "";
+    size_t body_len = c->fwd_body ? c->fwd_len : c->body.len;
+    if (hr_api_parse(m, kind, body, body_len, next_rand(h), &c->rq, &e))
         return reply_error(c, &e, false);
     char id[64];
     snprintf(id, sizeof id, "%s-%016llx%08llx", kind == HR_API_CHAT ? "chatcmpl" : "cmpl",
@@ -402,6 +437,16 @@ static mhd_result start_generation(conn *c, hr_sched *s, const hr_api_model *m)
             for (int j = 0; j < c->nreq; j++)
                 hr_req_release(c->reqs[j]);
             c->nreq = 0;
+            if (st == HR_ERR_LIMIT && busy) {
+                *busy = true;
+                hr_api_request_free(c->rq);
+                hr_api_resp_free(c->resp);
+                c->rq = NULL;
+                c->resp = NULL;
+                snprintf(c->last_fail, sizeof c->last_fail, "local: %.200s", err.msg);
+                c->last_fail_status = 429;
+                return MHD_YES;
+            }
             if (st == HR_ERR_LIMIT)
                 return fail(c, 429, "rate_limit_exceeded", "the server is at capacity (%s); retry later",
                             err.msg);
@@ -430,6 +475,376 @@ static mhd_result start_generation(conn *c, hr_sched *s, const hr_api_model *m)
     c->status = 200;
     count_status(h, 200);
     return ret;
+}
+
+/* ---- routed requests (--config) --------------------------------------- */
+
+static const char *fail_code_type(int status)
+{
+    return status == 429 ? "rate_limit_exceeded" : status == 504 ? "upstream_timeout" : "upstream_error";
+}
+
+/* Token counts of an upstream answer: the provider's, else estimated
+ * (4 bytes per token of the request body and of the answer text). */
+static void up_tokens(conn *c, const hr_up_state *st, int32_t *prompt, int32_t *completion, bool *estimated)
+{
+    if (st->have_usage) {
+        *prompt = st->prompt_tokens;
+        *completion = st->completion_tokens;
+        *estimated = false;
+        return;
+    }
+    *estimated = true;
+    *prompt = (int32_t)((c->body.len + 3) / 4);
+    char *t = c->call ? hr_up_call_text(c->call) : NULL;
+    *completion = t ? (int32_t)((strlen(t) + 3) / 4) : 0;
+    free(t);
+}
+
+/* A usage row for an upstream attempt (the answer, or a failed try). */
+static void meter_upstream(conn *c, int status, const char *finish)
+{
+    hr_http *h = c->h;
+    if (!h->p.usage || !c->call)
+        return;
+    hr_up_state st;
+    hr_up_call_state(c->call, &st);
+    int32_t pt = 0, ct = 0;
+    bool est = false;
+    if (status >= 200 && status < 300)
+        up_tokens(c, &st, &pt, &ct, &est);
+    const hr_target *t = &c->rt->targets[c->order[c->cur]];
+    hr_usage_row row = {
+        .ts_ms = c->t0_ms,
+        .request_id = c->req_id,
+        .key_id = c->key_id,
+        .model = t->model,
+        .backend = hr_router_backend_name(h->p.router, t->backend),
+        .prompt_tokens = pt,
+        .cached_tokens = st.have_usage ? st.cached_tokens : 0,
+        .completion_tokens = ct,
+        .reasoning_tokens = st.have_usage ? st.reasoning_tokens : 0,
+        .ttft_s = st.ttft_s >= 0 ? st.ttft_s + (c->call_t0 - c->t0) : -1.0,
+        .duration_s = now_s() - c->t0,
+        .status = status,
+        .finish_reason = finish ? finish : st.done && !st.complete ? "error" : st.finish_reason,
+        .stream = c->client_stream,
+#if HR_USAGE_SCHEMA_VERSION >= 3
+        .estimated = est,
+#endif
+    };
+    (void)est;
+    hr_usage_record(h->p.usage, &row);
+}
+
+static void release_call(conn *c)
+{
+    if (c->busy_counted) {
+        hr_router_busy(c->h->p.router, c->backend, -1);
+        c->busy_counted = false;
+    }
+    hr_up_call_release(c->call);
+    c->call = NULL;
+}
+
+static mhd_result up_step(conn *c);
+
+/* All targets failed before answering. */
+static mhd_result routed_fail(conn *c)
+{
+    int status = c->last_fail_status == 429 ? 429 : c->last_fail_timeout ? 504 : 502;
+    hr_api_error e;
+    hr_api_error_set(&e, status, NULL, fail_code_type(status), "route '%.100s': no target could answer; last: %.300s",
+                     c->rt->name, c->last_fail[0] ? c->last_fail : "(none)");
+    return reply_error(c, &e, false);
+}
+
+/* Tries the targets from c->cur + 1 on. */
+static mhd_result next_target(conn *c)
+{
+    hr_http *h = c->h;
+    hr_router *r = h->p.router;
+    while (++c->cur < c->n_order) {
+        const hr_target *t = &c->rt->targets[c->order[c->cur]];
+        bool last = c->cur == c->n_order - 1;
+        c->backend = t->backend;
+        if (t->backend == HR_ROUTE_LOCAL) {
+            hr_sched *s = atomic_load(&h->sched);
+            const hr_api_model *m = atomic_load(&h->api);
+            if (!s || !m) {
+                snprintf(c->last_fail, sizeof c->last_fail, "local: the model is loading");
+                c->last_fail_status = 503;
+                hr_router_count(r, HR_ROUTE_LOCAL, true, !last);
+                continue;
+            }
+            free(c->fwd_body);
+            c->fwd_body = hr_router_body(c->body.p ? c->body.p : "", c->body.len, m->id, false, c->inject_max,
+                                         false, &c->fwd_len);
+            if (!c->fwd_body)
+                return fail(c, 400, NULL, "the request body must be a JSON object");
+            bool busy = false;
+            hr_router_busy(r, HR_ROUTE_LOCAL, 1);
+            c->busy_counted = true;
+            mhd_result ret = start_generation(c, s, m, last ? NULL : &busy);
+            if (busy) {
+                hr_router_busy(r, HR_ROUTE_LOCAL, -1);
+                c->busy_counted = false;
+                hr_router_count(r, HR_ROUTE_LOCAL, true, true);
+                continue;
+            }
+            hr_router_count(r, HR_ROUTE_LOCAL, c->status >= 400, false);
+            return ret;
+        }
+        const hr_backend *b = hr_router_backend(r, t->backend);
+        char url[1200];
+        hr_router_url(r, t, c->endpoint, url, sizeof url);
+        size_t blen = 0;
+        char *body = hr_router_body(c->body.p ? c->body.p : "", c->body.len, t->model, c->client_stream,
+                                    c->inject_max, false, &blen);
+        if (!body)
+            return fail(c, 400, NULL, "the request body must be a JSON object");
+        hr_up_req rq = {
+            .url = url,
+            .api_key = b->api_key,
+            .body = body,
+            .body_len = blen,
+            .stream = c->client_stream,
+            .drop_usage_chunk = c->client_stream && !c->client_usage,
+            .connect_timeout_s = b->connect_timeout_s,
+            .first_byte_timeout_s = b->first_byte_timeout_s,
+            .timeout_s = b->timeout_s,
+            .notify = on_notify,
+            .ctx = c,
+        };
+        c->call_t0 = now_s();
+        c->call = hr_upstream_start(hr_router_upstream(r), &rq);
+        free(body);
+        if (!c->call)
+            return fail(c, 503, "shutting_down", "cannot start the upstream call");
+        hr_router_busy(r, t->backend, 1);
+        c->busy_counted = true;
+        c->up_active = true;
+        list_add(c);
+        return up_step(c);
+    }
+    return routed_fail(c);
+}
+
+static ssize_t up_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    conn *c = cls;
+    (void)pos;
+    for (;;) {
+        if (c->out_off < c->out.len) {
+            size_t n = c->out.len - c->out_off;
+            if (n > max)
+                n = max;
+            memcpy(buf, c->out.p + c->out_off, n);
+            c->out_off += n;
+            if (c->out_off == c->out.len)
+                c->out.len = c->out_off = 0;
+            c->last_write = now_s();
+            return (ssize_t)n;
+        }
+        if (c->end_written)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (atomic_load(&c->h->closing))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        pthread_mutex_lock(&c->mu);
+        c->pending = false;
+        pthread_mutex_unlock(&c->mu);
+        size_t n = hr_up_call_read(c->call, buf, max);
+        if (n) {
+            c->last_write = now_s();
+            return (ssize_t)n;
+        }
+        hr_up_state st;
+        hr_up_call_state(c->call, &st);
+        if (st.done && st.n_avail == 0) {
+            if (!st.complete) {
+                /* a mid-stream failure: an error event, never a clean end */
+                if (!st.error_event) {
+                    hr_api_error e;
+                    hr_api_error_set(&e, st.timed_out ? 504 : 502, NULL, fail_code_type(st.timed_out ? 504 : 502),
+                                     "the upstream failed mid-stream: %.300s", st.error);
+                    char *j = hr_api_error_json(&e);
+                    if (j && hr_api_buf_puts(&c->out, "data: ") && hr_api_buf_puts(&c->out, j))
+                        hr_api_buf_puts(&c->out, "\n\n");
+                    free(j);
+                }
+                if (!st.saw_done)
+                    hr_api_buf_puts(&c->out, "data: [DONE]\n\n");
+                hr_router_count(c->h->p.router, c->backend, true, false);
+            }
+            c->end_written = true;
+            continue;
+        }
+        if (st.n_avail)
+            continue;
+        pthread_mutex_lock(&c->mu);
+        bool tick = c->tick;
+        c->tick = false;
+        pthread_mutex_unlock(&c->mu);
+        if (tick && now_s() - c->last_write >= 0.2) {
+            hr_api_buf_puts(&c->out, ": keep-alive\n\n");
+            continue;
+        }
+        if (try_suspend(c))
+            return 0;
+    }
+}
+
+/* Drives an upstream call until it is committed (streaming), answered,
+ * passed through (a client error) or failed (next target). */
+static mhd_result up_step(conn *c)
+{
+    hr_http *h = c->h;
+    if (atomic_load(&h->closing))
+        return MHD_NO;
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        c->pending = false;
+        pthread_mutex_unlock(&c->mu);
+        hr_up_state st;
+        hr_up_call_state(c->call, &st);
+        bool ok = st.status >= 200 && st.status < 300;
+        if (st.id[0] && (ok || st.done))
+            snprintf(c->req_id, sizeof c->req_id, "%s", st.id);
+        if (c->client_stream && ok && st.n_avail > 0) {
+            /* first bytes: commit to this target and stream */
+            c->up_committed = true;
+            c->streaming = true;
+            c->last_write = now_s();
+            c->out.max = 1u << 20;
+            struct MHD_Response *r =
+                MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, up_stream_read, c, NULL);
+            if (!r)
+                return MHD_NO;
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+            MHD_add_response_header(r, "X-Accel-Buffering", "no");
+            mhd_result ret = MHD_queue_response(c->mc, MHD_HTTP_OK, r);
+            MHD_destroy_response(r);
+            c->responded = true;
+            c->status = 200;
+            count_status(h, 200);
+            hr_router_count(h->p.router, c->backend, false, false);
+            return ret;
+        }
+        if (st.done) {
+            bool retriable = st.status == 0 || st.status == 408 || st.status == 429 || st.status >= 500 ||
+                             (ok && (st.failed || st.n_avail == 0));
+            if (!retriable || (ok && !st.failed)) {
+                /* the answer (non-streamed) or a client error passed through */
+                char *b = malloc(st.n_avail + 1);
+                if (!b)
+                    return fail(c, 500, NULL, "out of memory");
+                size_t n = hr_up_call_read(c->call, b, st.n_avail);
+                b[n] = 0;
+                c->up_committed = true;
+                hr_router_count(h->p.router, c->backend, !ok, false);
+                return reply(c, st.status, b, NULL, false);
+            }
+            /* failed before the first byte: meter the try, go on */
+            const hr_target *t = &c->rt->targets[c->order[c->cur]];
+            snprintf(c->last_fail, sizeof c->last_fail, "%s (%s): %s", hr_router_backend_name(h->p.router, t->backend),
+                     t->model, st.error);
+            c->last_fail_status = st.status;
+            c->last_fail_timeout = st.timed_out;
+            int mstatus = st.status && !ok ? st.status : st.timed_out ? 504 : 502;
+            meter_upstream(c, mstatus, "error");
+            hr_router_count(h->p.router, c->backend, true, c->cur + 1 < c->n_order);
+            release_call(c);
+            c->up_active = false;
+            return next_target(c);
+        }
+        if (try_suspend(c))
+            return MHD_YES;
+        if (atomic_load(&h->closing))
+            return MHD_NO;
+    }
+}
+
+/* Reads what routing and budgets need from the body; false: not JSON. */
+static bool peek_body(conn *c, char *model, size_t cap, int32_t *max_tokens, int32_t *n)
+{
+    json_t *j = json_loadb(c->body.p ? c->body.p : "", c->body.len, 0, NULL);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return false;
+    }
+    json_t *v = json_object_get(j, "model");
+    model[0] = 0;
+    if (json_is_string(v))
+        snprintf(model, cap, "%s", json_string_value(v));
+    c->client_stream = json_is_true(json_object_get(j, "stream"));
+    c->client_usage = json_is_true(json_object_get(json_object_get(j, "stream_options"), "include_usage"));
+    *max_tokens = 0;
+    v = json_object_get(j, "max_completion_tokens");
+    if (!json_is_integer(v))
+        v = json_object_get(j, "max_tokens");
+    if (json_is_integer(v) && json_integer_value(v) > 0)
+        *max_tokens = json_integer_value(v) > INT32_MAX ? INT32_MAX : (int32_t)json_integer_value(v);
+    v = json_object_get(j, "n");
+    *n = json_is_integer(v) && json_integer_value(v) > 1 && json_integer_value(v) <= 128 ? (int32_t)json_integer_value(v) : 1;
+    json_t *pr = json_object_get(j, "prompt");
+    if (json_is_array(pr) && json_array_size(pr) > 1 && !json_is_integer(json_array_get(pr, 0)))
+        *n *= (int32_t)(json_array_size(pr) > 16 ? 16 : json_array_size(pr));
+    json_decref(j);
+    return true;
+}
+
+/* Generation requests when a router is configured: route lookup, budget
+ * reservation, then the route's targets in policy order. */
+static mhd_result routed_generation(conn *c, hr_sched *s, const hr_api_model *m)
+{
+    hr_http *h = c->h;
+    hr_router *r = h->p.router;
+    char model[256];
+    int32_t max_tokens = 0, n = 1;
+    if (!peek_body(c, model, sizeof model, &max_tokens, &n))
+        return start_generation(c, s, m, NULL); /* the parser gives the precise 400 */
+    c->endpoint = c->route == R_CHAT ? "/chat/completions" : "/completions";
+    c->rt = hr_router_find(r, model);
+    bool local_direct = !c->rt;
+    if (local_direct && model[0] && strcmp(model, m->id) && !(m->alt_id && !strcmp(model, m->alt_id))) {
+        hr_api_error e;
+        hr_api_error_set(&e, 404, "model", "model_not_found",
+                         "The model '%.200s' does not exist (neither the local model nor a route)", model);
+        return reply_error(c, &e, false);
+    }
+    snprintf(c->req_id, sizeof c->req_id, "%s-%016llx%08llx", c->route == R_CHAT ? "chatcmpl" : "cmpl",
+             (unsigned long long)next_rand(h), (unsigned long long)(next_rand(h) & 0xffffffffu));
+    /* budget: worst case = prompt (body bytes / 2) + max_tokens x completions */
+    hr_budget *bg = hr_router_budget(r);
+    int32_t def_max = hr_budget_default_max_tokens(bg, c->key_id);
+    if (def_max > 0) {
+        if (!max_tokens) {
+            c->inject_max = def_max;
+            max_tokens = def_max;
+        }
+        int64_t prompt = (int64_t)(c->body.len / 2) + 1, out = (int64_t)max_tokens * n;
+        double usd = c->rt ? hr_router_max_cost(r, c->rt, prompt, out) : 0;
+        char msg[400];
+        if (!hr_budget_reserve(bg, c->key_id, prompt + out, usd, &c->hold, msg, sizeof msg)) {
+            hr_router_count_budget_refusal(r);
+            hr_api_error e;
+            hr_api_error_set(&e, 429, NULL, "budget_exceeded", "%s", msg);
+            snprintf(e.type, sizeof e.type, "insufficient_quota");
+            return reply_error(c, &e, false);
+        }
+    }
+    if (local_direct) {
+        if (c->inject_max) {
+            c->fwd_body = hr_router_body(c->body.p ? c->body.p : "", c->body.len, model[0] ? model : m->id, false,
+                                         c->inject_max, false, &c->fwd_len);
+        }
+        c->backend = HR_ROUTE_LOCAL;
+        return start_generation(c, s, m, NULL);
+    }
+    c->n_order = hr_router_order(r, c->rt, c->order);
+    c->cur = -1;
+    return next_target(c);
 }
 
 /* ---- metrics ---------------------------------------------------------- */
@@ -465,6 +880,8 @@ static void put_metric(hr_api_buf *b, const char *name, const char *type, const 
     hr_api_buf_puts(b, line);
 }
 
+static void put_line(void *ctx, const char *line) { hr_api_buf_puts(ctx, line); }
+
 static char *metrics_text(hr_http *h)
 {
     hr_api_buf b = {.max = 1u << 20};
@@ -483,6 +900,8 @@ static char *metrics_text(hr_http *h)
                (double)atomic_load(&h->cancelled_by_client));
     put_metric(&b, "hearth_http_generations_open", "gauge", "Generation requests with an open connection.",
                (double)atomic_load(&h->n_gen));
+    if (h->p.router)
+        hr_router_metrics(h->p.router, put_line, &b);
     hr_sched *s = atomic_load(&h->sched);
     put_metric(&b, "hearth_ready", "gauge", "1 once the model is loaded.", s ? 1 : 0);
     if (s) {
@@ -516,6 +935,27 @@ static char *metrics_text(hr_http *h)
         put_hist(&b, "hearth_inter_token_latency_seconds", "Time between generated tokens of a sequence.", &itl);
     }
     return b.p;
+}
+
+/* /v1/models with the routes appended (owned_by "hearth-route"). */
+static char *add_routes(hr_http *h, char *models_json)
+{
+    json_t *j = json_loads(models_json, 0, NULL);
+    json_t *data = json_object_get(j, "data");
+    if (!json_is_array(data)) {
+        json_decref(j);
+        return models_json;
+    }
+    const hr_route_config *cfg = hr_router_config(h->p.router);
+    for (int i = 0; i < cfg->n_routes; i++)
+        json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s}", "id", cfg->routes[i].name, "object", "model",
+                                              "created", (json_int_t)0, "owned_by", "hearth-route"));
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!s)
+        return models_json;
+    free(models_json);
+    return s;
 }
 
 /* ---- routing ---------------------------------------------------------- */
@@ -572,6 +1012,8 @@ static mhd_result handle(conn *c, const char *url)
     switch (c->route) {
     case R_MODELS:
         out = hr_api_models_json(m, false);
+        if (out && h->p.router)
+            out = add_routes(h, out);
         break;
     case R_MODEL_ONE:
         if (strcmp(url + 11, m->id) && !(m->alt_id && !strcmp(url + 11, m->alt_id))) {
@@ -591,7 +1033,7 @@ static mhd_result handle(conn *c, const char *url)
     }
     case R_CHAT:
     case R_COMPLETIONS:
-        return start_generation(c, s, m);
+        return h->p.router ? routed_generation(c, s, m) : start_generation(c, s, m, NULL);
     default:
         break;
     }
@@ -647,6 +1089,8 @@ static mhd_result on_request(void *cls, struct MHD_Connection *mc, const char *u
         *upload_size = 0;
         return MHD_YES;
     }
+    if (c->up_active && !c->up_committed) /* resumed: waiting for an upstream */
+        return up_step(c);
     if (c->rq) /* resumed: a non-streamed generation */
         return nonstream_step(c);
     if (c->too_big)
@@ -660,6 +1104,10 @@ static void meter(hr_http *h, conn *c, bool unfinished)
 {
     if (!h->p.usage || (c->route != R_CHAT && c->route != R_COMPLETIONS) || !c->post)
         return;
+    if (c->call) {
+        meter_upstream(c, c->status ? c->status : 499, unfinished ? "cancelled" : NULL);
+        return;
+    }
     const hr_api_model *m = atomic_load(&h->api);
     hr_req_usage u = total_usage(c);
     int32_t reasoning = 0;
@@ -687,6 +1135,70 @@ static void meter(hr_http *h, conn *c, bool unfinished)
     hr_usage_record(h->p.usage, &row);
 }
 
+/* The end of a generation request under a router: settle its budget
+ * reservation with the real usage, start the pilot's shadow, let the
+ * upstream call go. */
+static void routed_end(hr_http *h, conn *c, bool unfinished)
+{
+    hr_router *r = h->p.router;
+    int32_t pt = 0, ct = 0;
+    double ttft = -1;
+    bool est = false;
+    const char *backend = "local", *model = "";
+    char *text = NULL;
+    const hr_api_model *m = atomic_load(&h->api);
+    if (c->call) {
+        hr_up_state st;
+        hr_up_call_state(c->call, &st);
+        if (c->status >= 200 && c->status < 300)
+            up_tokens(c, &st, &pt, &ct, &est);
+        ttft = st.ttft_s >= 0 ? st.ttft_s + (c->call_t0 - c->t0) : -1;
+        const hr_target *t = &c->rt->targets[c->order[c->cur]];
+        backend = hr_router_backend_name(r, t->backend);
+        model = t->model;
+        double usd = hr_budget_cost(hr_backend_price(hr_router_backend(r, t->backend), model), pt,
+                                    st.have_usage ? st.cached_tokens : 0, ct);
+        hr_budget_settle(hr_router_budget(r), &c->hold, (int64_t)pt + ct, usd);
+        if (!unfinished && st.complete && c->rt->has_shadow)
+            text = hr_up_call_text(c->call);
+    } else {
+        hr_req_usage u = total_usage(c);
+        pt = u.prompt_tokens;
+        ct = u.completion_tokens;
+        ttft = c->nreq && u.completion_tokens ? u.ttft_s : -1.0;
+        model = m ? m->id : "";
+        hr_budget_settle(hr_router_budget(r), &c->hold, (int64_t)pt + ct, 0);
+        if (!unfinished && c->rt && c->rt->has_shadow && !c->failed)
+            text = strdup(c->ptext.p ? c->ptext.p : "");
+    }
+    if (text) {
+        hr_pilot_primary pp = {
+            .ts_ms = c->t0_ms,
+            .request_id = c->req_id,
+            .key_id = c->key_id,
+            .endpoint = c->endpoint,
+            .body = c->body.p ? c->body.p : "",
+            .body_len = c->body.len,
+            .backend = backend,
+            .model = model,
+            .text = text,
+            .ttft_s = ttft,
+            .total_s = now_s() - c->t0,
+            .prompt_tokens = pt,
+            .completion_tokens = ct,
+            .status = c->status,
+        };
+        hr_router_pilot(r, c->rt, &pp);
+        free(text);
+    }
+    if (c->call)
+        release_call(c);
+    else if (c->busy_counted) {
+        hr_router_busy(r, HR_ROUTE_LOCAL, -1);
+        c->busy_counted = false;
+    }
+}
+
 static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
     hr_http *h = cls;
@@ -700,7 +1212,14 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     for (int i = 0; i < c->nreq; i++)
         if (!hr_req_finished(c->reqs[i]))
             unfinished = true;
+    if (c->call) {
+        hr_up_state st;
+        hr_up_call_state(c->call, &st);
+        unfinished = !st.done;
+    }
     meter(h, c, unfinished);
+    if (h->p.router && (c->route == R_CHAT || c->route == R_COMPLETIONS) && c->post)
+        routed_end(h, c, unfinished);
     for (int i = 0; i < c->nreq; i++) {
         hr_req_cancel(c->reqs[i]);
         hr_req_release(c->reqs[i]);
@@ -716,6 +1235,8 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     hr_api_resp_free(c->resp);
     hr_api_buf_free(&c->body);
     hr_api_buf_free(&c->out);
+    hr_api_buf_free(&c->ptext);
+    free(c->fwd_body);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }

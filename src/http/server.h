@@ -35,6 +35,7 @@ typedef struct {
     unsigned n_threads;            /* HTTP event threads; 0: 1 */
     bool quiet;                    /* no per-request log lines */
     struct hr_usage_db *usage;     /* usage log: one row per generation request; may be NULL */
+    struct hr_router *router;      /* routes, upstreams, budgets, pilot (--config); may be NULL */
 } hr_http_params;
 
 hr_status hr_http_start(const hr_http_params *p, hr_http **out, hr_err *err);
