@@ -11,10 +11,12 @@ static const struct {
     const char *help;
 } commands[] = {
     /* one line per subcommand; keep sorted by name */
+    {"bench", cmd_bench, "prompt-processing and generation speed (like llama-bench)"},
     {"detokenize", cmd_detokenize, "print the text of token ids"},
     {"inspect", cmd_inspect, "show a GGUF model's architecture, tensors and metadata"},
     {"logits", cmd_logits, "teacher-forced logits of a token sequence, as raw float32"},
     {"run", cmd_run, "generate text from a prompt"},
+    {"synth", cmd_synth, "write a GGUF with a real model's shapes and random weights"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
 };
 
