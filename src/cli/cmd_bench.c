@@ -328,7 +328,7 @@ int cmd_bench(int argc, char **argv)
     fmt_size(msize, size_s, sizeof size_s);
     snprintf(backend, sizeof backend, "CPU %s", hr_cpu_isa_name());
     if (!json) {
-        printf("| %-22s | %10s | %8s | %-11s | %7s | %13s | %17s | %7s |\n", "model", "size", "params", "backend",
+        printf("| %-22s | %10s | %8s | %-11s | %7s | %13s | %16s | %7s |\n", "model", "size", "params", "backend",
                "threads", "test", "t/s", "GB/s");
         printf("| %.22s | %.10s | %.8s | %.11s | %.7s | %.13s | %.16s | %.7s |\n", "----------------------------",
                "------------", "----------", "-------------", "---------", "---------------", "------------------",
