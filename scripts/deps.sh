@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh build|test    (sourced or run; needs root to install)
 set -euo pipefail
 
-need_build=(gcc cmake ninja-build pkg-config libjansson-dev libpcre2-dev libutf8proc-dev)
+need_build=(gcc cmake ninja-build pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libxxhash-dev)
 need_test=(libcmocka-dev clang libclang-rt-14-dev)
 
 pkgs=("${need_build[@]}")

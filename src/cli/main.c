@@ -17,6 +17,7 @@ static const struct {
     {"logits", cmd_logits, "teacher-forced logits of a token sequence, as raw float32"},
     {"run", cmd_run, "generate text from a prompt"},
     {"synth", cmd_synth, "write a GGUF with a real model's shapes and random weights"},
+    {"template", cmd_template, "render a chat template"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
 };
 

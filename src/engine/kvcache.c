@@ -1,13 +1,33 @@
-/* kvcache.c - block pool, per-sequence block tables. */
+/* kvcache.c - block pool, per-sequence block tables, prefix cache.
+ *
+ * Block states:
+ *   free    refcnt 0, no hash          on the free stack
+ *   cached  refcnt 0, hashed           on the LRU list (oldest first), reusable
+ *   used    refcnt > 0 (hashed or not) in one or more block tables
+ * Allocation takes a free block, else evicts the oldest cached one. A
+ * hashed block is immutable: only full blocks are hashed, and sequences
+ * only write positions past their shared prefix. */
 #include "engine/kvcache.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 typedef struct {
-    int32_t *blocks; /* block ids, in position order */
+    int32_t *blocks;  /* block ids, in position order */
+    uint64_t *chain;  /* chain hash of the prefix ending with each block (valid below n_hashed) */
     int32_t n, cap;
+    int32_t n_hashed; /* leading blocks whose chain hash is known (registered or attached) */
 } seq_table;
+
+typedef struct {
+    int32_t refcnt;
+    bool hashed;
+    uint64_t hash;        /* chain hash of the prefix this block ends */
+    uint64_t parent;      /* chain hash of the prefix before it (0 for the first) */
+    int32_t next_bucket;  /* hash chain in the index, -1 ends */
+    int32_t lru_prev, lru_next; /* on the LRU list when cached, -1 ends */
+} block_meta;
 
 struct hr_kv {
     int32_t n_layer;
@@ -16,9 +36,14 @@ struct hr_kv {
     int32_t n_blocks;
     size_t block_floats;      /* floats in one block: n_layer * block_tokens * (k_dim + v_dim) */
     float *pool;              /* (n_blocks, n_layer, 2, block_tokens, dim) */
-    int32_t *refcnt;          /* (n_blocks) */
-    int32_t *free_list;       /* stack of free block ids */
-    int32_t n_free;
+    block_meta *meta;         /* (n_blocks) */
+    int32_t *block_tokens_ids; /* (n_blocks, block_tokens) tokens of hashed blocks, to verify hits */
+    int32_t *free_stack;      /* free blocks */
+    int32_t n_free_stack;
+    int32_t lru_head, lru_tail; /* cached blocks, oldest at head */
+    int32_t n_cached;
+    int32_t *buckets;         /* (n_buckets) first block of each hash bucket, -1 empty */
+    int32_t n_buckets;        /* power of two */
     seq_table *seqs;          /* (max_seqs) */
     int32_t max_seqs;
 };
@@ -48,19 +73,28 @@ hr_status hr_kv_new(const hr_hparams *hp, const hr_kv_params *p, hr_kv **out, hr
         free(kv);
         return hr_err_set(err, HR_ERR_LIMIT, "KV cache size overflows");
     }
-    kv->pool = calloc(total, sizeof(float));
-    kv->refcnt = calloc((size_t)p->n_blocks, sizeof *kv->refcnt);
-    kv->free_list = malloc((size_t)p->n_blocks * sizeof *kv->free_list);
+    kv->n_buckets = 16;
+    while (kv->n_buckets < p->n_blocks)
+        kv->n_buckets *= 2;
+    kv->pool = malloc(total * sizeof(float));
+    kv->meta = calloc((size_t)p->n_blocks, sizeof *kv->meta);
+    kv->block_tokens_ids = malloc((size_t)p->n_blocks * (size_t)p->block_tokens * sizeof(int32_t));
+    kv->free_stack = malloc((size_t)p->n_blocks * sizeof *kv->free_stack);
+    kv->buckets = malloc((size_t)kv->n_buckets * sizeof *kv->buckets);
     kv->seqs = calloc((size_t)p->max_seqs, sizeof *kv->seqs);
-    if (!kv->pool || !kv->refcnt || !kv->free_list || !kv->seqs) {
+    if (!kv->pool || !kv->meta || !kv->block_tokens_ids || !kv->free_stack || !kv->buckets || !kv->seqs) {
         hr_kv_free(kv);
-        return hr_err_set(err, HR_ERR_NOMEM, "out of memory for a KV cache of %zu MiB",
-                          total * sizeof(float) >> 20);
+        return hr_err_set(err, HR_ERR_NOMEM, "out of memory for a KV cache of %zu MiB", total * sizeof(float) >> 20);
     }
+    for (int32_t i = 0; i < kv->n_buckets; i++)
+        kv->buckets[i] = -1;
     /* lowest block ids on top of the stack */
-    for (int32_t i = 0; i < p->n_blocks; i++)
-        kv->free_list[i] = p->n_blocks - 1 - i;
-    kv->n_free = p->n_blocks;
+    for (int32_t i = 0; i < p->n_blocks; i++) {
+        kv->free_stack[i] = p->n_blocks - 1 - i;
+        kv->meta[i].lru_prev = kv->meta[i].lru_next = kv->meta[i].next_bucket = -1;
+    }
+    kv->n_free_stack = p->n_blocks;
+    kv->lru_head = kv->lru_tail = -1;
     *out = kv;
     return HR_OK;
 }
@@ -70,19 +104,143 @@ void hr_kv_free(hr_kv *kv)
     if (!kv)
         return;
     if (kv->seqs)
-        for (int32_t i = 0; i < kv->max_seqs; i++)
+        for (int32_t i = 0; i < kv->max_seqs; i++) {
             free(kv->seqs[i].blocks);
+            free(kv->seqs[i].chain);
+        }
     free(kv->seqs);
-    free(kv->free_list);
-    free(kv->refcnt);
+    free(kv->buckets);
+    free(kv->free_stack);
+    free(kv->block_tokens_ids);
+    free(kv->meta);
     free(kv->pool);
     free(kv);
 }
 
+/* ---- LRU list and hash index ---- */
+
+static void lru_remove(hr_kv *kv, int32_t b)
+{
+    block_meta *m = &kv->meta[b];
+    if (m->lru_prev >= 0)
+        kv->meta[m->lru_prev].lru_next = m->lru_next;
+    else
+        kv->lru_head = m->lru_next;
+    if (m->lru_next >= 0)
+        kv->meta[m->lru_next].lru_prev = m->lru_prev;
+    else
+        kv->lru_tail = m->lru_prev;
+    m->lru_prev = m->lru_next = -1;
+    kv->n_cached--;
+}
+
+static void lru_push(hr_kv *kv, int32_t b)
+{
+    block_meta *m = &kv->meta[b];
+    m->lru_prev = kv->lru_tail;
+    m->lru_next = -1;
+    if (kv->lru_tail >= 0)
+        kv->meta[kv->lru_tail].lru_next = b;
+    else
+        kv->lru_head = b;
+    kv->lru_tail = b;
+    kv->n_cached++;
+}
+
+static int32_t *bucket_of(hr_kv *kv, uint64_t h) { return &kv->buckets[h & (uint64_t)(kv->n_buckets - 1)]; }
+
+static void index_remove(hr_kv *kv, int32_t b)
+{
+    int32_t *pp = bucket_of(kv, kv->meta[b].hash);
+    while (*pp >= 0 && *pp != b)
+        pp = &kv->meta[*pp].next_bucket;
+    if (*pp == b)
+        *pp = kv->meta[b].next_bucket;
+    kv->meta[b].next_bucket = -1;
+    kv->meta[b].hashed = false;
+}
+
+static const int32_t *block_ids(const hr_kv *kv, int32_t b) { return kv->block_tokens_ids + (size_t)b * (size_t)kv->block_tokens; }
+
+/* The hashed block holding `tokens` after prefix `parent`, or -1. */
+static int32_t index_find(hr_kv *kv, uint64_t h, uint64_t parent, const int32_t *tokens)
+{
+    for (int32_t b = *bucket_of(kv, h); b >= 0; b = kv->meta[b].next_bucket)
+        if (kv->meta[b].hash == h && kv->meta[b].parent == parent &&
+            !memcmp(block_ids(kv, b), tokens, (size_t)kv->block_tokens * sizeof(int32_t)))
+            return b;
+    return -1;
+}
+
+static uint64_t chain_hash(const hr_kv *kv, uint64_t parent, const int32_t *tokens)
+{
+    return XXH3_64bits_withSeed(tokens, (size_t)kv->block_tokens * sizeof(int32_t), parent ^ 0x9e3779b97f4a7c15ull);
+}
+
+/* ---- allocation ---- */
+
+static int32_t blocks_available(const hr_kv *kv) { return kv->n_free_stack + kv->n_cached; }
+
+/* Takes a block for exclusive use (refcnt 1); the caller checked availability. */
+static int32_t block_take(hr_kv *kv)
+{
+    int32_t b;
+    if (kv->n_free_stack > 0) {
+        b = kv->free_stack[--kv->n_free_stack];
+    } else {
+        b = kv->lru_head; /* evict the least recently released prefix block */
+        lru_remove(kv, b);
+        index_remove(kv, b);
+    }
+    kv->meta[b].refcnt = 1;
+    return b;
+}
+
 static void block_release(hr_kv *kv, int32_t b)
 {
-    if (--kv->refcnt[b] == 0)
-        kv->free_list[kv->n_free++] = b;
+    if (--kv->meta[b].refcnt > 0)
+        return;
+    if (kv->meta[b].hashed)
+        lru_push(kv, b);
+    else
+        kv->free_stack[kv->n_free_stack++] = b;
+}
+
+static void block_ref(hr_kv *kv, int32_t b)
+{
+    if (kv->meta[b].refcnt++ == 0)
+        lru_remove(kv, b);
+}
+
+static hr_status table_grow(seq_table *s, int32_t need, hr_err *err)
+{
+    if (need <= s->cap)
+        return HR_OK;
+    int32_t cap = s->cap ? s->cap : 8;
+    while (cap < need)
+        cap *= 2;
+    int32_t *b = realloc(s->blocks, (size_t)cap * sizeof *b);
+    if (b)
+        s->blocks = b;
+    uint64_t *c = b ? realloc(s->chain, (size_t)cap * sizeof *c) : NULL;
+    if (!b || !c)
+        return hr_err_set(err, HR_ERR_NOMEM, "out of memory for a block table");
+    s->chain = c;
+    s->cap = cap;
+    return HR_OK;
+}
+
+static int32_t blocks_for(const hr_kv *kv, int32_t n_tokens)
+{
+    return (int32_t)(((int64_t)n_tokens + kv->block_tokens - 1) / kv->block_tokens);
+}
+
+int32_t hr_kv_seq_blocks_needed(const hr_kv *kv, int32_t seq, int32_t n_tokens)
+{
+    if (seq < 0 || seq >= kv->max_seqs || n_tokens < 0)
+        return 0;
+    int32_t need = blocks_for(kv, n_tokens) - kv->seqs[seq].n;
+    return need > 0 ? need : 0;
 }
 
 hr_status hr_kv_seq_reserve(hr_kv *kv, int32_t seq, int32_t n_tokens, hr_err *err)
@@ -92,27 +250,17 @@ hr_status hr_kv_seq_reserve(hr_kv *kv, int32_t seq, int32_t n_tokens, hr_err *er
     if (n_tokens < 0)
         return hr_err_set(err, HR_ERR_INVALID, "negative token count");
     seq_table *s = &kv->seqs[seq];
-    int32_t need = (int32_t)(((int64_t)n_tokens + kv->block_tokens - 1) / kv->block_tokens);
+    int32_t need = blocks_for(kv, n_tokens);
     if (need <= s->n)
         return HR_OK;
-    if (need - s->n > kv->n_free)
+    if (need - s->n > blocks_available(kv))
         return hr_err_set(err, HR_ERR_LIMIT, "KV cache full: sequence %d needs %d more blocks, %d free", seq,
-                          need - s->n, kv->n_free);
-    if (need > s->cap) {
-        int32_t cap = s->cap ? s->cap : 8;
-        while (cap < need)
-            cap *= 2;
-        int32_t *b = realloc(s->blocks, (size_t)cap * sizeof *b);
-        if (!b)
-            return hr_err_set(err, HR_ERR_NOMEM, "out of memory for a block table");
-        s->blocks = b;
-        s->cap = cap;
-    }
-    while (s->n < need) {
-        int32_t b = kv->free_list[--kv->n_free];
-        kv->refcnt[b] = 1;
-        s->blocks[s->n++] = b;
-    }
+                          need - s->n, blocks_available(kv));
+    hr_status st = table_grow(s, need, err);
+    if (st)
+        return st;
+    while (s->n < need)
+        s->blocks[s->n++] = block_take(kv);
     return HR_OK;
 }
 
@@ -128,17 +276,125 @@ void hr_kv_seq_truncate(hr_kv *kv, int32_t seq, int32_t n_tokens)
     if (seq < 0 || seq >= kv->max_seqs || n_tokens < 0)
         return;
     seq_table *s = &kv->seqs[seq];
-    int32_t keep = (int32_t)(((int64_t)n_tokens + kv->block_tokens - 1) / kv->block_tokens);
+    int32_t keep = blocks_for(kv, n_tokens);
     while (s->n > keep)
         block_release(kv, s->blocks[--s->n]);
+    /* a kept partial block can be written again: it is no longer a known full prefix */
+    int32_t full = n_tokens / kv->block_tokens;
+    if (s->n_hashed > full)
+        s->n_hashed = full;
+    if (s->n_hashed > s->n)
+        s->n_hashed = s->n;
 }
 
 void hr_kv_seq_clear(hr_kv *kv, int32_t seq) { hr_kv_seq_truncate(kv, seq, 0); }
 
+/* ---- prefix cache ---- */
+
+int32_t hr_kv_prefix_attach(hr_kv *kv, int32_t seq, const int32_t *tokens, int32_t n_tokens)
+{
+    if (seq < 0 || seq >= kv->max_seqs || kv->seqs[seq].n != 0 || n_tokens < 2)
+        return 0;
+    seq_table *s = &kv->seqs[seq];
+    const int32_t B = kv->block_tokens;
+    const int32_t max_blocks = (n_tokens - 1) / B; /* leave at least one token to compute */
+    if (table_grow(s, max_blocks, NULL))
+        return 0;
+    uint64_t parent = 0;
+    for (int32_t i = 0; i < max_blocks; i++) {
+        const int32_t *t = tokens + (size_t)i * B;
+        uint64_t h = chain_hash(kv, parent, t);
+        int32_t b = index_find(kv, h, parent, t);
+        if (b < 0)
+            break;
+        block_ref(kv, b);
+        s->blocks[s->n] = b;
+        s->chain[s->n] = h;
+        s->n++;
+        parent = h;
+    }
+    s->n_hashed = s->n;
+    return s->n * B;
+}
+
+void hr_kv_prefix_commit(hr_kv *kv, int32_t seq, const int32_t *tokens, int32_t n_tokens)
+{
+    if (seq < 0 || seq >= kv->max_seqs)
+        return;
+    seq_table *s = &kv->seqs[seq];
+    const int32_t B = kv->block_tokens;
+    int32_t full = n_tokens / B;
+    if (full > s->n)
+        full = s->n;
+    for (int32_t i = s->n_hashed; i < full; i++) {
+        const int32_t *t = tokens + (size_t)i * B;
+        uint64_t parent = i ? s->chain[i - 1] : 0;
+        uint64_t h = chain_hash(kv, parent, t);
+        s->chain[i] = h;
+        int32_t b = s->blocks[i];
+        /* another sequence may have registered the same prefix first: then
+         * this block stays private (freed, not cached, when released) */
+        if (!kv->meta[b].hashed && index_find(kv, h, parent, t) < 0) {
+            block_meta *m = &kv->meta[b];
+            m->hashed = true;
+            m->hash = h;
+            m->parent = parent;
+            memcpy(kv->block_tokens_ids + (size_t)b * B, t, (size_t)B * sizeof(int32_t));
+            int32_t *head = bucket_of(kv, h);
+            m->next_bucket = *head;
+            *head = b;
+        }
+    }
+    if (full > s->n_hashed)
+        s->n_hashed = full;
+}
+
+hr_status hr_kv_seq_fork(hr_kv *kv, int32_t src, int32_t dst, int32_t n_tokens, hr_err *err)
+{
+    if (src < 0 || src >= kv->max_seqs || dst < 0 || dst >= kv->max_seqs || src == dst || kv->seqs[dst].n)
+        return hr_err_set(err, HR_ERR_INVALID, "bad fork %d -> %d", src, dst);
+    seq_table *s = &kv->seqs[src], *d = &kv->seqs[dst];
+    const int32_t B = kv->block_tokens;
+    int32_t full = n_tokens / B, partial = n_tokens % B;
+    if (blocks_for(kv, n_tokens) > s->n)
+        return hr_err_set(err, HR_ERR_INVALID, "fork of %d positions beyond the source's %d", n_tokens, s->n * B);
+    if (partial && blocks_available(kv) < 1)
+        return hr_err_set(err, HR_ERR_LIMIT, "KV cache full: no block for a fork");
+    hr_status st = table_grow(d, full + 1, err);
+    if (st)
+        return st;
+    for (int32_t i = 0; i < full; i++) {
+        block_ref(kv, s->blocks[i]);
+        d->blocks[i] = s->blocks[i];
+        d->chain[i] = s->chain[i];
+    }
+    d->n = full;
+    d->n_hashed = s->n_hashed < full ? s->n_hashed : full;
+    if (partial) {
+        int32_t b = block_take(kv);
+        memcpy(kv->pool + (size_t)b * kv->block_floats, kv->pool + (size_t)s->blocks[full] * kv->block_floats,
+               kv->block_floats * sizeof(float));
+        d->blocks[d->n++] = b;
+    }
+    return HR_OK;
+}
+
+void hr_kv_prefix_clear(hr_kv *kv)
+{
+    while (kv->lru_head >= 0) {
+        int32_t b = kv->lru_head;
+        lru_remove(kv, b);
+        index_remove(kv, b);
+        kv->free_stack[kv->n_free_stack++] = b;
+    }
+}
+
 int32_t hr_kv_max_seqs(const hr_kv *kv) { return kv->max_seqs; }
 int32_t hr_kv_block_tokens(const hr_kv *kv) { return kv->block_tokens; }
 int32_t hr_kv_blocks_total(const hr_kv *kv) { return kv->n_blocks; }
-int32_t hr_kv_blocks_free(const hr_kv *kv) { return kv->n_free; }
+int32_t hr_kv_blocks_free(const hr_kv *kv) { return blocks_available(kv); }
+int32_t hr_kv_blocks_cached(const hr_kv *kv) { return kv->n_cached; }
+size_t hr_kv_block_bytes(const hr_kv *kv) { return kv->block_floats * sizeof(float); }
 
 static float *row(hr_kv *kv, int32_t layer, int32_t seq, int32_t pos, int which)
 {

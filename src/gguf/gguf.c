@@ -108,7 +108,7 @@ static hr_status cur_str(cursor *c, hr_gguf_str *s, const char *what)
     return HR_OK;
 }
 
-static size_t scalar_size(uint32_t t)
+size_t hr_gguf_type_size(hr_gguf_type t)
 {
     switch (t) {
     case HR_GGUF_U8: case HR_GGUF_I8: case HR_GGUF_BOOL: return 1;
@@ -175,7 +175,7 @@ static hr_status items_alloc(hr_gguf *g, uint64_t n, hr_gguf_value **out, hr_err
 static hr_status parse_value(hr_gguf *g, cursor *c, uint32_t type, hr_gguf_value *v, int depth, const char *what)
 {
     hr_status st;
-    size_t ss = scalar_size(type);
+    size_t ss = hr_gguf_type_size((hr_gguf_type)type);
     if (ss) {
         if ((st = cur_need(c, ss, what)))
             return st;
@@ -202,7 +202,7 @@ static hr_status parse_value(hr_gguf *g, cursor *c, uint32_t type, hr_gguf_value
     v->v.arr.n = n;
     v->v.arr.raw = NULL;
     v->v.arr.items = NULL;
-    size_t es = scalar_size(elem);
+    size_t es = hr_gguf_type_size((hr_gguf_type)elem);
     if (es) {
         if (n > c->left / es)
             return hr_err_set(c->err, HR_ERR_FORMAT, "%s: array of %llu %s elements exceeds the file",
@@ -632,7 +632,7 @@ const hr_gguf_value *hr_gguf_get_arr(const hr_gguf *g, const char *key, hr_gguf_
 
 double hr_gguf_arr_f64(const hr_gguf_value *arr, uint64_t i)
 {
-    size_t es = scalar_size(arr->v.arr.elem);
+    size_t es = hr_gguf_type_size(arr->v.arr.elem);
     if (!es || i >= arr->v.arr.n)
         return 0.0;
     hr_gguf_value v;
@@ -644,7 +644,7 @@ double hr_gguf_arr_f64(const hr_gguf_value *arr, uint64_t i)
 
 int64_t hr_gguf_arr_i64(const hr_gguf_value *arr, uint64_t i)
 {
-    size_t es = scalar_size(arr->v.arr.elem);
+    size_t es = hr_gguf_type_size(arr->v.arr.elem);
     if (!es || i >= arr->v.arr.n)
         return 0;
     hr_gguf_value v;

@@ -114,5 +114,7 @@ bool hr_gguf_str_eq(hr_gguf_str s, const char *c);
 char *hr_gguf_str_copy(hr_gguf_str s, char *buf, size_t cap);
 
 const char *hr_gguf_type_name(hr_gguf_type t);
+/* Bytes of one scalar of type t; 0 for STRING, ARRAY and invalid types. */
+size_t hr_gguf_type_size(hr_gguf_type t);
 
 #endif

@@ -41,7 +41,7 @@ static const uint8_t zeros[ALIGN];
 
 static void put(buf *b, const void *d, size_t n)
 {
-    if (b->oom)
+    if (b->oom || n == 0)
         return;
     if (b->n + n > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
@@ -119,20 +119,10 @@ hr_status hr_gguf_writer_str(hr_gguf_writer *w, const char *key, const char *v)
     return st;
 }
 
-static size_t elem_size(hr_gguf_type t)
-{
-    switch (t) {
-    case HR_GGUF_U8: case HR_GGUF_I8: case HR_GGUF_BOOL: return 1;
-    case HR_GGUF_U16: case HR_GGUF_I16: return 2;
-    case HR_GGUF_U32: case HR_GGUF_I32: case HR_GGUF_F32: return 4;
-    case HR_GGUF_U64: case HR_GGUF_I64: case HR_GGUF_F64: return 8;
-    default: return 0;
-    }
-}
 
 hr_status hr_gguf_writer_arr(hr_gguf_writer *w, const char *key, hr_gguf_type elem, const void *data, uint64_t n)
 {
-    size_t es = elem_size(elem);
+    size_t es = hr_gguf_type_size(elem);
     if (!es)
         return HR_ERR_INVALID;
     buf b = {0};
@@ -159,7 +149,7 @@ hr_status hr_gguf_writer_arr_str(hr_gguf_writer *w, const char *key, const char 
 /* Re-encodes a parsed value (recursively for arrays). */
 static void put_value(buf *b, const hr_gguf_value *v)
 {
-    size_t es = elem_size(v->type);
+    size_t es = hr_gguf_type_size(v->type);
     if (es) {
         uint64_t u = v->type == HR_GGUF_I8 || v->type == HR_GGUF_I16 || v->type == HR_GGUF_I32 || v->type == HR_GGUF_I64
                          ? (uint64_t)v->v.i
@@ -180,7 +170,7 @@ static void put_value(buf *b, const hr_gguf_value *v)
     }
     put_u32(b, v->v.arr.elem);
     put_u64(b, v->v.arr.n);
-    size_t aes = elem_size(v->v.arr.elem);
+    size_t aes = hr_gguf_type_size(v->v.arr.elem);
     if (aes)
         put(b, v->v.arr.raw, aes * v->v.arr.n);
     else

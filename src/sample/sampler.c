@@ -248,14 +248,28 @@ int32_t hr_sampler_sample(hr_sampler *s, float *logits)
     return c[m - 1].id;
 }
 
-int32_t hr_sampler_top_logprobs(const hr_sampler *s, int32_t n, int32_t *ids, float *logprobs)
+/* log-sum-exp of the last call's penalised logits */
+static double last_lse(const hr_sampler *s)
 {
     const float *x = s->last;
     float mx = x[hr_argmax(x, s->n_vocab)];
     double sum = 0.0;
     for (int32_t i = 0; i < s->n_vocab; i++)
         sum += exp((double)x[i] - mx);
-    double lse = mx + log(sum);
+    return mx + log(sum);
+}
+
+float hr_sampler_logprob(const hr_sampler *s, int32_t token)
+{
+    if (token < 0 || token >= s->n_vocab)
+        return -INFINITY;
+    return (float)((double)s->last[token] - last_lse(s));
+}
+
+int32_t hr_sampler_top_logprobs(const hr_sampler *s, int32_t n, int32_t *ids, float *logprobs)
+{
+    const float *x = s->last;
+    double lse = last_lse(s);
     int32_t got = 0;
     /* partial selection: n is small (<= 20) */
     for (int32_t i = 0; i < s->n_vocab; i++) {

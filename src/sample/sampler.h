@@ -48,6 +48,10 @@ void hr_sampler_accept(hr_sampler *s, int32_t token);
  * hr_sampler_sample (log-softmax of the penalised logits at temperature 1). */
 int32_t hr_sampler_top_logprobs(const hr_sampler *s, int32_t n, int32_t *ids, float *logprobs);
 
+/* Log-probability of `token` under the last call's penalised logits
+ * (log-softmax at temperature 1), as OpenAI's logprobs report it. */
+float hr_sampler_logprob(const hr_sampler *s, int32_t token);
+
 /* argmax with the lowest id on ties. */
 int32_t hr_argmax(const float *x, int32_t n);
 

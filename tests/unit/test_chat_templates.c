@@ -1,0 +1,193 @@
+/* test_chat_templates.c - every real chat template in fixtures/templates/
+ * renders every conversation of cases.json byte-identically to Hugging Face
+ * apply_chat_template (or fails where the reference fails), with the clock
+ * fixed at 2025-07-10 12:00:00. Also a benchmark: a 20-message conversation
+ * through the Qwen2.5 and Llama 3.1 templates (HEARTH_BENCH_ITERS renders). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "testutil.h"
+#include "tmpl/jinja.h"
+
+static struct tm fixed_now(void)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    tm.tm_year = 2025 - 1900;
+    tm.tm_mon = 6;
+    tm.tm_mday = 10;
+    tm.tm_hour = 12;
+    tm.tm_wday = 4;
+    tm.tm_yday = 190;
+    return tm;
+}
+
+static hr_tmpl *load_template(const char *file, hr_err *err)
+{
+    char rel[512];
+    snprintf(rel, sizeof rel, "templates/%s", file);
+    size_t n = 0;
+    char *src = tu_read_file(tu_fixture(rel), &n);
+    if (!src) {
+        snprintf(err->msg, sizeof err->msg, "cannot read %.400s", rel);
+        return NULL;
+    }
+    hr_tmpl *t = NULL;
+    hr_tmpl_parse(src, n, &t, err);
+    free(src);
+    return t;
+}
+
+static void show_diff(const char *want, size_t wn, const char *got, size_t gn)
+{
+    size_t i = 0;
+    while (i < wn && i < gn && want[i] == got[i])
+        i++;
+    size_t from = i > 80 ? i - 80 : 0;
+    fprintf(stderr, "    first difference at byte %zu (expected %zu bytes, got %zu)\n", i, wn, gn);
+    fprintf(stderr, "    expected: ...%.*s\n", (int)((wn - from) > 200 ? 200 : wn - from), want + from);
+    fprintf(stderr, "    got:      ...%.*s\n", (int)((gn - from) > 200 ? 200 : gn - from), got + from);
+}
+
+static void test_cases(void **state)
+{
+    (void)state;
+    json_error_t je;
+    json_t *root = json_load_file(tu_fixture("templates/cases.json"), JSON_ALLOW_NUL, &je);
+    if (!root) {
+        fprintf(stderr, "cannot load cases.json: %s\n", je.text);
+        fail();
+    }
+    json_t *cases = json_object_get(root, "cases");
+    assert_true(json_is_array(cases));
+    struct tm now = fixed_now();
+    hr_tmpl_opts opts = {.clock = hr_tmpl_fixed_clock, .clock_ud = &now};
+    size_t total = json_array_size(cases), pass = 0;
+    const char *only = getenv("CHAT_CASE");
+    for (size_t i = 0; i < total; i++) {
+        json_t *c = json_array_get(cases, i);
+        const char *name = json_string_value(json_object_get(c, "name"));
+        if (only && !strstr(name, only))
+            continue;
+        hr_err err = {0};
+        hr_tmpl *t = load_template(json_string_value(json_object_get(c, "template")), &err);
+        char *out = NULL;
+        size_t n = 0;
+        if (t && hr_tmpl_render(t, json_object_get(c, "context"), &opts, &out, &n, &err) != HR_OK)
+            out = NULL;
+        hr_tmpl_free(t);
+        json_t *exp = json_object_get(c, "expected");
+        bool ok;
+        if (json_object_get(c, "expected_error"))
+            ok = out == NULL;
+        else
+            ok = out && n == json_string_length(exp) && !memcmp(out, json_string_value(exp), n);
+        if (ok) {
+            pass++;
+        } else {
+            fprintf(stderr, "FAIL %s\n", name);
+            if (!out && !exp)
+                fprintf(stderr, "    ???\n");
+            else if (!out)
+                fprintf(stderr, "    error: %s\n", err.msg);
+            else if (!exp)
+                fprintf(stderr, "    expected an error (%s), got %zu bytes\n",
+                        json_string_value(json_object_get(c, "expected_error")), n);
+            else
+                show_diff(json_string_value(exp), json_string_length(exp), out, n);
+        }
+        free(out);
+    }
+    fprintf(stderr, "cases.json: %zu/%zu pass\n", pass, total);
+    json_decref(root);
+    if (!only)
+        assert_int_equal(pass, total);
+}
+
+static json_t *conversation(int n)
+{
+    json_t *msgs = json_array();
+    json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "system", "content",
+                                          "You are a helpful assistant. Answer briefly and precisely."));
+    for (int i = 0; i < n - 1; i++) {
+        char buf[256];
+        snprintf(buf, sizeof buf,
+                 i % 2 ? "Here is answer number %d: the capital of France is Paris, and 2 + 2 = 4."
+                       : "Question %d: what is the capital of France, and what is 2 + 2?",
+                 i);
+        json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", i % 2 ? "assistant" : "user", "content", buf));
+    }
+    return msgs;
+}
+
+static void bench_one(const char *file)
+{
+    hr_err err = {0};
+    hr_tmpl *t = load_template(file, &err);
+    assert_non_null(t);
+    json_t *ctx = json_object();
+    json_object_set_new(ctx, "messages", conversation(20));
+    json_object_set_new(ctx, "add_generation_prompt", json_true());
+    json_object_set_new(ctx, "bos_token", json_string("<|begin_of_text|>"));
+    json_object_set_new(ctx, "eos_token", json_string("<|eot_id|>"));
+    struct tm now = fixed_now();
+    hr_tmpl_opts opts = {.clock = hr_tmpl_fixed_clock, .clock_ud = &now};
+    const char *e = getenv("HEARTH_BENCH_ITERS");
+    int iters = e ? atoi(e) : 2000;
+    if (iters < 1)
+        iters = 1;
+    size_t bytes = 0;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int i = 0; i < iters; i++) {
+        char *out = NULL;
+        size_t n = 0;
+        assert_int_equal(hr_tmpl_render(t, ctx, &opts, &out, &n, &err), HR_OK);
+        bytes = n;
+        free(out);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double us = ((double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec)) / 1e3 / iters;
+    /* parse cost too, for a cold render */
+    size_t n = 0;
+    char rel[512];
+    snprintf(rel, sizeof rel, "templates/%s", file);
+    char *src = tu_read_file(tu_fixture(rel), &n);
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int i = 0; i < iters; i++) {
+        hr_tmpl *t2 = NULL;
+        assert_int_equal(hr_tmpl_parse(src, n, &t2, &err), HR_OK);
+        hr_tmpl_free(t2);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double pus = ((double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec)) / 1e3 / iters;
+    free(src);
+    fprintf(stderr, "bench %s: 20 messages -> %zu bytes: render %.1f us, parse %.1f us (%d iterations)\n", file,
+            bytes, us, pus, iters);
+    json_decref(ctx);
+    hr_tmpl_free(t);
+}
+
+static void test_bench(void **state)
+{
+    (void)state;
+    bench_one("Qwen-Qwen2.5-7B-Instruct.jinja");
+    bench_one("meta-llama-Llama-3.1-8B-Instruct.jinja");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cases),
+        cmocka_unit_test(test_bench),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
