@@ -42,12 +42,16 @@ if [ -n "${HEARTH_BUILD:-}" ]; then
 else
   BUILD=$ROOT/build-release
   "$ROOT/scripts/deps.sh" build
-  if [ ! -f "$BUILD/build.ninja" ] && [ ! -f "$BUILD/Makefile" ]; then
-    gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
-    cmake -S "$ROOT" -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DHEARTH_TESTS=OFF >/dev/null
-  fi
+  gen=()
+  if [ ! -f "$BUILD/CMakeCache.txt" ] && command -v ninja >/dev/null; then gen=(-G Ninja); fi
+  # Release (-O3); warnings stay warnings here: gcc 12 -O3 reports a false
+  # "maybe uninitialized" in src/gguf/gguf.c that -O2 builds do not see.
+  cmake -S "$ROOT" -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DHEARTH_TESTS=OFF -DHEARTH_WERROR=OFF >/dev/null
 fi
-cmake --build "$BUILD" --target hearth bench_membw >/dev/null
+build_log=$(mktemp)
+cmake --build "$BUILD" --target hearth bench_membw >"$build_log" 2>&1 || {
+  log "build failed:"; cat "$build_log" >&2; rm -f "$build_log"; exit 1; }
+rm -f "$build_log"
 HEARTH=$BUILD/hearth
 MEMBW=$BUILD/bench/bench_membw
 [ -x "$HEARTH" ] && [ -x "$MEMBW" ] || { log "no hearth / bench_membw in $BUILD"; exit 1; }

@@ -120,7 +120,7 @@ int cmd_synth(int argc, char **argv)
                          .seed = (uint64_t)seed,
                          .out_path = out,
                          .n_threads = (int)threads,
-                         .progress = quiet ? NULL : progress,
+                         .progress = quiet || !isatty(2) ? NULL : progress,
                          .progress_ud = &ps};
     hr_err err = {0};
     if (hr_synth_write(&p, &err))
