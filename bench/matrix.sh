@@ -19,7 +19,8 @@
 #
 # Run time: bounded by (models x types) x (1 + [llama-bench]) x TIMEOUT, i.e. at most
 # 6 x 30 min (x2 with LLAMA_BENCH). Typical on a 2-vCPU machine: synthesis ~1 min for
-# all six files, then roughly 4-8 min per file with REPS=3 (pp512 dominates), ~30-45 min in all.
+# all six files, then 3-4 min per Qwen2.5-0.5B file and 8-10 min per Llama-3.2-1B file with
+# REPS=3 (pp512 dominates): 32 min of benchmarking measured at load average ~7 on 2 vCPUs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -71,7 +72,7 @@ load_start=$(load)
 t_start=$(date +%s)
 
 # --- memory bandwidth ----------------------------------------------------------
-log "memory read bandwidth (1 GiB, best of 5) ..."
+log "memory read bandwidth (1 GiB, best of 5; again at the end) ..."
 "$MEMBW" --size-mib 1024 --reps 5 --threads "$THREADS" > "$OUT/membw.txt"
 
 # --- synthetic files -----------------------------------------------------------
@@ -117,6 +118,9 @@ for m in $MODELS; do
 done
 load_end=$(load)
 t_end=$(date +%s)
+# probe again: the best of both probes is what memory can deliver (a busy
+# machine lowers either one)
+"$MEMBW" --size-mib 1024 --reps 5 --threads "$THREADS" >> "$OUT/membw.txt"
 
 # --- table -------------------------------------------------------------------------
 # Parses the one-key-per-line JSON that both benches print: one record per object.
@@ -158,7 +162,7 @@ done; done >> "$OUT/all.txt"
 
 awk -v have_llama="${LLAMA_BENCH:+1}" '
   function pad(s) { return sprintf("%" (index(s, "±") ? 21 : 20) "s", s) } # "±" is 2 bytes, 1 column
-  $1 == "BW" { bw[$2] = $3; next }
+  $1 == "BW" { if ($3 > bw[$2]) bw[$2] = $3; next }
   $1 == "W"  { wb[$2 " " $3] = $4; fsize[$2 " " $3] = $5; next }
   $1 == "F"  { fail[$2 " " $3 " " $4] = $5; next }
   $1 == "R"  { key = $3 " " $4 " " ($6 > 0 ? "pp" $6 : "tg" $7) " " $8;
@@ -188,7 +192,7 @@ awk -v have_llama="${LLAMA_BENCH:+1}" '
       }
       printf "\n";
     }
-    for (t = 1; t <= 1024; t++) if (t in bw) printf "memory read bandwidth, %s thread(s): %.2f GB/s (bench_membw, 1 GiB, best of 5)\n", t, bw[t];
+    for (t = 1; t <= 1024; t++) if (t in bw) printf "memory read bandwidth, %s thread(s): %.2f GB/s (bench_membw, 1 GiB, best of 5 before and 5 after)\n", t, bw[t];
   }' "$OUT/all.txt"
 echo "GB/s = weights read per generated token (every layer matrix + the output matrix + one embedding row) x tokens/s;"
 echo "% membw = that against the probe with the same thread count. RSS = peak resident set of the whole bench"
