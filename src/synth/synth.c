@@ -420,9 +420,7 @@ static hr_status copy_vocab(hr_gguf_writer *w, const char *path, int32_t n_vocab
         return hr_err_set(err, HR_ERR_INVALID, "%s has %llu tokens, more than the model's %d embedding rows", path,
                           (unsigned long long)n_tok, n_vocab);
     }
-    char **strs = NULL;
     void *arr = NULL;
-    (void)strs;
     for (uint64_t i = 0; i < hr_gguf_n_kv(g) && !st; i++) {
         hr_gguf_str k = hr_gguf_key_at(g, i);
         const hr_gguf_value *v = hr_gguf_value_at(g, i);
@@ -439,7 +437,7 @@ static hr_status copy_vocab(hr_gguf_writer *w, const char *path, int32_t n_vocab
             continue;
         }
         if (v->v.arr.elem == HR_GGUF_STRING) {
-            strs = calloc((size_t)n_vocab, sizeof *strs);
+            char **strs = calloc((size_t)n_vocab, sizeof *strs);
             if (!strs) {
                 st = hr_err_set(err, HR_ERR_NOMEM, "out of memory copying the vocabulary");
                 break;
@@ -467,7 +465,6 @@ static hr_status copy_vocab(hr_gguf_writer *w, const char *path, int32_t n_vocab
             for (int32_t t = 0; t < n_vocab; t++)
                 free(strs[t]);
             free(strs);
-            strs = NULL;
         } else if (!strcmp(key, "tokenizer.ggml.token_type")) {
             int32_t *ty = malloc((size_t)n_vocab * sizeof *ty);
             if (!ty) {
