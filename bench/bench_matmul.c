@@ -3,12 +3,17 @@
  *
  *   bench_matmul [--types Q4_K,Q8_0,...] [--isa scalar,avx2,avx512]
  *                [--threads 1,2] [--ntok 1,64] [--time SECONDS]
+ *                [--shapes KxN,KxN]  (default 896x4864,4864x896)
+ *
+ * --isa packed runs hr_matmul_packed (the avx512 GEMM micro-kernels on
+ * repacked weights) for the types that have a packed layout.
  *
  * Shapes: K=896 N=4864 (ffn up/gate) and K=4864 N=896 (ffn down); K is
  * rounded up to the block size (1024 for the K-quants). GFLOP/s
  * counts 2*K*N*n_tok; GB/s is weight bytes streamed per call / time (the
  * bound that matters for n_tok = 1). Timings are the best of a few repeats of
  * a loop of at least --time seconds. Keep runs short on shared machines. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,7 +63,8 @@ static uint32_t type_by_name(const char *name)
 int main(int argc, char **argv)
 {
     char types_s[256] = "F16,Q8_0,Q4_0,Q4_K,Q5_K,Q6_K";
-    char isa_s[64] = "scalar,avx2,avx512", thr_s[64] = "1,2", ntok_s[64] = "1,64";
+    char shape_s[128] = "896x4864,4864x896";
+    char isa_s[64] = "scalar,avx2,avx512,packed", thr_s[64] = "1,2", ntok_s[64] = "1,64";
     double min_time = 0.1;
     for (int i = 1; i < argc; i += 2) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -71,6 +77,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--threads")) snprintf(thr_s, sizeof thr_s, "%s", v);
         else if (!strcmp(argv[i], "--ntok")) snprintf(ntok_s, sizeof ntok_s, "%s", v);
         else if (!strcmp(argv[i], "--time")) min_time = atof(v);
+        else if (!strcmp(argv[i], "--shapes")) snprintf(shape_s, sizeof shape_s, "%s", v);
         else {
             fprintf(stderr, "bench_matmul: unknown option %s\n", argv[i]);
             return 2;
@@ -80,9 +87,22 @@ int main(int argc, char **argv)
     const int nt = split(types_s, types, 32), ni = split(isa_s, isas, 8);
     const int nh = split(thr_s, thrs, 8), nn = split(ntok_s, ntoks, 8);
 
-    static const int64_t shapes[][2] = { { 896, 4864 }, { 4864, 896 } };
+    char *shape_l[8];
+    const int nshapes = split(shape_s, shape_l, 8);
+    int64_t shapes[8][2];
+    int64_t maxK = 256, maxN = 1;
+    for (int i = 0; i < nshapes; i++) {
+        long long k = 0, n = 0;
+        if (sscanf(shape_l[i], "%lldx%lld", &k, &n) != 2 || k <= 0 || n <= 0) {
+            fprintf(stderr, "bench_matmul: bad shape %s\n", shape_l[i]);
+            return 2;
+        }
+        shapes[i][0] = k;
+        shapes[i][1] = n;
+        maxK = k + 256 > maxK ? k + 256 : maxK;
+        maxN = n > maxN ? n : maxN;
+    }
     const int32_t max_tok = 256;
-    const int64_t maxK = 4864, maxN = 4864;
     float *x = malloc((size_t)max_tok * maxK * sizeof(float));
     float *y = malloc((size_t)max_tok * maxN * sizeof(float));
     float *row = malloc((size_t)maxK * sizeof(float));
@@ -97,7 +117,7 @@ int main(int argc, char **argv)
            "GFLOP/s", "GB/s");
     for (int ti = 0; ti < nt; ti++) {
         const uint32_t type = type_by_name(types[ti]);
-        for (int si = 0; si < 2; si++) {
+        for (int si = 0; si < nshapes; si++) {
             /* K-quants need K % 256 == 0: 896 becomes 1024 for them */
             const int64_t bs = hr_type_get(type)->block_size;
             const int64_t K = (shapes[si][0] + bs - 1) / bs * bs, N = shapes[si][1];
@@ -116,22 +136,36 @@ int main(int argc, char **argv)
                     continue;
                 for (int ii = 0; ii < ni; ii++) {
                     hr_isa isa;
-                    if (!hr_isa_parse(isas[ii], &isa) || isa > hr_cpu_host_isa())
+                    const bool packed = !strcmp(isas[ii], "packed");
+                    if (packed)
+                        isa = HR_ISA_AVX512;
+                    else if (!hr_isa_parse(isas[ii], &isa))
+                        continue;
+                    if (isa > hr_cpu_host_isa())
                         continue;
                     hr_cpu_force(isa);
+                    void *pk = NULL;
+                    if (packed) {
+                        const size_t pb = hr_matmul_packed_bytes(type, K, N);
+                        if (!pb || !(pk = aligned_alloc(64, (pb + 63) / 64 * 64)))
+                            continue;
+                        hr_matmul_pack(NULL, w, type, rb, K, N, pk);
+                    }
                     for (int hi = 0; hi < nh; hi++) {
                         const int n_thr = atoi(thrs[hi]);
                         hr_pool *pool = hr_pool_new(n_thr);
                         if (!pool)
                             continue;
-                        hr_matmul(pool, w, type, rb, K, N, x, ntok, y, scratch); /* warm up */
+#define MM() (pk ? hr_matmul_packed(pool, pk, type, K, N, x, ntok, y, scratch) \
+                    : hr_matmul(pool, w, type, rb, K, N, x, ntok, y, scratch))
+                        MM(); /* warm up */
                         double best = 1e30;
                         for (int rep = 0; rep < 3; rep++) {
                             int calls = 0;
                             const double t0 = now_s();
                             double dt;
                             do {
-                                hr_matmul(pool, w, type, rb, K, N, x, ntok, y, scratch);
+                                MM();
                                 calls++;
                                 dt = now_s() - t0;
                             } while (dt < min_time);
@@ -140,11 +174,12 @@ int main(int argc, char **argv)
                         }
                         hr_pool_free(pool);
                         printf("%-6s %5lld %5lld %4d %-7s %3d %10.3f %9.2f %8.2f\n", hr_type_name(type),
-                               (long long)K, (long long)N, (int)ntok, hr_isa_name(isa), n_thr, best * 1e3,
+                               (long long)K, (long long)N, (int)ntok, packed ? "packed" : hr_isa_name(isa), n_thr, best * 1e3,
                                2.0 * (double)K * (double)N * ntok / best * 1e-9,
                                (double)rb * (double)N / best * 1e-9);
                         fflush(stdout);
                     }
+                    free(pk);
                 }
             }
             free(w);

@@ -3,12 +3,20 @@
 # Usage: scripts/deps.sh build|test    (sourced or run; needs root to install)
 set -euo pipefail
 
-need_build=(gcc cmake ninja-build pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libxxhash-dev)
-need_test=(libcmocka-dev clang libclang-rt-14-dev)
+need_build=(gcc cmake ninja-build pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libxxhash-dev
+            libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev libpq-dev)
+need_test=(libcmocka-dev clang libclang-rt-14-dev curl jq sqlite3)
+# CI (CI=true) also starts a throwaway PostgreSQL server for the usage-log tests
+if [ "${CI:-}" = true ]; then need_test+=(postgresql); fi
 
 pkgs=("${need_build[@]}")
 if [ "${1:-build}" = test ]; then
   pkgs+=("${need_test[@]}")
+  # the openai npm client test needs node and npm; a NodeSource nodejs
+  # package brings npm itself, so only ask Debian when either is missing
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    pkgs+=(nodejs npm)
+  fi
 fi
 
 missing=()

@@ -2,17 +2,32 @@
 # test.sh - installs missing Debian packages, builds hearth and runs every test.
 # With CI=true it also builds with clang -Werror, runs the whole suite under
 # AddressSanitizer + UndefinedBehaviorSanitizer, and runs each libFuzzer
-# target briefly on its corpus.
+# target briefly on its corpus. With CI=true the usage-log tests also run
+# against a real PostgreSQL server: a throwaway cluster in a temp folder
+# (scripts/pg_scratch.sh; Unix socket only, stopped on exit) whose URL goes
+# to the tests in HEARTH_TEST_PG. Outside CI they run on PostgreSQL only when
+# HEARTH_TEST_PG is already set (e.g. HEARTH_TEST_PG=postgresql://me@db/hearth_test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
 jobs=$(nproc)
+
+if [ "${CI:-}" = true ] && [ -z "${HEARTH_TEST_PG:-}" ]; then
+  pgdir=$(mktemp -d /tmp/hearth-pg.XXXXXX)
+  trap 'scripts/pg_scratch.sh stop "$pgdir"' EXIT
+  HEARTH_TEST_PG=$(scripts/pg_scratch.sh start "$pgdir" "${HEARTH_PG_PORT:-55432}")
+  export HEARTH_TEST_PG
+  echo "== PostgreSQL for the usage-log tests: $HEARTH_TEST_PG"
+fi
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure -j"$jobs"
 
 if [ "${CI:-}" = true ] || [ "${HEARTH_FULL_TESTS:-}" = 1 ]; then
+  echo "== gcc Release build (-O3 -Werror), as scripts/run.sh builds it"
+  cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release -DHEARTH_TESTS=OFF >/dev/null
+  cmake --build build-release -j"$jobs"
   echo "== clang build (-Werror)"
   CC=clang cmake -S . -B build-clang -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHEARTH_FUZZ=ON >/dev/null
   cmake --build build-clang -j"$jobs"

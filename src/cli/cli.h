@@ -11,5 +11,10 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_fit(int argc, char **argv);
+int cmd_cost(int argc, char **argv);
+int cmd_models(int argc, char **argv);
+int cmd_pilot(int argc, char **argv);
 
 #endif

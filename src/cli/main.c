@@ -12,10 +12,15 @@ static const struct {
 } commands[] = {
     /* one line per subcommand; keep sorted by name */
     {"bench", cmd_bench, "prompt-processing and generation speed (like llama-bench)"},
+    {"cost", cmd_cost, "monthly cost of self-hosting vs APIs, from the usage log"},
     {"detokenize", cmd_detokenize, "print the text of token ids"},
+    {"fit", cmd_fit, "memory, max users and decode speed of a model on given hardware"},
     {"inspect", cmd_inspect, "show a GGUF model's architecture, tensors and metadata"},
     {"logits", cmd_logits, "teacher-forced logits of a token sequence, as raw float32"},
+    {"models", cmd_models, "the model catalog, hardware tiers and API prices"},
+    {"pilot", cmd_pilot, "parallel pilot report: agreement, latency, errors, cost per route, and a verdict"},
     {"run", cmd_run, "generate text from a prompt"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server"},
     {"synth", cmd_synth, "write a GGUF with a real model's shapes and random weights"},
     {"template", cmd_template, "render a chat template"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},

@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "cpu/attn.h"
 #include "quant/quant.h"
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
@@ -16,6 +17,8 @@ hr_vec_dot_fn hr_avx2_vec_dot(uint32_t type);
 hr_from_float_fn hr_avx2_from_float(uint32_t act_type);
 hr_vec_dot_fn hr_avx512_vec_dot(uint32_t type);
 hr_from_float_fn hr_avx512_from_float(uint32_t act_type);
+hr_attn_fn hr_avx512_attn(int32_t group, int32_t d, int32_t dv);
+void hr_avx512_silu_mul(float *g, const float *u, int64_t n);
 #endif
 
 #endif

@@ -13,8 +13,10 @@
 #ifdef HR_CPU_X86
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
+#include "cpu/pack.h"
 #include "quant/quant_impl.h"
 
 static inline float ld_f16(const uint8_t *p)
@@ -343,6 +345,490 @@ static void ff_f16(const float *src, void *dst, int64_t n)
     for (; i < n; i++) {
         const hr_f16 h = hr_f32_to_f16(src[i]);
         memcpy(p + 2 * i, &h, 2);
+    }
+}
+
+/* ---- packed 16-row GEMM for the 32-element block types (see pack.h) ----
+ *
+ * One call computes y[t][r] for 16 rows (one packed group) and T tokens.
+ * For each block, lane r of a register holds 4 consecutive weight bytes of
+ * row r, and the activation's matching 4 bytes are broadcast, so vpdpbusd
+ * accumulates row r's whole 32-element integer sum in lane r: no horizontal
+ * sums. dpbusd multiplies unsigned by signed bytes; the packed weights are
+ * stored unsigned (quant + off) and the accumulator starts at -off * sum(a),
+ * which makes the lane total exactly the reference's integer block sum.
+ * Each output then gets the reference's float operations in the reference's
+ * order (isum*dw*da, or dw*da*isum for IQ4_NL, added block by block), so the
+ * results are bit-identical to src/quant's vec_dot whatever T is. */
+
+#ifndef HR_PF_DIST
+#define HR_PF_DIST 4096
+#endif
+
+static inline __attribute__((always_inline)) void gemm_x16_t(int kind, int64_t nb, const uint8_t *wg,
+                                                             const uint8_t *a, size_t a_row,
+                                                             const float *da, const int32_t *as,
+                                                             size_t side_row, const int T, float *y,
+                                                             size_t y_row, __mmask16 valid)
+{
+    const size_t bb = hr_pack_block_bytes(kind);
+    const int off = hr_pack_offset(kind);
+    const __m512i m4 = _mm512_set1_epi8(0x0f), s16 = _mm512_set1_epi8(16);
+    const __m512i tbl = _mm512_broadcast_i32x4(_mm_add_epi8(ld128(hr_iq4nl_values), _mm_set1_epi8((char)0x80)));
+    __m512 facc[8];
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; t++)
+        facc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wb = wg + (size_t)b * bb;
+        if (T == 1) /* decode streams the weights once: fetch a few blocks ahead */
+            for (size_t o = 0; o < bb; o += 64)
+                _mm_prefetch((const char *)(wb + HR_PF_DIST + o), _MM_HINT_T0);
+        __m512i acc[8];
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; t++)
+            acc[t] = _mm512_set1_epi32(-off * as[(size_t)t * side_row + (size_t)b]);
+        const uint8_t *ab = a + (size_t)b * 34 + 2;
+        if (kind == HR_PACK_Q8_0) {
+            #pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                const __m512i w = ld512(wb + 32 + 64 * j);
+                #pragma GCC unroll 8
+                for (int t = 0; t < T; t++)
+                    acc[t] = _mm512_dpbusd_epi32(acc[t], w, _mm512_set1_epi32((int)ld_u32(ab + (size_t)t * a_row + 4 * j)));
+            }
+        } else {
+            #pragma GCC unroll 8
+            for (int j = 0; j < 4; j++) {
+                const __m512i raw = ld512(wb + 32 + 64 * j);
+                __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+                if (kind == HR_PACK_Q5_0) {
+                    __mmask64 mlo, mhi;
+                    memcpy(&mlo, wb + 288 + 16 * j, 8);
+                    memcpy(&mhi, wb + 288 + 16 * j + 8, 8);
+                    lo = _mm512_mask_add_epi8(lo, mlo, lo, s16);
+                    hi = _mm512_mask_add_epi8(hi, mhi, hi, s16);
+                } else if (kind == HR_PACK_IQ4_NL) {
+                    lo = _mm512_shuffle_epi8(tbl, lo);
+                    hi = _mm512_shuffle_epi8(tbl, hi);
+                }
+                #pragma GCC unroll 8
+                for (int t = 0; t < T; t++) {
+                    const uint8_t *at = ab + (size_t)t * a_row + 4 * j;
+                    acc[t] = _mm512_dpbusd_epi32(acc[t], lo, _mm512_set1_epi32((int)ld_u32(at)));
+                    acc[t] = _mm512_dpbusd_epi32(acc[t], hi, _mm512_set1_epi32((int)ld_u32(at + 16)));
+                }
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(ld256(wb));
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const __m512 d_a = _mm512_set1_ps(da[(size_t)t * side_row + (size_t)b]);
+            __m512 p;
+            if (kind == HR_PACK_IQ4_NL)
+                p = _mm512_mul_ps(_mm512_mul_ps(dw, d_a), _mm512_cvtepi32_ps(acc[t]));
+            else
+                p = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[t]), dw), d_a);
+            facc[t] = _mm512_add_ps(facc[t], p);
+        }
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * y_row, valid, facc[t]);
+}
+
+#define GEMM_X16_KIND(KIND, NAME)                                                                      \
+    static void NAME(int64_t nb, const uint8_t *wg, const uint8_t *a, size_t a_row, const float *da,   \
+                     const int32_t *as, size_t side_row, int T, float *y, size_t y_row, int n_valid)   \
+    {                                                                                                  \
+        const __mmask16 valid = (__mmask16)((1u << n_valid) - 1u);                                     \
+        while (T > 0) {                                                                                \
+            const int tt = T >= 8 ? 8 : T;                                                             \
+            switch (tt) {                                                                              \
+            case 8: gemm_x16_t(KIND, nb, wg, a, a_row, da, as, side_row, 8, y, y_row, valid); break;   \
+            case 7: gemm_x16_t(KIND, nb, wg, a, a_row, da, as, side_row, 7, y, y_row, valid); break;   \
+            case 6: gemm_x16_t(KIND, nb, wg, a, a_row, da, as, side_row, 6, y, y_row, valid); break;   \
+            case 5: gemm_x16_t(KIND, nb, wg, a, a_row, da, as, side_row, 5, y, y_row, valid); break;   \
+            case 4: gemm_x16_t(KIND, nb, wg, a, a_row, da, as, side_row, 4, y, y_row, valid); break;   \
+            case 3: gemm_x16_t(KIND, nb, wg, a, a_row, da, as, side_row, 3, y, y_row, valid); break;   \
+            case 2: gemm_x16_t(KIND, nb, wg, a, a_row, da, as, side_row, 2, y, y_row, valid); break;   \
+            default: gemm_x16_t(KIND, nb, wg, a, a_row, da, as, side_row, 1, y, y_row, valid); break;  \
+            }                                                                                          \
+            a += (size_t)tt * a_row;                                                                   \
+            da += (size_t)tt * side_row;                                                               \
+            as += (size_t)tt * side_row;                                                               \
+            y += (size_t)tt * y_row;                                                                   \
+            T -= tt;                                                                                   \
+        }                                                                                              \
+    }
+
+GEMM_X16_KIND(HR_PACK_Q8_0, gemm_q8_0_x16)
+GEMM_X16_KIND(HR_PACK_Q4_0, gemm_q4_0_x16)
+GEMM_X16_KIND(HR_PACK_Q5_0, gemm_q5_0_x16)
+GEMM_X16_KIND(HR_PACK_IQ4_NL, gemm_iq4_nl_x16)
+
+/* Q4_K / Q6_K against Q8_K, 16 rows x T (<= 4) tokens per call. The
+ * integer super-block totals are formed exactly as the reference does
+ * (sum over sub-blocks of scale * integer dot, mins through the bsums), then
+ * scaled with the reference's float operations in its order: bit-identical
+ * to src/quant. as holds, per token and super-block, Q4_K's four int16
+ * pairs of 32-element activation sums (pack.h); Q6_K reads the bsums. */
+static inline __attribute__((always_inline)) void gemm_q4_k_t(int64_t nb, const uint8_t *wg, const uint8_t *a,
+                                                              size_t a_row, const int32_t *as, size_t side_row,
+                                                              const int T, float *y, size_t y_row, __mmask16 valid)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    __m512 facc[4];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++)
+        facc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wb = wg + (size_t)b * 2368, *ab = a + (size_t)b * 292;
+        if (T == 1)
+            for (size_t o = 0; o < 2368; o += 64)
+                _mm_prefetch((const char *)(wb + HR_PF_DIST + o), _MM_HINT_T0);
+        __m512i isum[4], msum[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            isum[t] = msum[t] = _mm512_setzero_si512();
+        for (int c = 0; c < 4; c++) {
+            __m512i lo_acc[4], hi_acc[4];
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                lo_acc[t] = hi_acc[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                const __m512i raw = ld512(wb + 320 + 512 * c + 64 * j);
+                const __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+#pragma GCC unroll 4
+                for (int t = 0; t < T; t++) {
+                    const uint8_t *at = ab + (size_t)t * a_row + 4 + 64 * c + 4 * j;
+                    lo_acc[t] = _mm512_dpbusd_epi32(lo_acc[t], lo, _mm512_set1_epi32((int)ld_u32(at)));
+                    hi_acc[t] = _mm512_dpbusd_epi32(hi_acc[t], hi, _mm512_set1_epi32((int)ld_u32(at + 32)));
+                }
+            }
+            const __m512i sc_lo = _mm512_cvtepu8_epi32(ld128(wb + 64 + 32 * c));
+            const __m512i sc_hi = _mm512_cvtepu8_epi32(ld128(wb + 64 + 32 * c + 16));
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(lo_acc[t], sc_lo),
+                                                                     _mm512_mullo_epi32(hi_acc[t], sc_hi)));
+        }
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) {
+            const __m512i mn = _mm512_cvtepu8_epi16(ld256(wb + 192 + 32 * p));
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                msum[t] = _mm512_dpwssd_epi32(msum[t], mn, _mm512_set1_epi32(as[(size_t)t * side_row + 4 * (size_t)b + (size_t)p]));
+        }
+        const __m512 dw = _mm512_cvtph_ps(ld256(wb)), dmw = _mm512_cvtph_ps(ld256(wb + 32));
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const __m512 da = _mm512_set1_ps(ld_f32(ab + (size_t)t * a_row));
+            const __m512 d = _mm512_mul_ps(dw, da), dmin = _mm512_mul_ps(dmw, da);
+            facc[t] = _mm512_add_ps(facc[t], _mm512_sub_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[t])),
+                                                           _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(msum[t]))));
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * y_row, valid, facc[t]);
+}
+
+static inline __attribute__((always_inline)) void gemm_q6_k_t(int64_t nb, const uint8_t *wg, const uint8_t *a,
+                                                              size_t a_row, const int T, float *y, size_t y_row,
+                                                              __mmask16 valid)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    __m512 facc[4];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++)
+        facc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *wb = wg + (size_t)b * 3360, *ab = a + (size_t)b * 292;
+        if (T == 1)
+            for (size_t o = 0; o < 3360; o += 64)
+                _mm_prefetch((const char *)(wb + HR_PF_DIST + o), _MM_HINT_T0);
+        __m512i isum[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++)
+            isum[t] = _mm512_setzero_si512();
+        for (int s4 = 0; s4 < 8; s4++) {
+            __m512i acc1[4], acc2[4];
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) { /* the stored quant is q + 32: start at -32 * bsum */
+                int16_t bs1, bs2;
+                memcpy(&bs1, ab + (size_t)t * a_row + 260 + 2 * s4, 2);
+                memcpy(&bs2, ab + (size_t)t * a_row + 260 + 2 * (8 + s4), 2);
+                acc1[t] = _mm512_set1_epi32(-32 * bs1);
+                acc2[t] = _mm512_set1_epi32(-32 * bs2);
+            }
+#pragma GCC unroll 2
+            for (int v = 2 * s4; v < 2 * s4 + 2; v++) {
+                const __m512i h = ld512(wb + 2336 + 64 * v);
+#pragma GCC unroll 2
+                for (int w = 0; w < 2; w++) {
+                    const int u = 2 * v + w;
+                    const __m512i n4 = ld512(wb + 288 + 64 * u);
+                    const __m512i h1 = w ? h : _mm512_slli_epi16(h, 4);
+                    const __m512i h2 = w ? _mm512_srli_epi16(h, 2) : _mm512_slli_epi16(h, 2);
+                    const __m512i q1 = _mm512_or_si512(_mm512_and_si512(n4, m4), _mm512_and_si512(h1, m30));
+                    const __m512i q2 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(n4, 4), m4),
+                                                       _mm512_and_si512(h2, m30));
+#pragma GCC unroll 4
+                    for (int t = 0; t < T; t++) {
+                        const uint8_t *at = ab + (size_t)t * a_row + 4 + 4 * u;
+                        acc1[t] = _mm512_dpbusd_epi32(acc1[t], q1, _mm512_set1_epi32((int)ld_u32(at)));
+                        acc2[t] = _mm512_dpbusd_epi32(acc2[t], q2, _mm512_set1_epi32((int)ld_u32(at + 128)));
+                    }
+                }
+            }
+            const __m512i sc1 = _mm512_cvtepi8_epi32(ld128(wb + 32 + 16 * s4));
+            const __m512i sc2 = _mm512_cvtepi8_epi32(ld128(wb + 32 + 16 * (8 + s4)));
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++)
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(acc1[t], sc1),
+                                                                     _mm512_mullo_epi32(acc2[t], sc2)));
+        }
+        const __m512 dw = _mm512_cvtph_ps(ld256(wb));
+#pragma GCC unroll 4
+        for (int t = 0; t < T; t++) {
+            const __m512 da = _mm512_set1_ps(ld_f32(ab + (size_t)t * a_row));
+            facc[t] = _mm512_add_ps(facc[t], _mm512_mul_ps(_mm512_mul_ps(dw, da), _mm512_cvtepi32_ps(isum[t])));
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * y_row, valid, facc[t]);
+}
+
+#define GEMM_K_DRIVER(NAME, CALL)                                                                      \
+    static void NAME(int64_t nb, const uint8_t *wg, const uint8_t *a, size_t a_row, const float *da,   \
+                     const int32_t *as, size_t side_row, int T, float *y, size_t y_row, int n_valid)   \
+    {                                                                                                  \
+        (void)da;                                                                                      \
+        const __mmask16 valid = (__mmask16)((1u << n_valid) - 1u);                                     \
+        while (T > 0) {                                                                                \
+            const int tt = T >= 4 ? 4 : T;                                                             \
+            switch (tt) {                                                                              \
+            case 4: CALL(4); break;                                                                    \
+            case 3: CALL(3); break;                                                                    \
+            case 2: CALL(2); break;                                                                    \
+            default: CALL(1); break;                                                                   \
+            }                                                                                          \
+            a += (size_t)tt * a_row;                                                                   \
+            as += (size_t)tt * side_row;                                                               \
+            y += (size_t)tt * y_row;                                                                   \
+            T -= tt;                                                                                   \
+        }                                                                                              \
+    }
+
+#define CALL_Q4_K(TT) gemm_q4_k_t(nb, wg, a, a_row, as, side_row, TT, y, y_row, valid)
+#define CALL_Q6_K(TT) ((void)as, gemm_q6_k_t(nb, wg, a, a_row, TT, y, y_row, valid))
+GEMM_K_DRIVER(gemm_q4_k_x16, CALL_Q4_K)
+GEMM_K_DRIVER(gemm_q6_k_x16, CALL_Q6_K)
+
+hr_gemm_x16_fn hr_avx512_gemm_x16(int kind)
+{
+    switch (kind) {
+    case HR_PACK_Q8_0: return gemm_q8_0_x16;
+    case HR_PACK_Q4_0: return gemm_q4_0_x16;
+    case HR_PACK_Q5_0: return gemm_q5_0_x16;
+    case HR_PACK_IQ4_NL: return gemm_iq4_nl_x16;
+    case HR_PACK_Q4_K: return gemm_q4_k_x16;
+    case HR_PACK_Q6_K: return gemm_q6_k_x16;
+    default: return NULL;
+    }
+}
+
+/* ---- streaming attention (see attn.h) ---- */
+
+/* e^x for x <= 0 (x = -inf gives a tiny positive value: callers mask). */
+static inline __m512 exp_nonpos(__m512 x)
+{
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723e-6f), r);
+    /* Taylor series to r^7 on |r| <= ln2/2: relative error below 1e-8 */
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* Per 128-bit lane: [sum of a's 4 floats there, b's, c's, d's]. */
+static inline __m512 sum4x4(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    return _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+}
+
+static inline __m512 sum128x2(__m512 u, __m512 v)
+{
+    return _mm512_add_ps(_mm512_shuffle_f32x4(u, v, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(u, v, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* Lane j = horizontal sum of P[j]. */
+static inline __m512 hsum16(const __m512 P[16])
+{
+    const __m512 u0 = sum4x4(P[0], P[1], P[2], P[3]), u1 = sum4x4(P[4], P[5], P[6], P[7]);
+    const __m512 u2 = sum4x4(P[8], P[9], P[10], P[11]), u3 = sum4x4(P[12], P[13], P[14], P[15]);
+    return sum128x2(sum128x2(u0, u1), sum128x2(u2, u3));
+}
+
+#define ATTN_MAX_GROUP 16
+
+/* Tiles of at most 16 positions inside one block, outer; the group's heads
+ * inner, so each K/V tile is read from memory once for all of them. */
+static inline __attribute__((always_inline)) void attn_t(const int D, const float *q, int32_t group, float scale,
+                                                         const hr_attn_kv *kv, int32_t n_pos, float *out)
+{
+    const int C = D / 16;
+    float m[ATTN_MAX_GROUP], l[ATTN_MAX_GROUP];
+    /* the running outputs stay in L1 (out is written once, at the end) */
+    _Alignas(64) float accm[ATTN_MAX_GROUP * 128];
+    for (int32_t g = 0; g < group; g++) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+    }
+    memset(accm, 0, (size_t)group * (size_t)D * sizeof(float));
+    for (int32_t p0 = 0, n; p0 < n_pos; p0 += n) {
+        const int32_t blk = p0 / kv->block_tokens, in = p0 % kv->block_tokens;
+        n = n_pos - p0 < 16 ? n_pos - p0 : 16;
+        if (in + n > kv->block_tokens)
+            n = kv->block_tokens - in;
+        const float *kb = kv->k[blk] + (size_t)in * kv->k_stride;
+        const float *vb = kv->v[blk] + (size_t)in * kv->v_stride;
+        const __mmask16 valid = (__mmask16)((1u << n) - 1u);
+        if (p0 + n < n_pos) { /* the next tile's rows: usually the next block, elsewhere in memory */
+            const int32_t nb = (p0 + n) / kv->block_tokens, ni = (p0 + n) % kv->block_tokens;
+            for (int j = 0; j < 16 && p0 + n + j < n_pos && ni + j < kv->block_tokens; j += 2) {
+                _mm_prefetch((const char *)(kv->k[nb] + (size_t)(ni + j) * kv->k_stride), _MM_HINT_T0);
+                _mm_prefetch((const char *)(kv->v[nb] + (size_t)(ni + j) * kv->v_stride), _MM_HINT_T0);
+            }
+        }
+        for (int32_t g = 0; g < group; g++) {
+            const float *qg = q + (size_t)g * D;
+            __m512 qv[8], P[16];
+#pragma GCC unroll 8
+            for (int c = 0; c < C; c++)
+                qv[c] = _mm512_loadu_ps(qg + 16 * c);
+#pragma GCC unroll 16
+            for (int j = 0; j < 16; j++) {
+                P[j] = _mm512_setzero_ps();
+                if (j < n) {
+                    const float *kr = kb + (size_t)j * kv->k_stride;
+#pragma GCC unroll 8
+                    for (int c = 0; c < C; c++)
+                        P[j] = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kr + 16 * c), P[j]);
+                }
+            }
+            const __m512 s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), valid,
+                                                _mm512_mul_ps(hsum16(P), _mm512_set1_ps(scale)));
+            const float mt = _mm512_reduce_max_ps(s);
+            float *o = accm + (size_t)g * D;
+            __m512 acc[8];
+#pragma GCC unroll 8
+            for (int c = 0; c < C; c++)
+                acc[c] = _mm512_loadu_ps(o + 16 * c);
+            if (mt > m[g]) {
+                const float cf = expf(m[g] - mt);
+                l[g] *= cf;
+#pragma GCC unroll 8
+                for (int c = 0; c < C; c++)
+                    acc[c] = _mm512_mul_ps(acc[c], _mm512_set1_ps(cf));
+                m[g] = mt;
+            }
+            const __m512 p = _mm512_maskz_mov_ps(valid, exp_nonpos(_mm512_sub_ps(s, _mm512_set1_ps(m[g]))));
+            l[g] += _mm512_reduce_add_ps(p);
+            float pv[16];
+            _mm512_storeu_ps(pv, p);
+            for (int32_t j = 0; j < n; j++) {
+                const float *vr = vb + (size_t)j * kv->v_stride;
+                const __m512 w = _mm512_set1_ps(pv[j]);
+#pragma GCC unroll 8
+                for (int c = 0; c < C; c++)
+                    acc[c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(vr + 16 * c), acc[c]);
+            }
+#pragma GCC unroll 8
+            for (int c = 0; c < C; c++)
+                _mm512_storeu_ps(o + 16 * c, acc[c]);
+        }
+    }
+    for (int32_t g = 0; g < group; g++) {
+        const __m512 inv = _mm512_set1_ps(l[g] > 0.0f ? 1.0f / l[g] : 0.0f);
+        for (int c = 0; c < C; c++)
+            _mm512_storeu_ps(out + (size_t)g * D + 16 * c, _mm512_mul_ps(_mm512_load_ps(accm + (size_t)g * D + 16 * c), inv));
+    }
+}
+
+static void attn_64(const float *q, int32_t group, int32_t d, int32_t dv, float scale, const hr_attn_kv *kv,
+                    int32_t n_pos, float *out)
+{
+    (void)d;
+    (void)dv;
+    attn_t(64, q, group, scale, kv, n_pos, out);
+}
+
+static void attn_128(const float *q, int32_t group, int32_t d, int32_t dv, float scale, const hr_attn_kv *kv,
+                     int32_t n_pos, float *out)
+{
+    (void)d;
+    (void)dv;
+    attn_t(128, q, group, scale, kv, n_pos, out);
+}
+
+hr_attn_fn hr_avx512_attn(int32_t group, int32_t d, int32_t dv)
+{
+    if (group < 1 || group > ATTN_MAX_GROUP || d != dv)
+        return NULL;
+    return d == 64 ? attn_64 : d == 128 ? attn_128 : NULL;
+}
+
+/* ---- element-wise ---- */
+
+/* e^x on [-87, 88] (clamped outside): 2^n times a Taylor series in r. */
+static inline __m512 exp_clamped(__m512 x)
+{
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860682030941723e-6f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+void hr_avx512_silu_mul(float *g, const float *u, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 x = _mm512_loadu_ps(g + i);
+        const __m512 den = _mm512_add_ps(_mm512_set1_ps(1.0f), exp_clamped(_mm512_sub_ps(_mm512_setzero_ps(), x)));
+        _mm512_storeu_ps(g + i, _mm512_mul_ps(_mm512_div_ps(x, den), _mm512_loadu_ps(u + i)));
+    }
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        const __m512 x = _mm512_maskz_loadu_ps(m, g + i);
+        const __m512 den = _mm512_add_ps(_mm512_set1_ps(1.0f), exp_clamped(_mm512_sub_ps(_mm512_setzero_ps(), x)));
+        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(_mm512_div_ps(x, den), _mm512_maskz_loadu_ps(m, u + i)));
     }
 }
 

@@ -11,9 +11,14 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "cpu/cpu.h"
+#include "cpu/kernels.h"
+#include "cpu/pack.h"
 #include "quant/quant.h"
+#include "quant/quant_impl.h"
 
 /* Activation bytes per token tile (half of a typical 1-2 MiB L2). */
 #define TILE_ACT_BYTES (256 * 1024)
@@ -21,12 +26,28 @@
 #define CHUNKS_PER_THREAD 8
 #define MIN_CHUNK_ROWS 4
 
+static int pack_kind(uint32_t wtype)
+{
+    switch (wtype) {
+    case HR_TYPE_Q8_0: return HR_PACK_Q8_0;
+    case HR_TYPE_Q4_0: return HR_PACK_Q4_0;
+    case HR_TYPE_Q5_0: return HR_PACK_Q5_0;
+    case HR_TYPE_IQ4_NL: return HR_PACK_IQ4_NL;
+    case HR_TYPE_Q4_K: return HR_PACK_Q4_K;
+    case HR_TYPE_Q6_K: return HR_PACK_Q6_K;
+    default: return HR_PACK_NONE;
+    }
+}
+
 size_t hr_matmul_scratch_bytes(uint32_t wtype, int64_t K, int32_t n_tok)
 {
     const hr_type_traits *t = hr_type_get(wtype);
     if (!t || !t->supported || t->vec_dot_type == HR_TYPE_F32 || n_tok <= 0)
         return 0;
-    return hr_row_size(t->vec_dot_type, K) * (size_t)n_tok;
+    size_t n = hr_row_size(t->vec_dot_type, K) * (size_t)n_tok;
+    if (pack_kind(wtype) != HR_PACK_NONE) /* per-block scales and sums, 64-byte aligned */
+        n += (size_t)n_tok * (size_t)(K / HR_QK32) * 8 + 64;
+    return n;
 }
 
 typedef struct {
@@ -136,4 +157,300 @@ void hr_matmul(hr_pool *pool, const void *w, uint32_t wtype, size_t w_row_bytes,
         hr_pool_run(pool, dot_part, &c);
     else
         dot_part(&c, 0, 1);
+}
+
+/* ---- packed weights ---- */
+
+static hr_gemm_x16_fn gemm_x16(int kind)
+{
+#ifdef HR_CPU_X86
+    if (kind != HR_PACK_NONE && hr_cpu_host_isa() >= HR_ISA_AVX512)
+        return hr_avx512_gemm_x16(kind);
+#endif
+    (void)kind;
+    return NULL;
+}
+
+size_t hr_matmul_packed_bytes(uint32_t wtype, int64_t K, int64_t N)
+{
+    const int kind = pack_kind(wtype);
+    const int64_t bs = hr_pack_is_k(kind) ? HR_QK_K : HR_QK32;
+    if (kind == HR_PACK_NONE || hr_cpu_isa() < HR_ISA_AVX512 || !gemm_x16(kind) || K <= 0 || N <= 0 || K % bs != 0)
+        return 0;
+    const int64_t groups = (N + HR_PACK_ROWS - 1) / HR_PACK_ROWS;
+    return (size_t)groups * (size_t)(K / bs) * hr_pack_block_bytes(kind);
+}
+
+typedef struct {
+    const uint8_t *w;
+    size_t w_row_bytes;
+    int64_t nb, N, groups;
+    int kind;
+    uint8_t *dst;
+} pack_ctx;
+
+/* Q6_K's stored 6-bit value (quant + 32) of element e (quant_k.c's order). */
+static int q6k_stored(const uint8_t *blk, int e)
+{
+    const int h = e / 128, k = (e % 128) / 32, l = e % 32;
+    const uint8_t ql = blk[64 * h + 32 * (k & 1) + l], qh = blk[128 + 32 * h + l];
+    return ((k >> 1 ? ql >> 4 : ql & 15) | ((qh >> (2 * k)) & 3) << 4);
+}
+
+/* One group of 16 rows of Q4_K / Q6_K (see pack.h). */
+static void pack_group_k(const pack_ctx *c, int64_t g)
+{
+    const int kind = c->kind;
+    const size_t bb = hr_pack_block_bytes(kind), src_bs = kind == HR_PACK_Q4_K ? 144 : 210;
+    uint8_t *out = c->dst + (size_t)g * (size_t)c->nb * bb;
+    for (int64_t b = 0; b < c->nb; b++, out += bb) {
+        memset(out, 0, bb);
+        for (int r = 0; r < HR_PACK_ROWS; r++) {
+            const int64_t row = g * HR_PACK_ROWS + r;
+            if (row >= c->N)
+                continue; /* padding: zero scales */
+            const uint8_t *blk = c->w + (size_t)row * c->w_row_bytes + (size_t)b * src_bs;
+            if (kind == HR_PACK_Q4_K) {
+                memcpy(out + 2 * r, blk, 2);
+                memcpy(out + 32 + 2 * r, blk + 2, 2);
+                for (int s = 0; s < 8; s++) {
+                    uint8_t sc, mn;
+                    hr_k4_scale_min(blk + 4, s, &sc, &mn);
+                    out[64 + 16 * s + r] = sc;
+                    out[192 + 32 * (s / 2) + 2 * r + (s & 1)] = mn;
+                }
+                for (int ch = 0; ch < 4; ch++)
+                    for (int j = 0; j < 8; j++)
+                        memcpy(out + 320 + 512 * ch + 64 * j + 4 * r, blk + 16 + 32 * ch + 4 * j, 4);
+            } else {
+                memcpy(out + 2 * r, blk + 208, 2);
+                for (int s = 0; s < 16; s++)
+                    out[32 + 16 * s + r] = blk[192 + s];
+                for (int u = 0; u < 32; u++)
+                    for (int i = 0; i < 4; i++)
+                        out[288 + 64 * u + 4 * r + i] =
+                            (uint8_t)((q6k_stored(blk, 4 * u + i) & 15) | (q6k_stored(blk, 128 + 4 * u + i) & 15) << 4);
+                for (int v = 0; v < 16; v++)
+                    for (int i = 0; i < 4; i++)
+                        out[2336 + 64 * v + 4 * r + i] = (uint8_t)(q6k_stored(blk, 8 * v + i) >> 4 |
+                                                                   (q6k_stored(blk, 128 + 8 * v + i) >> 4) << 2 |
+                                                                   (q6k_stored(blk, 8 * v + 4 + i) >> 4) << 4 |
+                                                                   (q6k_stored(blk, 128 + 8 * v + 4 + i) >> 4) << 6);
+            }
+        }
+    }
+}
+
+/* One group of 16 rows, block by block (see pack.h). */
+static void pack_group(const pack_ctx *c, int64_t g)
+{
+    const int kind = c->kind;
+    if (hr_pack_is_k(kind)) {
+        pack_group_k(c, g);
+        return;
+    }
+    const size_t bb = hr_pack_block_bytes(kind);
+    const size_t src_bs = kind == HR_PACK_Q8_0 ? 34 : kind == HR_PACK_Q5_0 ? 22 : 18;
+    const size_t qs_off = kind == HR_PACK_Q5_0 ? 6 : 2;
+    const int steps = kind == HR_PACK_Q8_0 ? 8 : 4;
+    uint8_t *out = c->dst + (size_t)g * (size_t)c->nb * bb;
+    for (int64_t b = 0; b < c->nb; b++, out += bb) {
+        memset(out, 0, bb);
+        uint64_t masks[8] = { 0 };
+        for (int r = 0; r < HR_PACK_ROWS; r++) {
+            const int64_t row = g * HR_PACK_ROWS + r;
+            if (row >= c->N) { /* padding: d = 0; quants equal to the offset, value 0 */
+                for (int j = 0; j < steps; j++)
+                    memset(out + 32 + 64 * j + 4 * r, kind == HR_PACK_Q8_0 ? 0x80 : 0, 4);
+                continue;
+            }
+            const uint8_t *blk = c->w + (size_t)row * c->w_row_bytes + (size_t)b * src_bs;
+            memcpy(out + 2 * r, blk, 2);
+            const uint8_t *qs = blk + qs_off;
+            const uint32_t flip = kind == HR_PACK_Q8_0 ? 0x80808080u : 0; /* Q8_0: q + 128 */
+            for (int j = 0; j < steps; j++) {
+                uint32_t v;
+                memcpy(&v, qs + 4 * j, 4);
+                v ^= flip;
+                memcpy(out + 32 + 64 * j + 4 * r, &v, 4);
+            }
+            if (kind == HR_PACK_Q5_0) {
+                const uint32_t qh = (uint32_t)blk[2] | (uint32_t)blk[3] << 8 | (uint32_t)blk[4] << 16 |
+                                    (uint32_t)blk[5] << 24;
+                for (int j = 0; j < 4; j++)
+                    for (int i = 0; i < 4; i++) {
+                        masks[2 * j] |= (uint64_t)(qh >> (4 * j + i) & 1) << (4 * r + i);
+                        masks[2 * j + 1] |= (uint64_t)(qh >> (16 + 4 * j + i) & 1) << (4 * r + i);
+                    }
+            }
+        }
+        if (kind == HR_PACK_Q5_0)
+            for (int k = 0; k < 8; k++)
+                for (int i = 0; i < 8; i++)
+                    out[288 + 8 * k + i] = (uint8_t)(masks[k] >> (8 * i));
+    }
+}
+
+static void pack_part(void *vctx, int ith, int nth)
+{
+    const pack_ctx *c = vctx;
+    for (int64_t g = c->groups * ith / nth; g < c->groups * (ith + 1) / nth; g++)
+        pack_group(c, g);
+}
+
+void hr_matmul_pack(hr_pool *pool, const void *w, uint32_t wtype, size_t w_row_bytes, int64_t K, int64_t N,
+                    void *dst)
+{
+    if (!hr_matmul_packed_bytes(wtype, K, N))
+        return;
+    const int kind = pack_kind(wtype);
+    pack_ctx c = { w, w_row_bytes, K / (hr_pack_is_k(kind) ? HR_QK_K : HR_QK32), N, (N + HR_PACK_ROWS - 1) / HR_PACK_ROWS,
+                   kind, dst };
+    if (pool)
+        hr_pool_run(pool, pack_part, &c);
+    else
+        pack_part(&c, 0, 1);
+}
+
+#define PK_MAX_MATS 3
+
+typedef struct {
+    /* phase 1: quantise to Q8_0, then per-block float scale and quant sum */
+    hr_from_float_fn from_float;
+    const float *x;
+    uint8_t *act;
+    float *da;
+    int32_t *as;
+    int64_t act_blocks;
+    bool q8k;            /* Q8_K activations (K-quants): 256 per block, 292 bytes, 4 side ints */
+    size_t act_ts;
+    /* phase 2: the groups of every matrix, one index space */
+    hr_gemm_x16_fn gemm;
+    int n_mats;
+    const uint8_t *w[PK_MAX_MATS];
+    int64_t N[PK_MAX_MATS], gend[PK_MAX_MATS]; /* rows; groups of matrices 0..i */
+    float *y[PK_MAX_MATS];
+    size_t group_bytes;
+    int64_t nb;
+    int32_t n_tok, tok_tile;
+    int64_t chunk_groups, n_chunks, groups;
+    _Atomic int64_t next_chunk;
+} pk_ctx;
+
+static void pk_quantise_part(void *vctx, int ith, int nth)
+{
+    pk_ctx *c = vctx;
+    const int64_t b0 = c->act_blocks * ith / nth, b1 = c->act_blocks * (ith + 1) / nth;
+    if (b1 <= b0)
+        return;
+    if (c->q8k) { /* Q4_K's min pairs: int16 sums of 32, two per int32 */
+        c->from_float(c->x + b0 * HR_QK_K, c->act + (size_t)b0 * 292, (b1 - b0) * HR_QK_K);
+        for (int64_t b = b0; b < b1; b++) {
+            int16_t bs[16];
+            memcpy(bs, c->act + (size_t)b * 292 + 260, 32);
+            for (int p = 0; p < 4; p++) {
+                const uint16_t lo = (uint16_t)(bs[4 * p] + bs[4 * p + 1]), hi = (uint16_t)(bs[4 * p + 2] + bs[4 * p + 3]);
+                c->as[4 * b + p] = (int32_t)((uint32_t)lo | (uint32_t)hi << 16);
+            }
+        }
+        return;
+    }
+    c->from_float(c->x + b0 * HR_QK32, c->act + (size_t)b0 * 34, (b1 - b0) * HR_QK32);
+    for (int64_t b = b0; b < b1; b++) {
+        const uint8_t *blk = c->act + (size_t)b * 34;
+        hr_f16 d;
+        memcpy(&d, blk, 2);
+        c->da[b] = hr_f16_to_f32(d);
+        int32_t s = 0;
+        for (int i = 0; i < HR_QK32; i++)
+            s += (int8_t)blk[2 + i];
+        c->as[b] = s;
+    }
+}
+
+static void pk_dot_part(void *vctx, int ith, int nth)
+{
+    pk_ctx *c = vctx;
+    (void)ith;
+    (void)nth;
+    const size_t a_row = (size_t)c->nb * c->act_ts, side_row = (size_t)c->nb * (c->q8k ? 4 : 1);
+    for (;;) {
+        const int64_t k = atomic_fetch_add_explicit(&c->next_chunk, 1, memory_order_relaxed);
+        if (k >= c->n_chunks)
+            break;
+        const int64_t g0 = k * c->chunk_groups;
+        const int64_t g1 = g0 + c->chunk_groups < c->groups ? g0 + c->chunk_groups : c->groups;
+        for (int32_t t0 = 0; t0 < c->n_tok; t0 += c->tok_tile) {
+            const int32_t tn = t0 + c->tok_tile < c->n_tok ? c->tok_tile : c->n_tok - t0;
+            int m = 0;
+            for (int64_t g = g0; g < g1; g++) {
+                while (g >= c->gend[m])
+                    m++;
+                const int64_t gl = g - (m ? c->gend[m - 1] : 0), r0 = gl * HR_PACK_ROWS, N = c->N[m];
+                const int valid = N - r0 < HR_PACK_ROWS ? (int)(N - r0) : HR_PACK_ROWS;
+                c->gemm(c->nb, c->w[m] + (size_t)gl * c->group_bytes, c->act + (size_t)t0 * a_row, a_row,
+                        c->da + (size_t)t0 * (size_t)c->nb, c->as + (size_t)t0 * side_row, side_row, tn,
+                        c->y[m] + (size_t)t0 * (size_t)N + (size_t)r0, (size_t)N, valid);
+            }
+        }
+    }
+}
+
+void hr_matmul_packed_multi(hr_pool *pool, int n_mats, const void *const *packed, const int64_t *N, float *const *y,
+                            uint32_t wtype, int64_t K, const float *x, int32_t n_tok, void *act_scratch)
+{
+    const int kind = pack_kind(wtype);
+    hr_gemm_x16_fn gemm = gemm_x16(kind);
+    const bool q8k = hr_pack_is_k(kind);
+    const int64_t bs = q8k ? HR_QK_K : HR_QK32;
+    if (!gemm || n_mats < 1 || n_mats > PK_MAX_MATS || n_tok <= 0 || K <= 0 || K % bs != 0)
+        return;
+    const int nth = hr_pool_n_threads(pool);
+    pk_ctx c = { 0 };
+    c.q8k = q8k;
+    c.act_ts = q8k ? 292 : 34;
+    c.nb = K / bs;
+    const size_t a_row = (size_t)c.nb * c.act_ts;
+    c.from_float = hr_cpu_from_float(q8k ? HR_TYPE_Q8_K : HR_TYPE_Q8_0);
+    c.x = x;
+    c.act = act_scratch;
+    uintptr_t side = (uintptr_t)c.act + a_row * (size_t)n_tok;
+    side = (side + 63) & ~(uintptr_t)63;
+    c.da = (float *)side;
+    c.as = (int32_t *)(c.da + (size_t)n_tok * (size_t)c.nb);
+    c.act_blocks = (int64_t)n_tok * c.nb;
+    if (nth > 1 && c.act_blocks >= 8 * (int64_t)nth)
+        hr_pool_run(pool, pk_quantise_part, &c);
+    else
+        pk_quantise_part(&c, 0, 1);
+
+    c.gemm = gemm;
+    c.n_mats = n_mats;
+    for (int m = 0; m < n_mats; m++) {
+        if (N[m] <= 0)
+            return;
+        c.w[m] = packed[m];
+        c.N[m] = N[m];
+        c.y[m] = y[m];
+        c.groups += (N[m] + HR_PACK_ROWS - 1) / HR_PACK_ROWS;
+        c.gend[m] = c.groups;
+    }
+    c.group_bytes = (size_t)c.nb * hr_pack_block_bytes(kind);
+    c.n_tok = n_tok;
+    const int64_t tile = TILE_ACT_BYTES / (int64_t)a_row;
+    c.tok_tile = (int32_t)(tile < 8 ? 8 : tile > n_tok ? n_tok : tile);
+    int64_t chunk = (c.groups + (int64_t)nth * CHUNKS_PER_THREAD - 1) / ((int64_t)nth * CHUNKS_PER_THREAD);
+    c.chunk_groups = chunk < 1 ? 1 : chunk;
+    c.n_chunks = (c.groups + c.chunk_groups - 1) / c.chunk_groups;
+    atomic_init(&c.next_chunk, 0);
+    if (nth > 1 && c.n_chunks > 1)
+        hr_pool_run(pool, pk_dot_part, &c);
+    else
+        pk_dot_part(&c, 0, 1);
+}
+
+void hr_matmul_packed(hr_pool *pool, const void *packed, uint32_t wtype, int64_t K, int64_t N, const float *x,
+                      int32_t n_tok, float *y, void *act_scratch)
+{
+    hr_matmul_packed_multi(pool, 1, &packed, &N, &y, wtype, K, x, n_tok, act_scratch);
 }

@@ -30,4 +30,35 @@ size_t hr_matmul_scratch_bytes(uint32_t wtype, int64_t K, int32_t n_tok);
 void hr_matmul(hr_pool *pool, const void *w, uint32_t wtype, size_t w_row_bytes, int64_t K, int64_t N,
                const float *x, int32_t n_tok, float *y, void *act_scratch);
 
+/* ---- repacked weights (GEMM micro-kernels) ----
+ *
+ * On the avx512 path the 32-element block types (Q8_0, Q4_0, Q5_0, IQ4_NL)
+ * have an interleaved layout (src/cpu/pack.h) that one kernel uses for a
+ * token tile of 1..8: 16 rows x T tokens per call, one weight load serving
+ * T tokens. Every output is computed with the scalar reference's integer
+ * block sums and float operations in its order, so hr_matmul_packed is
+ * bit-identical to src/quant's vec_dot, for any batch and thread count.
+ *
+ * hr_matmul_packed_bytes: bytes of the packed copy for the path in use (the
+ * same as the original rows, rounded up to 16 rows), 0 when there is none
+ * (other types, other paths): then use hr_matmul on the original. */
+size_t hr_matmul_packed_bytes(uint32_t wtype, int64_t K, int64_t N);
+
+/* Writes the packed copy of W to dst (hr_matmul_packed_bytes bytes, any
+ * alignment; 64 is best). pool may be NULL. */
+void hr_matmul_pack(hr_pool *pool, const void *w, uint32_t wtype, size_t w_row_bytes, int64_t K, int64_t N,
+                    void *dst);
+
+/* As hr_matmul, on a packed copy. act_scratch needs
+ * hr_matmul_scratch_bytes(wtype, K, n_tok). The packed copy must have been
+ * made on a path that has one (the host keeps it). */
+void hr_matmul_packed(hr_pool *pool, const void *packed, uint32_t wtype, int64_t K, int64_t N, const float *x,
+                      int32_t n_tok, float *y, void *act_scratch);
+
+/* Several packed matrices of one type and K applied to the same x (Q/K/V,
+ * gate/up): the activations are quantised once and all rows share one pool
+ * run. Each y[i] gets exactly what hr_matmul_packed would write. At most 3. */
+void hr_matmul_packed_multi(hr_pool *pool, int n_mats, const void *const *packed, const int64_t *N, float *const *y,
+                            uint32_t wtype, int64_t K, const float *x, int32_t n_tok, void *act_scratch);
+
 #endif

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -26,9 +27,19 @@
 
 /* About tens of microseconds of polling before sleeping; a pool with more
  * threads than online CPUs polls far less (a spinning thread would hold a
- * core the working ones need) and yields the CPU between polls. */
+ * core the working ones need) and yields the CPU between polls.
+ *
+ * Each waiting thread also adapts its own budget (between SPIN_MIN and the
+ * pool's spin): a wait that had to sleep halves it when the sleep was long
+ * (the other side was not running: polling only burnt CPU that a machine
+ * shared with other processes needs, and that our own busy thread may be
+ * waiting for), and doubles it when the sleep was short (polling a little
+ * longer would have avoided the sleep and its wake-up latency). On a
+ * dedicated machine waits end while polling and the budget stays full. */
 #define SPIN_ITERS 4000
 #define SPIN_ITERS_OVERSUBSCRIBED 16
+#define SPIN_MIN 16
+#define SHORT_SLEEP_NS 50000
 
 struct worker {
     hr_pool *pool;
@@ -49,6 +60,8 @@ struct hr_pool {
     int sleepers;        /* workers blocked on `wake` (under mu) */
     bool caller_sleeping;
 
+    int caller_budget;   /* the caller's adaptive polling budget */
+
     _Atomic unsigned gen;
     _Atomic int pending;
     _Atomic bool stop;
@@ -64,13 +77,30 @@ static inline void relax(const hr_pool *p)
         CPU_RELAX();
 }
 
-static bool wait_new_run(hr_pool *p, unsigned seen)
+static int64_t now_ns(void)
 {
-    for (int i = 0; i < p->spin; i++) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* After a wait that slept from t0: adapt the polling budget (see above). */
+static void adapt_budget(const hr_pool *p, int *budget, int64_t t0)
+{
+    if (now_ns() - t0 < SHORT_SLEEP_NS)
+        *budget = *budget * 2 < p->spin ? *budget * 2 : p->spin;
+    else
+        *budget = *budget / 2 > SPIN_MIN ? *budget / 2 : SPIN_MIN;
+}
+
+static bool wait_new_run(hr_pool *p, unsigned seen, int *budget)
+{
+    for (int i = 0; i < *budget; i++) {
         if (atomic_load_explicit(&p->gen, memory_order_acquire) != seen)
             return true;
         relax(p);
     }
+    const int64_t t0 = now_ns();
     pthread_mutex_lock(&p->mu);
     p->sleepers++;
     while (atomic_load_explicit(&p->gen, memory_order_acquire) == seen &&
@@ -78,6 +108,7 @@ static bool wait_new_run(hr_pool *p, unsigned seen)
         pthread_cond_wait(&p->wake, &p->mu);
     p->sleepers--;
     pthread_mutex_unlock(&p->mu);
+    adapt_budget(p, budget, t0);
     return atomic_load_explicit(&p->gen, memory_order_acquire) != seen;
 }
 
@@ -86,8 +117,9 @@ static void *worker_main(void *arg)
     struct worker *wk = arg;
     hr_pool *p = wk->pool;
     unsigned seen = 0;
+    int budget = p->spin;
     for (;;) {
-        if (!wait_new_run(p, seen) || atomic_load_explicit(&p->stop, memory_order_acquire))
+        if (!wait_new_run(p, seen, &budget) || atomic_load_explicit(&p->stop, memory_order_acquire))
             break;
         seen = atomic_load_explicit(&p->gen, memory_order_acquire);
         p->fn(p->ctx, wk->ith, p->n);
@@ -113,6 +145,7 @@ hr_pool *hr_pool_new(int n_threads)
     const bool over = ncpu > 0 && n_threads > ncpu;
     p->spin = over ? SPIN_ITERS_OVERSUBSCRIBED : SPIN_ITERS;
     p->yield = over;
+    p->caller_budget = p->spin;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done, NULL);
@@ -174,15 +207,17 @@ void hr_pool_run(hr_pool *p, hr_pool_fn fn, void *ctx)
 
     fn(ctx, 0, p->n);
 
-    for (int i = 0; i < p->spin; i++) {
+    for (int i = 0; i < p->caller_budget; i++) {
         if (atomic_load_explicit(&p->pending, memory_order_acquire) == 0)
             return;
         relax(p);
     }
+    const int64_t t0 = now_ns();
     pthread_mutex_lock(&p->mu);
     p->caller_sleeping = true;
     while (atomic_load_explicit(&p->pending, memory_order_acquire) != 0)
         pthread_cond_wait(&p->done, &p->mu);
     p->caller_sleeping = false;
     pthread_mutex_unlock(&p->mu);
+    adapt_budget(p, &p->caller_budget, t0);
 }

@@ -15,10 +15,15 @@
 #include "engine/engine.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/attn.h"
 #include "cpu/matmul.h"
+#include "cpu/ops.h"
 #include "cpu/pool.h"
 #include "model/model_impl.h"
 #include "quant/quant.h"
@@ -35,12 +40,81 @@ struct hr_engine {
     float *att;    /* attention output (n_head * head_dim_v) */
     float *gate;   /* (n_ff) */
     float *up;     /* (n_ff) */
-    float *scores; /* (n_threads, scores_cap) attention weights, one row per thread */
-    int32_t scores_cap;
+    float *rope_cs;    /* (max_batch, rope_dim) cos/sin pairs of each token's position */
+    const float **blk; /* (n_threads, 2, blk_cap) K and V block pointers for attention */
+    int32_t blk_cap;
     hr_pool *pool; /* NULL when single-threaded */
     void *act;     /* quantised activations (max_batch, act_row_bytes) */
     size_t act_row_bytes;
+    /* repacked copies of the weight matrices (hr_matmul_pack), NULL where
+     * the path in use has no packed layout for the type: n_layer * 7 for the
+     * layers (wq wk wv wo gate up down), then the output matrix */
+    void **packed;
+    size_t packed_bytes;
 };
+
+enum { PK_Q, PK_K, PK_V, PK_O, PK_GATE, PK_UP, PK_DOWN, PK_PER_LAYER };
+
+static const hr_weight *layer_weight(const hr_layer_weights *L, int i)
+{
+    const hr_weight *w[PK_PER_LAYER] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->ffn_gate, &L->ffn_up, &L->ffn_down };
+    return w[i];
+}
+
+/* Gives back the original pages of a packed matrix. MADV_PAGEOUT reclaims
+ * them (out of this process and, when no one else maps them, out of the page
+ * cache) and never loses data, whatever the memory is. A tied output matrix
+ * is still read by the embedding lookup (a few rows per token): it gets
+ * MADV_DONTNEED, which only unmaps the pages from this process and leaves
+ * them in the page cache, so a lookup re-maps its page cheaply. That is
+ * safe because model tensors always live in hr_gguf_open's read-only
+ * MAP_SHARED file mapping (on anonymous memory DONTNEED would zero them).
+ * Kernels without MADV_PAGEOUT (before 5.4) ignore it. */
+static void release_pages(const hr_weight *w, bool still_read)
+{
+    const long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0)
+        return;
+    const uintptr_t lo = ((uintptr_t)w->data + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+    const uintptr_t hi = ((uintptr_t)w->data + w->row_bytes * (size_t)w->ne1) & ~((uintptr_t)pg - 1);
+    if (hi > lo)
+        (void)madvise((void *)lo, hi - lo, still_read ? MADV_DONTNEED : MADV_PAGEOUT);
+}
+
+/* Packs every matrix that has a packed layout on the path in use (unless
+ * HEARTH_REPACK=0). */
+static bool pack_weights(hr_engine *e)
+{
+    const hr_model *m = e->m;
+    const int32_t nl = m->hp.n_layer;
+    const char *env = getenv("HEARTH_REPACK");
+    if (env && env[0] == '0')
+        return true;
+    e->packed = calloc((size_t)nl * PK_PER_LAYER + 1, sizeof *e->packed);
+    if (!e->packed)
+        return false;
+    for (int32_t i = 0; i <= nl * PK_PER_LAYER; i++) {
+        const hr_weight *w = i < nl * PK_PER_LAYER ? layer_weight(&m->layers[i / PK_PER_LAYER], i % PK_PER_LAYER)
+                                                   : &m->output;
+        const size_t n = hr_matmul_packed_bytes(w->type, w->ne0, w->ne1);
+        if (!n)
+            continue;
+        /* 2 MiB aligned and marked for transparent huge pages: fewer page
+         * faults while packing, fewer TLB misses while streaming */
+        const size_t huge = (size_t)2 << 20;
+        const size_t align = n >= huge ? huge : 64;
+        void *p = aligned_alloc(align, (n + align - 1) / align * align);
+        if (!p)
+            return false;
+        if (align == huge)
+            (void)madvise(p, (n + align - 1) / align * align, MADV_HUGEPAGE);
+        hr_matmul_pack(e->pool, w->data, w->type, w->row_bytes, w->ne0, w->ne1, p);
+        e->packed[i] = p;
+        e->packed_bytes += n;
+        release_pages(w, w->data == m->tok_embd.data);
+    }
+    return true;
+}
 
 static void *xalloc(size_t n, bool *ok)
 {
@@ -80,7 +154,10 @@ hr_status hr_engine_new(const hr_model *m, const hr_engine_params *p, hr_engine 
     e->gate = xalloc(B * (size_t)hp->n_ff * sizeof(float), &ok);
     e->up = xalloc(B * (size_t)hp->n_ff * sizeof(float), &ok);
     e->act = xalloc(B * e->act_row_bytes, &ok);
+    e->rope_cs = xalloc(B * (size_t)(hp->rope_dim > 0 ? hp->rope_dim : 1) * sizeof(float), &ok);
     if (ok && e->p.n_threads > 1 && !(e->pool = hr_pool_new(e->p.n_threads)))
+        ok = false;
+    if (ok && !pack_weights(e))
         ok = false;
     if (!ok) {
         hr_engine_free(e);
@@ -102,16 +179,48 @@ void hr_engine_free(hr_engine *e)
     free(e->att);
     free(e->gate);
     free(e->up);
-    free(e->scores);
+    free(e->blk);
+    free(e->rope_cs);
     free(e->act);
+    if (e->packed)
+        for (int32_t i = 0; i <= e->m->hp.n_layer * PK_PER_LAYER; i++)
+            free(e->packed[i]);
+    free(e->packed);
     hr_pool_free(e->pool);
     free(e);
 }
 
-/* y[t] = W x[t] for n tokens; x rows are w->ne0 floats, y rows w->ne1. */
-static void matmul(hr_engine *e, const hr_weight *w, const float *x, int32_t n, float *y)
+/* y[t] = W x[t] for n tokens; x rows are w->ne0 floats, y rows w->ne1.
+ * pk is the index of w's packed copy (layer * PK_PER_LAYER + PK_x, or
+ * n_layer * PK_PER_LAYER for the output). */
+static void matmul(hr_engine *e, const hr_weight *w, int32_t pk, const float *x, int32_t n, float *y)
 {
-    hr_matmul(e->pool, w->data, w->type, w->row_bytes, w->ne0, w->ne1, x, n, y, e->act);
+    if (e->packed && e->packed[pk])
+        hr_matmul_packed(e->pool, e->packed[pk], w->type, w->ne0, w->ne1, x, n, y, e->act);
+    else
+        hr_matmul(e->pool, w->data, w->type, w->row_bytes, w->ne0, w->ne1, x, n, y, e->act);
+}
+
+/* Several matrices on the same input: one packed pass when all of them are
+ * packed with one type (same results as separate calls). */
+static void matmul_multi(hr_engine *e, int nm, const hr_weight *const *w, const int32_t *pk, const float *x, int32_t n,
+                         float *const *y)
+{
+    bool same = e->packed != NULL;
+    for (int i = 0; same && i < nm; i++)
+        same = e->packed[pk[i]] && w[i]->type == w[0]->type && w[i]->ne0 == w[0]->ne0;
+    if (!same) {
+        for (int i = 0; i < nm; i++)
+            matmul(e, w[i], pk[i], x, n, y[i]);
+        return;
+    }
+    const void *p[3];
+    int64_t N[3];
+    for (int i = 0; i < nm; i++) {
+        p[i] = e->packed[pk[i]];
+        N[i] = w[i]->ne1;
+    }
+    hr_matmul_packed_multi(e->pool, nm, p, N, y, w[0]->type, w[0]->ne0, x, n, e->act);
 }
 
 static void rmsnorm(float *out, const float *x, const float *w, int32_t n, float eps)
@@ -124,23 +233,34 @@ static void rmsnorm(float *out, const float *x, const float *w, int32_t n, float
         out[i] = x[i] * scale * w[i];
 }
 
-/* Rotates the first rope_dim dimensions of each of n_heads heads of `v`
- * (head stride head_dim) for position pos. The angle of pair i is
+/* The cos/sin of every rotated pair of position pos: pair i's angle is
  * pos * freq_scale * theta^(-2i/rope_dim) / freq_factor[i], built up by
- * repeated multiplication like the reference implementation. */
-static void rope(float *v, int32_t n_heads, int32_t head_dim, int32_t pos, const hr_hparams *hp,
-                 const float *freq_factors)
+ * repeated multiplication like the reference implementation. Computed once
+ * per token and shared by every head and layer. */
+static void rope_table(float *cs, int32_t pos, const hr_hparams *hp, const float *freq_factors)
 {
     const int32_t nd = hp->rope_dim;
     const float theta_scale = powf(hp->rope_theta, -2.0f / (float)nd);
+    float theta = (float)pos;
+    for (int32_t i = 0; i < nd / 2; i++) {
+        float th = hp->rope_freq_scale * theta;
+        if (freq_factors)
+            th /= freq_factors[i];
+        cs[2 * i] = cosf(th);
+        cs[2 * i + 1] = sinf(th);
+        theta *= theta_scale;
+    }
+}
+
+/* Rotates the first rope_dim dimensions of each of n_heads heads of `v`
+ * (head stride head_dim) by the table of rope_table. */
+static void rope(float *v, int32_t n_heads, int32_t head_dim, const float *cs, const hr_hparams *hp)
+{
+    const int32_t nd = hp->rope_dim;
     for (int32_t h = 0; h < n_heads; h++) {
         float *x = v + (size_t)h * head_dim;
-        float theta = (float)pos;
         for (int32_t i = 0; i < nd / 2; i++) {
-            float th = hp->rope_freq_scale * theta;
-            if (freq_factors)
-                th /= freq_factors[i];
-            float c = cosf(th), s = sinf(th);
+            const float c = cs[2 * i], s = cs[2 * i + 1];
             int32_t a, b;
             if (hp->rope_style == HR_ROPE_NEOX) {
                 a = i;
@@ -152,64 +272,25 @@ static void rope(float *v, int32_t n_heads, int32_t head_dim, int32_t pos, const
             float x0 = x[a], x1 = x[b];
             x[a] = x0 * c - x1 * s;
             x[b] = x0 * s + x1 * c;
-            theta *= theta_scale;
         }
     }
 }
 
-static hr_status ensure_scores(hr_engine *e, int32_t n, hr_err *err)
+/* Per-thread lists of K/V block pointers, room for n positions. */
+static hr_status ensure_blocks(hr_engine *e, hr_kv *kv, int32_t n, hr_err *err)
 {
-    if (n <= e->scores_cap)
+    const int32_t need = n / hr_kv_block_tokens(kv) + 1;
+    if (need <= e->blk_cap)
         return HR_OK;
-    int32_t cap = e->scores_cap ? e->scores_cap : 256;
-    while (cap < n)
+    int32_t cap = e->blk_cap ? e->blk_cap : 64;
+    while (cap < need)
         cap *= 2;
-    float *s = realloc(e->scores, (size_t)cap * (size_t)e->p.n_threads * sizeof *s);
-    if (!s)
-        return hr_err_set(err, HR_ERR_NOMEM, "out of memory for attention scores");
-    e->scores = s;
-    e->scores_cap = cap;
+    const float **p = realloc(e->blk, (size_t)cap * 2 * (size_t)e->p.n_threads * sizeof *p);
+    if (!p)
+        return hr_err_set(err, HR_ERR_NOMEM, "out of memory for attention block lists");
+    e->blk = p;
+    e->blk_cap = cap;
     return HR_OK;
-}
-
-/* Attention of head h of a token (at pos, in seq) over positions 0..pos of
- * its sequence; sc is a scratch row of at least pos + 1 floats. */
-static void attend_head(const hr_hparams *hp, hr_kv *kv, int32_t layer, int32_t seq, int32_t pos, int32_t h,
-                        const float *q, float *out, float *sc)
-{
-    const int32_t hd = hp->head_dim, hdv = hp->head_dim_v;
-    const int32_t group = hp->n_head / hp->n_head_kv;
-    const float scale = 1.0f / sqrtf((float)hd);
-    {
-        const float *qh = q + (size_t)h * hd;
-        const int32_t kvh = h / group;
-        float mx = -INFINITY;
-        for (int32_t p = 0; p <= pos; p++) {
-            const float *kr = hr_kv_k(kv, layer, seq, p) + (size_t)kvh * hd;
-            float s = 0.0f;
-            for (int32_t i = 0; i < hd; i++)
-                s += qh[i] * kr[i];
-            s *= scale;
-            sc[p] = s;
-            if (s > mx)
-                mx = s;
-        }
-        double sum = 0.0;
-        for (int32_t p = 0; p <= pos; p++) {
-            float ev = expf(sc[p] - mx);
-            sc[p] = ev;
-            sum += ev;
-        }
-        const float inv = (float)(1.0 / sum);
-        float *oh = out + (size_t)h * hdv;
-        memset(oh, 0, (size_t)hdv * sizeof(float));
-        for (int32_t p = 0; p <= pos; p++) {
-            const float w = sc[p] * inv;
-            const float *vr = hr_kv_v(kv, layer, seq, p) + (size_t)kvh * hdv;
-            for (int32_t i = 0; i < hdv; i++)
-                oh[i] += w * vr[i];
-        }
-    }
 }
 
 typedef struct {
@@ -217,21 +298,41 @@ typedef struct {
     hr_kv *kv;
     int32_t layer, n;
     const int32_t *pos, *seq;
+    hr_attn_fn attn;
 } attn_job;
 
-/* Pool task: (token, head) pairs split evenly over the threads. */
+/* Pool task: (KV head, token) pairs split evenly over the threads; each
+ * computes the query heads of its group over positions 0..pos of the
+ * token's sequence, streaming the cache block by block (src/cpu/attn.h). */
 static void attend_task(void *ctx, int ith, int nth)
 {
     const attn_job *j = ctx;
     const hr_hparams *hp = hr_model_hparams(j->e->m);
-    const int32_t QD = hp->n_head * hp->head_dim, AD = hp->n_head * hp->head_dim_v;
-    const int64_t total = (int64_t)j->n * hp->n_head;
+    const int32_t hd = hp->head_dim, hdv = hp->head_dim_v, nkv = hp->n_head_kv;
+    const int32_t group = hp->n_head / nkv;
+    const int32_t QD = hp->n_head * hd, AD = hp->n_head * hdv;
+    const int32_t bt = hr_kv_block_tokens(j->kv);
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int64_t total = (int64_t)j->n * nkv;
     const int64_t lo = total * ith / nth, hi = total * (ith + 1) / nth;
-    float *sc = j->e->scores + (size_t)ith * (size_t)j->e->scores_cap;
+    const float **kp = j->e->blk + (size_t)ith * 2 * (size_t)j->e->blk_cap, **vp = kp + j->e->blk_cap;
+    int32_t have_seq = -1, have_kvh = -1, have_blocks = 0;
     for (int64_t k = lo; k < hi; k++) {
-        const int32_t t = (int32_t)(k / hp->n_head), h = (int32_t)(k % hp->n_head);
-        attend_head(hp, j->kv, j->layer, j->seq[t], j->pos[t], h, j->e->q + (size_t)t * QD,
-                    j->e->att + (size_t)t * AD, sc);
+        const int32_t kvh = (int32_t)(k / j->n), t = (int32_t)(k % j->n);
+        const int32_t seq = j->seq[t], n_pos = j->pos[t] + 1, nblk = (n_pos + bt - 1) / bt;
+        if (seq != have_seq || kvh != have_kvh)
+            have_blocks = 0;
+        for (int32_t b = have_blocks; b < nblk; b++) {
+            kp[b] = hr_kv_k(j->kv, j->layer, seq, b * bt) + (size_t)kvh * hd;
+            vp[b] = hr_kv_v(j->kv, j->layer, seq, b * bt) + (size_t)kvh * hdv;
+        }
+        if (nblk > have_blocks)
+            have_blocks = nblk;
+        have_seq = seq;
+        have_kvh = kvh;
+        const hr_attn_kv kvv = { kp, vp, bt, (size_t)nkv * hd, (size_t)nkv * hdv };
+        j->attn(j->e->q + (size_t)t * QD + (size_t)kvh * group * hd, group, hd, hdv, scale, &kvv, n_pos,
+                j->e->att + (size_t)t * AD + (size_t)kvh * group * hdv);
     }
 }
 
@@ -260,20 +361,26 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
     for (int32_t t = 0; t < n; t++)
         if (pos[t] > max_pos)
             max_pos = pos[t];
-    if ((st = ensure_scores(e, max_pos + 1, err)))
+    if ((st = ensure_blocks(e, kv, max_pos + 1, err)))
         return st;
 
     const hr_type_traits *et = hr_type_get(m->tok_embd.type);
     for (int32_t t = 0; t < n; t++)
         et->to_float((const char *)m->tok_embd.data + (size_t)tok[t] * m->tok_embd.row_bytes, e->x + (size_t)t * D, D);
 
+    for (int32_t t = 0; t < n; t++)
+        rope_table(e->rope_cs + (size_t)t * (size_t)hp->rope_dim, pos[t], hp, m->rope_freqs);
+
     for (int32_t l = 0; l < hp->n_layer; l++) {
         const hr_layer_weights *L = &m->layers[l];
         for (int32_t t = 0; t < n; t++)
             rmsnorm(e->xn + (size_t)t * D, e->x + (size_t)t * D, L->attn_norm, D, hp->rms_eps);
-        matmul(e, &L->wq, e->xn, n, e->q);
-        matmul(e, &L->wk, e->xn, n, e->k);
-        matmul(e, &L->wv, e->xn, n, e->v);
+        {
+            const hr_weight *w[3] = { &L->wq, &L->wk, &L->wv };
+            const int32_t pk[3] = { l * PK_PER_LAYER + PK_Q, l * PK_PER_LAYER + PK_K, l * PK_PER_LAYER + PK_V };
+            float *const y[3] = { e->q, e->k, e->v };
+            matmul_multi(e, 3, w, pk, e->xn, n, y);
+        }
         add_bias(e->q, L->bq, n, QD);
         add_bias(e->k, L->bk, n, KD);
         add_bias(e->v, L->bv, n, VD);
@@ -285,29 +392,31 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
                 for (int32_t h = 0; h < hp->n_head_kv; h++)
                     rmsnorm(kt + (size_t)h * hp->head_dim, kt + (size_t)h * hp->head_dim, L->k_norm, hp->head_dim, hp->rms_eps);
             }
-            rope(qt, hp->n_head, hp->head_dim, pos[t], hp, m->rope_freqs);
-            rope(kt, hp->n_head_kv, hp->head_dim, pos[t], hp, m->rope_freqs);
+            const float *cs = e->rope_cs + (size_t)t * (size_t)hp->rope_dim;
+            rope(qt, hp->n_head, hp->head_dim, cs, hp);
+            rope(kt, hp->n_head_kv, hp->head_dim, cs, hp);
             memcpy(hr_kv_k(kv, l, seq[t], pos[t]), kt, (size_t)KD * sizeof(float));
             memcpy(hr_kv_v(kv, l, seq[t], pos[t]), e->v + (size_t)t * VD, (size_t)VD * sizeof(float));
         }
-        attn_job job = {e, kv, l, n, pos, seq};
+        attn_job job = { e, kv, l, n, pos, seq, hr_cpu_attn(hp->n_head / hp->n_head_kv, hp->head_dim, hp->head_dim_v) };
         if (e->pool)
             hr_pool_run(e->pool, attend_task, &job);
         else
             attend_task(&job, 0, 1);
-        matmul(e, &L->wo, e->att, n, e->xn);
+        matmul(e, &L->wo, l * PK_PER_LAYER + PK_O, e->att, n, e->xn);
         for (size_t i = 0; i < (size_t)n * D; i++)
             e->x[i] += e->xn[i];
 
         for (int32_t t = 0; t < n; t++)
             rmsnorm(e->xn + (size_t)t * D, e->x + (size_t)t * D, L->ffn_norm, D, hp->rms_eps);
-        matmul(e, &L->ffn_gate, e->xn, n, e->gate);
-        matmul(e, &L->ffn_up, e->xn, n, e->up);
-        for (size_t i = 0; i < (size_t)n * F; i++) {
-            float g = e->gate[i];
-            e->gate[i] = g / (1.0f + expf(-g)) * e->up[i];
+        {
+            const hr_weight *w[2] = { &L->ffn_gate, &L->ffn_up };
+            const int32_t pk[2] = { l * PK_PER_LAYER + PK_GATE, l * PK_PER_LAYER + PK_UP };
+            float *const y[2] = { e->gate, e->up };
+            matmul_multi(e, 2, w, pk, e->xn, n, y);
         }
-        matmul(e, &L->ffn_down, e->gate, n, e->xn);
+        hr_cpu_silu_mul(e->gate, e->up, (int64_t)n * F);
+        matmul(e, &L->ffn_down, l * PK_PER_LAYER + PK_DOWN, e->gate, n, e->xn);
         for (size_t i = 0; i < (size_t)n * D; i++)
             e->x[i] += e->xn[i];
     }
@@ -321,7 +430,7 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
         n_out++;
     }
     if (n_out) {
-        matmul(e, &m->output, e->xn, n_out, *logits_out);
+        matmul(e, &m->output, hp->n_layer * PK_PER_LAYER, e->xn, n_out, *logits_out);
         *logits_out += (size_t)n_out * hp->n_vocab;
     }
     return HR_OK;

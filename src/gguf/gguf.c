@@ -635,7 +635,7 @@ double hr_gguf_arr_f64(const hr_gguf_value *arr, uint64_t i)
     size_t es = hr_gguf_type_size(arr->v.arr.elem);
     if (!es || i >= arr->v.arr.n)
         return 0.0;
-    hr_gguf_value v;
+    hr_gguf_value v = {0};
     scalar_decode(arr->v.arr.elem, (const uint8_t *)arr->v.arr.raw + i * es, &v);
     if (v.type == HR_GGUF_F32 || v.type == HR_GGUF_F64)
         return v.v.f;
@@ -647,7 +647,7 @@ int64_t hr_gguf_arr_i64(const hr_gguf_value *arr, uint64_t i)
     size_t es = hr_gguf_type_size(arr->v.arr.elem);
     if (!es || i >= arr->v.arr.n)
         return 0;
-    hr_gguf_value v;
+    hr_gguf_value v = {0};
     scalar_decode(arr->v.arr.elem, (const uint8_t *)arr->v.arr.raw + i * es, &v);
     if (v.type == HR_GGUF_F32 || v.type == HR_GGUF_F64)
         return (int64_t)v.v.f;

@@ -300,6 +300,14 @@ static seq *seq_new(hr_sched *s, hr_req *r, int32_t index)
         hr_sampler_set_bias(q->smp, r->bias_ids[i], r->bias[i], NULL);
     memcpy(q->tokens, r->prompt, (size_t)r->n_prompt * sizeof *q->tokens);
     q->n_tokens = r->n_prompt;
+    /* generated text continues the prompt's text, if it has any */
+    for (int32_t i = 0; i < r->n_prompt; i++) {
+        int t = hr_vocab_token_type(s->vocab, r->prompt[i]);
+        if (t == HR_TOKEN_NORMAL || t == HR_TOKEN_BYTE || t == HR_TOKEN_USER_DEFINED) {
+            hr_detok_continue(q->dt);
+            break;
+        }
+    }
     for (int32_t i = 0; i < r->n_prompt; i++)
         hr_sampler_accept(q->smp, r->prompt[i]);
     return q;

@@ -156,9 +156,9 @@ typedef struct {
 /* A consistent snapshot (taken under the stats lock). */
 void hr_sched_stats_of(hr_sched *s, hr_sched_stats *out);
 
-/* Latency histograms for /metrics: bucket upper bounds in seconds and
- * cumulative counts (Prometheus style), for time-to-first-token and
- * inter-token latency. */
+/* Latency histograms for /metrics: bucket upper bounds in seconds and the
+ * count in each bucket (not cumulative; the last is above every bound),
+ * for time-to-first-token and inter-token latency. */
 #define HR_HIST_BUCKETS 14
 extern const double hr_hist_bounds[HR_HIST_BUCKETS];
 typedef struct {

@@ -87,6 +87,8 @@ hr_status hr_detok_new(const hr_vocab *v, bool render_special, hr_detok **out, h
     return HR_OK;
 }
 
+void hr_detok_continue(hr_detok *d) { d->strip_space = false; }
+
 void hr_detok_free(hr_detok *d)
 {
     if (!d)

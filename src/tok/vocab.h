@@ -89,6 +89,9 @@ size_t hr_tok_decode(const hr_vocab *v, const int32_t *ids, size_t n, bool rende
 typedef struct hr_detok hr_detok;
 hr_status hr_detok_new(const hr_vocab *v, bool render_special, hr_detok **out, hr_err *err);
 void hr_detok_free(hr_detok *d);
+/* Marks the decoded text as continuing earlier text (a prompt with
+ * content): SentencePiece's leading space of the first piece is kept. */
+void hr_detok_continue(hr_detok *d);
 /* Decodes `id`; writes the newly complete text (NUL-terminated) to buf and
  * returns its length, or returns >= cap if buf is too small (nothing lost:
  * the text stays pending). */

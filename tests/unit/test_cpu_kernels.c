@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "base/half.h"
+#include "cpu/attn.h"
 #include "cpu/cpu.h"
 #include "cpu/matmul.h"
 #include "cpu/pool.h"
@@ -436,6 +437,145 @@ static void test_matmul_large(void **state)
     (void)K;
 }
 
+/* Packed weights (avx512 hosts): every output bit-identical to the scalar
+ * reference vec_dot, for 1/2/3/8 threads, any token tile (T = 1..21 covers
+ * tails of the 8-token tile) and row counts that are not multiples of 16. */
+static void test_matmul_packed(void **state)
+{
+    (void)state;
+    static const uint32_t types[] = { HR_TYPE_Q8_0, HR_TYPE_Q4_0, HR_TYPE_Q5_0, HR_TYPE_IQ4_NL, HR_TYPE_Q4_K, HR_TYPE_Q6_K };
+    static const int threads[] = { 1, 2, 3, 8 };
+    hr_cpu_force(hr_cpu_host_isa());
+    if (!hr_matmul_packed_bytes(HR_TYPE_Q8_0, 64, 16)) {
+        print_message("no packed layouts on this host (%s); skipped\n", hr_cpu_isa_name());
+        return;
+    }
+    hr_pool *pools[4];
+    for (int i = 0; i < 4; i++)
+        assert_non_null(pools[i] = hr_pool_new(threads[i]));
+    const int64_t N = 53;
+    const int32_t T = 21;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const uint32_t type = types[ti];
+        const uint32_t atype = traits(type)->vec_dot_type;
+        const int64_t K = traits(type)->block_size == 256 ? 768 : 352;
+        const size_t rb = hr_row_size(type, K), pb = hr_matmul_packed_bytes(type, K, N);
+        /* the size of the original rows, padded to 16 (Q4_K: 148 bytes per 144) */
+        assert_int_equal(pb, (size_t)(N + 15) / 16 * 16 * (type == HR_TYPE_Q4_K ? rb / 144 * 148 : rb));
+        float *xw = malloc((size_t)K * sizeof(float)), *x = malloc((size_t)T * K * sizeof(float));
+        unsigned char *w = malloc(rb * (size_t)N), *pk = aligned_alloc(64, (pb + 63) / 64 * 64);
+        float *y = malloc((size_t)T * N * sizeof(float)), *y1 = malloc((size_t)T * N * sizeof(float));
+        void *scratch = malloc(hr_matmul_scratch_bytes(type, K, T) + 1);
+        void *arow = malloc(hr_row_size(atype, K));
+        assert_true(xw && x && w && pk && y && y1 && scratch && arow);
+        assert_true(hr_matmul_scratch_bytes(type, K, T) <= (size_t)T * ((size_t)K * 4 + 64));
+        for (int64_t r = 0; r < N; r++) {
+            fill_data(xw, K, 0.5f);
+            assert_true(hr_quantize_row(type, xw, w + r * rb, K));
+        }
+        fill_data(x, (int64_t)T * K, 1.0f);
+        hr_matmul_pack(pools[1], w, type, rb, K, N, pk);
+        for (int32_t t = 0; t < T; t++) {
+            traits(atype)->from_float(x + (size_t)t * K, arow, K);
+            for (int64_t r = 0; r < N; r++)
+                traits(type)->vec_dot(K, &y1[(size_t)t * N + r], w + r * rb, arow);
+        }
+        for (int p = 0; p < 4; p++) {
+            memset(y, 0, (size_t)T * N * sizeof(float));
+            hr_matmul_packed(pools[p], pk, type, K, N, x, T, y, (char *)scratch + 1);
+            assert_memory_equal(y, y1, (size_t)T * N * sizeof(float));
+        }
+        for (int32_t t0 = 0, n = 1; t0 < T; t0 += n, n++) { /* uneven batches */
+            const int32_t nt = t0 + n <= T ? n : T - t0;
+            hr_matmul_packed(t0 % 2 ? NULL : pools[2], pk, type, K, N, x + (size_t)t0 * K, nt, y + (size_t)t0 * N,
+                             scratch);
+        }
+        assert_memory_equal(y, y1, (size_t)T * N * sizeof(float));
+        free(xw);
+        free(x);
+        free(w);
+        free(pk);
+        free(y);
+        free(y1);
+        free(scratch);
+        free(arow);
+    }
+    for (int i = 0; i < 4; i++)
+        hr_pool_free(pools[i]);
+}
+
+/* ---- streaming attention ---- */
+
+/* hr_cpu_attn (every path) and hr_attn_ref against a plain two-pass softmax
+ * in double, over blocks of several sizes and lengths that end mid-tile. */
+static void test_attention(void **state)
+{
+    (void)state;
+    static const int32_t bts[] = { 16, 5, 32 }, lens[] = { 1, 15, 16, 17, 100, 333 }, dims[] = { 64, 128 };
+    static const int32_t groups[] = { 1, 4, 7 };
+    const int32_t max_len = 333, max_d = 128, max_g = 7;
+    float *k = malloc((size_t)max_len * max_d * 2 * sizeof(float)), *v = malloc((size_t)max_len * max_d * 2 * sizeof(float));
+    float *q = malloc((size_t)max_g * max_d * sizeof(float)), *out = malloc((size_t)max_g * max_d * sizeof(float));
+    double *want = malloc((size_t)max_g * max_d * sizeof(double)), *sc = malloc((size_t)max_len * sizeof(double));
+    const float **kb = malloc((size_t)max_len * sizeof *kb), **vb = malloc((size_t)max_len * sizeof *vb);
+    assert_true(k && v && q && out && want && sc && kb && vb);
+    for (int isa = 0; isa < n_isas(); isa++) {
+        hr_cpu_force((hr_isa)isa);
+        for (size_t di = 0; di < 2; di++)
+            for (size_t gi = 0; gi < 3; gi++)
+                for (size_t bi = 0; bi < 3; bi++)
+                    for (size_t li = 0; li < 6; li++) {
+                        const int32_t d = dims[di], g = groups[gi], bt = bts[bi], n = lens[li];
+                        const size_t stride = (size_t)d * 2; /* a second KV head interleaved */
+                        fill_data(k, (int64_t)n * (int64_t)stride, 1.0f);
+                        fill_data(v, (int64_t)n * (int64_t)stride, 1.0f);
+                        fill_data(q, (int64_t)g * d, 2.0f);
+                        for (int32_t b = 0; b * bt < n; b++) { /* blocks: rows of this head, stride apart */
+                            kb[b] = k + (size_t)b * bt * stride + (size_t)d;
+                            vb[b] = v + (size_t)b * bt * stride + (size_t)d;
+                        }
+                        const hr_attn_kv kv = { kb, vb, bt, stride, stride };
+                        const float scale = 0.125f;
+                        for (int32_t h = 0; h < g; h++) {
+                            double mx = -1e300, sum = 0;
+                            for (int32_t p = 0; p < n; p++) {
+                                double s = 0;
+                                for (int32_t i = 0; i < d; i++)
+                                    s += (double)q[h * d + i] * k[(size_t)p * stride + d + i];
+                                sc[p] = s * scale;
+                                mx = sc[p] > mx ? sc[p] : mx;
+                            }
+                            for (int32_t p = 0; p < n; p++)
+                                sum += (sc[p] = exp(sc[p] - mx));
+                            for (int32_t i = 0; i < d; i++) {
+                                double o = 0;
+                                for (int32_t p = 0; p < n; p++)
+                                    o += sc[p] / sum * v[(size_t)p * stride + d + i];
+                                want[h * d + i] = o;
+                            }
+                        }
+                        for (int impl = 0; impl < 2; impl++) {
+                            (impl ? hr_attn_ref : hr_cpu_attn(g, d, d))(q, g, d, d, scale, &kv, n, out);
+                            double err = 0, ref = 0;
+                            for (int32_t i = 0; i < g * d; i++) {
+                                err = fmax(err, fabs(out[i] - want[i]));
+                                ref = fmax(ref, fabs(want[i]));
+                            }
+                            assert_true(err <= 1e-5 * (ref + 1e-3));
+                        }
+                    }
+    }
+    hr_cpu_force(hr_cpu_host_isa());
+    free(k);
+    free(v);
+    free(q);
+    free(out);
+    free(want);
+    free(sc);
+    free(kb);
+    free(vb);
+}
+
 /* ---- dispatch ---- */
 
 static void test_dispatch(void **state)
@@ -493,6 +633,8 @@ int main(void)
         cmocka_unit_test(test_quantisers),
         cmocka_unit_test(test_matmul_threads_and_batching),
         cmocka_unit_test(test_matmul_large),
+        cmocka_unit_test(test_matmul_packed),
+        cmocka_unit_test(test_attention),
         cmocka_unit_test(test_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

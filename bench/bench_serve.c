@@ -1,0 +1,370 @@
+/* bench_serve - load generator for OpenAI-compatible servers (hearth serve,
+ * llama-server, vLLM, ...), written on libcurl's multi interface.
+ *
+ * For each concurrency level it keeps that many streamed /v1/completions
+ * requests in flight (prompt ~128 tokens, 64 generated tokens, ignore_eos)
+ * until the level's request count is done or its time is up, and reports
+ * aggregate generated tokens/s, time to first token p50/p99 and
+ * inter-token latency p50/p99 (gaps between streamed chunks that carry
+ * text). Loopback URLs only; counts and times are bounded.
+ *
+ *   bench_serve [--url http://127.0.0.1:8080] [--levels 1,4,16,64]
+ *               [--requests N] [--prompt-tokens 128] [--gen-tokens 64]
+ *               [--max-seconds 120] [--model NAME] [--api-key KEY]
+ *               [--no-ignore-eos] [--temperature T] */
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#define MAX_LEVELS 16
+#define MAX_INFLIGHT 1024
+#define MAX_BUF (1u << 20)
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+typedef struct {
+    double *v;
+    size_t n, cap;
+} vec;
+
+static void vec_push(vec *a, double x)
+{
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 256;
+        double *p = realloc(a->v, cap * sizeof *p);
+        if (!p)
+            return;
+        a->v = p;
+        a->cap = cap;
+    }
+    a->v[a->n++] = x;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct(vec *a, double p)
+{
+    if (!a->n)
+        return NAN;
+    qsort(a->v, a->n, sizeof *a->v, cmp_d);
+    size_t i = (size_t)ceil(p / 100.0 * (double)a->n);
+    return a->v[i ? i - 1 : 0];
+}
+
+typedef struct {
+    CURL *easy;
+    struct curl_slist *hdr;
+    char *body;
+    char buf[8192];
+    size_t len;
+    double t0, first, last;
+    long completion_tokens, prompt_tokens;
+    bool failed, done_seen;
+    vec *itl;
+} xfer;
+
+static void on_line(xfer *x, const char *line)
+{
+    if (strncmp(line, "data: ", 6))
+        return;
+    line += 6;
+    if (!strcmp(line, "[DONE]")) {
+        x->done_seen = true;
+        return;
+    }
+    json_t *o = json_loads(line, 0, NULL);
+    if (!o)
+        return;
+    if (json_object_get(o, "error"))
+        x->failed = true;
+    json_t *u = json_object_get(o, "usage");
+    if (json_is_object(u)) {
+        x->completion_tokens = (long)json_integer_value(json_object_get(u, "completion_tokens"));
+        x->prompt_tokens = (long)json_integer_value(json_object_get(u, "prompt_tokens"));
+    }
+    json_t *c0 = json_array_get(json_object_get(o, "choices"), 0);
+    const char *text = json_string_value(json_object_get(c0, "text"));
+    if (text && *text) {
+        double t = now_s();
+        if (x->first == 0)
+            x->first = t;
+        else
+            vec_push(x->itl, t - x->last);
+        x->last = t;
+    }
+    json_decref(o);
+}
+
+static size_t on_data(char *p, size_t sz, size_t nm, void *ud)
+{
+    xfer *x = ud;
+    size_t n = sz * nm;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (c == '\n') {
+            x->buf[x->len] = 0;
+            if (x->len)
+                on_line(x, x->buf);
+            x->len = 0;
+        } else if (x->len + 1 < sizeof x->buf) {
+            x->buf[x->len++] = c;
+        }
+    }
+    return n;
+}
+
+static char *hr_calib_body;
+static size_t hr_calib_len;
+
+static size_t on_calib(char *p, size_t sz, size_t nm, void *ud)
+{
+    (void)ud;
+    size_t n = sz * nm;
+    if (!hr_calib_body)
+        hr_calib_len = 0;
+    if (hr_calib_len + n > MAX_BUF)
+        return 0;
+    char *b = realloc(hr_calib_body, hr_calib_len + n + 1);
+    if (!b)
+        return 0;
+    memcpy(b + hr_calib_len, p, n);
+    hr_calib_len += n;
+    b[hr_calib_len] = 0;
+    hr_calib_body = b;
+    return n;
+}
+
+static bool loopback(const char *url)
+{
+    const char *h = strstr(url, "://");
+    h = h ? h + 3 : url;
+    return !strncmp(h, "127.", 4) || !strncmp(h, "localhost", 9) || !strncmp(h, "[::1]", 5);
+}
+
+static const char *const k_words[] = {"the", "little", "dog", "ran", "to", "a", "big", "tree", "and", "saw",
+                                      "bird", "who", "was", "happy", "sun", "day", "girl", "named", "Lily",
+                                      "played", "with", "her", "ball", "in", "park", "mom", "said", "good"};
+
+int main(int argc, char **argv)
+{
+    const char *url = "http://127.0.0.1:8080", *model = NULL, *key = NULL;
+    int levels[MAX_LEVELS] = {1, 4, 16, 64}, n_levels = 4;
+    long requests = 0, prompt_tokens = 128, gen_tokens = 64;
+    double max_seconds = 120, temperature = 0;
+    bool ignore_eos = true;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--url") && v)
+            url = argv[++i];
+        else if (!strcmp(a, "--model") && v)
+            model = argv[++i];
+        else if (!strcmp(a, "--api-key") && v)
+            key = argv[++i];
+        else if (!strcmp(a, "--levels") && v) {
+            n_levels = 0;
+            char *s = strdup(argv[++i]);
+            for (char *t = strtok(s, ","); t && n_levels < MAX_LEVELS; t = strtok(NULL, ","))
+                levels[n_levels++] = atoi(t);
+            free(s);
+        } else if (!strcmp(a, "--requests") && v)
+            requests = atol(argv[++i]);
+        else if (!strcmp(a, "--prompt-tokens") && v)
+            prompt_tokens = atol(argv[++i]);
+        else if (!strcmp(a, "--gen-tokens") && v)
+            gen_tokens = atol(argv[++i]);
+        else if (!strcmp(a, "--max-seconds") && v)
+            max_seconds = atof(argv[++i]);
+        else if (!strcmp(a, "--temperature") && v)
+            temperature = atof(argv[++i]);
+        else if (!strcmp(a, "--no-ignore-eos"))
+            ignore_eos = false;
+        else {
+            fprintf(stderr, "usage: bench_serve [--url U] [--levels 1,4,16,64] [--requests N] [--prompt-tokens 128]\n"
+                            "       [--gen-tokens 64] [--max-seconds 120] [--model M] [--api-key K]\n"
+                            "       [--no-ignore-eos] [--temperature T]\n");
+            return 2;
+        }
+    }
+    if (!loopback(url)) {
+        fprintf(stderr, "bench_serve: only loopback URLs (127.x, localhost, [::1]) are allowed\n");
+        return 2;
+    }
+    for (int l = 0; l < n_levels; l++)
+        if (levels[l] < 1 || levels[l] > MAX_INFLIGHT) {
+            fprintf(stderr, "bench_serve: levels must be in 1..%d\n", MAX_INFLIGHT);
+            return 2;
+        }
+    if (prompt_tokens < 1 || prompt_tokens > 100000 || gen_tokens < 1 || gen_tokens > 100000 || max_seconds <= 0 ||
+        max_seconds > 3600 || requests < 0 || requests > 100000) {
+        fprintf(stderr, "bench_serve: out-of-range option\n");
+        return 2;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    char endpoint[1024];
+    snprintf(endpoint, sizeof endpoint, "%s/v1/completions", url);
+    char auth[512] = "";
+    if (key)
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
+
+    /* words per prompt: calibrated with the server's /tokenize when it has one */
+    long words = prompt_tokens - 3;
+    {
+        size_t cap = 64 * 12 + 64, pl = 0;
+        char *sample = malloc(cap);
+        for (int w = 0; w < 64; w++)
+            pl += (size_t)snprintf(sample + pl, cap - pl, " %s",
+                                   k_words[(size_t)(w * 7 + w / 5) % (sizeof k_words / sizeof k_words[0])]);
+        json_t *req = json_pack("{s:s}", "content", sample);
+        char *body = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+        free(sample);
+        char turl[1100];
+        snprintf(turl, sizeof turl, "%s/tokenize", url);
+        hr_calib_body = NULL;
+        CURL *e = curl_easy_init();
+        struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+        if (key)
+            h = curl_slist_append(h, auth);
+        curl_easy_setopt(e, CURLOPT_URL, turl);
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_calib);
+        curl_easy_setopt(e, CURLOPT_TIMEOUT, 10L);
+        long code = 0;
+        if (curl_easy_perform(e) == CURLE_OK && curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK &&
+            code == 200 && hr_calib_body) {
+            json_t *o = json_loads(hr_calib_body, 0, NULL);
+            size_t nt = json_array_size(json_object_get(o, "tokens"));
+            if (nt > 0)
+                words = (long)((double)(prompt_tokens - 4) * 64.0 / (double)nt);
+            json_decref(o);
+        }
+        if (words < 1)
+            words = 1;
+        free(hr_calib_body);
+        curl_slist_free_all(h);
+        curl_easy_cleanup(e);
+        free(body);
+    }
+
+    printf("# %s, prompt ~%ld tokens, %ld generated%s\n", endpoint, prompt_tokens, gen_tokens,
+           ignore_eos ? " (ignore_eos)" : "");
+    printf("%-6s %6s %6s %9s %10s %10s %10s %10s %10s %8s\n", "conc", "reqs", "fail", "wall_s", "gen_tok/s",
+           "ttft_p50", "ttft_p99", "itl_p50", "itl_p99", "prompt");
+    int rc = 0;
+    for (int l = 0; l < n_levels; l++) {
+        int conc = levels[l];
+        long total = requests ? requests : (conc * 4 > 16 ? conc * 4 : 16);
+        CURLM *multi = curl_multi_init();
+        xfer *xs = calloc((size_t)conc, sizeof *xs);
+        vec ttft = {0}, itl = {0};
+        long started = 0, finished = 0, failed = 0, gen_total = 0, prompt_seen = 0;
+        int running = 0;
+        double t_start = now_s(), deadline = t_start + max_seconds;
+        /* a prompt of about prompt_tokens words, different per request */
+        size_t pcap = (size_t)words * 12 + 64;
+        char *prompt = malloc(pcap);
+        for (;;) {
+            /* keep `conc` in flight */
+            for (int s = 0; s < conc && started < total && now_s() < deadline; s++) {
+                xfer *x = &xs[s];
+                if (x->easy)
+                    continue;
+                memset(x, 0, sizeof *x);
+                x->itl = &itl;
+                size_t pl = 0;
+                pl += (size_t)snprintf(prompt + pl, pcap - pl, "Request %ld:", started);
+                for (long w = 0; w < words && pl + 16 < pcap; w++)
+                    pl += (size_t)snprintf(prompt + pl, pcap - pl, " %s",
+                                           k_words[(size_t)(w * 7 + started * 13 + w / 5) % (sizeof k_words / sizeof k_words[0])]);
+                json_t *req = json_pack("{s:s,s:i,s:b,s:f,s:b,s:{s:b}}", "prompt", prompt, "max_tokens", (int)gen_tokens,
+                                        "ignore_eos", ignore_eos, "temperature", temperature, "stream", 1,
+                                        "stream_options", "include_usage", 1);
+                if (model)
+                    json_object_set_new(req, "model", json_string(model));
+                x->body = json_dumps(req, JSON_COMPACT);
+                json_decref(req);
+                x->easy = curl_easy_init();
+                x->hdr = curl_slist_append(NULL, "Content-Type: application/json");
+                if (key)
+                    x->hdr = curl_slist_append(x->hdr, auth);
+                curl_easy_setopt(x->easy, CURLOPT_URL, endpoint);
+                curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdr);
+                curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->body);
+                curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, on_data);
+                curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
+                curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
+                curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, (long)(max_seconds * 1000) + 5000);
+                curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
+                x->t0 = now_s();
+                curl_multi_add_handle(multi, x->easy);
+                started++;
+            }
+            curl_multi_perform(multi, &running);
+            CURLMsg *msg;
+            int left;
+            while ((msg = curl_multi_info_read(multi, &left))) {
+                if (msg->msg != CURLMSG_DONE)
+                    continue;
+                xfer *x;
+                curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+                long code = 0;
+                curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &code);
+                if (msg->data.result != CURLE_OK || code != 200 || x->failed || !x->done_seen) {
+                    failed++;
+                } else {
+                    gen_total += x->completion_tokens;
+                    prompt_seen = x->prompt_tokens;
+                    if (x->first > 0)
+                        vec_push(&ttft, x->first - x->t0);
+                }
+                finished++;
+                curl_multi_remove_handle(multi, x->easy);
+                curl_easy_cleanup(x->easy);
+                curl_slist_free_all(x->hdr);
+                free(x->body);
+                x->easy = NULL;
+            }
+            if (finished >= started && (started >= total || now_s() >= deadline))
+                break;
+            if (now_s() > deadline + 10)
+                break; /* stragglers past their curl timeout: give up */
+            curl_multi_poll(multi, NULL, 0, 50, NULL);
+        }
+        double wall = now_s() - t_start;
+        printf("%-6d %6ld %6ld %9.2f %10.1f %10.4f %10.4f %10.4f %10.4f %8ld\n", conc, finished, failed, wall,
+               (double)gen_total / wall, pct(&ttft, 50), pct(&ttft, 99), pct(&itl, 50), pct(&itl, 99), prompt_seen);
+        fflush(stdout);
+        if (failed)
+            rc = 1;
+        for (int s = 0; s < conc; s++)
+            if (xs[s].easy) {
+                curl_multi_remove_handle(multi, xs[s].easy);
+                curl_easy_cleanup(xs[s].easy);
+                curl_slist_free_all(xs[s].hdr);
+                free(xs[s].body);
+            }
+        free(xs);
+        free(prompt);
+        free(ttft.v);
+        free(itl.v);
+        curl_multi_cleanup(multi);
+    }
+    curl_global_cleanup();
+    return rc;
+}

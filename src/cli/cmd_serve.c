@@ -1,0 +1,372 @@
+/* hearth serve: the OpenAI-compatible HTTP server (docs/SERVER.md).
+ *
+ * Starts listening first (GET /health answers 503 while the model loads),
+ * loads the model and its chat template, starts the scheduler, then waits
+ * for SIGINT / SIGTERM: on either it stops accepting, cancels what is
+ * running, lets open streams write their last events, and frees everything. */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "api/openai.h"
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "http/server.h"
+#include "model/model.h"
+#include "sched/sched.h"
+#include "store/usage.h"
+#include "tmpl/jinja.h"
+#include "tok/vocab.h"
+
+#define MAX_KEYS 64
+#define MAX_KEY_FILE (1u << 20)
+#define MAX_TEMPLATE_FILE (4u << 20)
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: hearth serve -m MODEL.gguf [options]\n"
+            "  --host ADDR            listen address (default 127.0.0.1)\n"
+            "  --port N               port (default 8080; 0 = any free port)\n"
+            "  -c, --ctx-size N       positions per sequence (default: the model's)\n"
+            "  --kv-mem SIZE          KV cache pool, e.g. 512M, 2G (default: ctx x max-running)\n"
+            "  --max-running N        sequences decoded together (default 16)\n"
+            "  --max-queue N          requests waiting for admission before 429 (default 256)\n"
+            "  --timeout SECONDS      per-request wall-clock limit (default 600; 0 = none)\n"
+            "  -t, --threads N        compute threads (default 1)\n"
+            "  --alias NAME           model id clients use (default: the file's base name)\n"
+            "  --chat-template FILE   Jinja chat template (default: the model's, else the fallback)\n"
+            "  --api-key KEY          require 'Authorization: Bearer KEY' (repeatable)\n"
+            "  --api-key-file FILE    one key per line\n"
+            "  --metrics-key          /metrics needs a key too (default: open)\n"
+            "  --max-body SIZE        request body limit (default 8M)\n"
+            "  --max-conns N          concurrent connections (default 4096)\n"
+            "  --idle-timeout S       idle / slow-header connection timeout (default 60)\n"
+            "  --http-threads N       HTTP event threads (default 1)\n"
+            "  --quiet                no per-request log lines\n"
+            "  --usage-db TARGET      usage log: a SQLite path (default hearth-usage.db), postgresql://..., or none\n");
+}
+
+/* "512M", "2G", "1.5g", "4096" -> bytes. */
+static bool parse_size(const char *opt, const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    double mul = 1;
+    if (end != s) {
+        switch (toupper((unsigned char)*end)) {
+        case 'K': mul = 1024.0; end++; break;
+        case 'M': mul = 1024.0 * 1024; end++; break;
+        case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
+        case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
+        default: break;
+        }
+        if (mul > 1 && (*end == 'i' || *end == 'I'))
+            end++;
+        if (*end == 'B' || *end == 'b')
+            end++;
+    }
+    if (end == s || *end || errno || !(v > 0) || v * mul > 9e18) {
+        fprintf(stderr, "hearth serve: %s: '%s' is not a size (e.g. 512M, 2G)\n", opt, s);
+        return false;
+    }
+    *out = (int64_t)(v * mul);
+    return true;
+}
+
+static char *read_file(const char *path, size_t cap, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = malloc(cap + 1);
+    size_t n = buf ? fread(buf, 1, cap + 1, f) : 0;
+    fclose(f);
+    if (!buf || n > cap) {
+        free(buf);
+        errno = EFBIG;
+        return NULL;
+    }
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+static int add_keys_from_file(const char *path, char **keys, int *n_keys, char **file_buf)
+{
+    size_t len;
+    char *buf = read_file(path, MAX_KEY_FILE, &len);
+    if (!buf)
+        return cli_fail("serve", "--api-key-file %s: %s", path, strerror(errno));
+    *file_buf = buf;
+    for (char *line = strtok(buf, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+        while (*line == ' ' || *line == '\t')
+            line++;
+        size_t l = strlen(line);
+        while (l && (line[l - 1] == ' ' || line[l - 1] == '\t'))
+            line[--l] = 0;
+        if (!l || line[0] == '#')
+            continue;
+        if (*n_keys >= MAX_KEYS)
+            return cli_fail("serve", "at most %d API keys", MAX_KEYS);
+        keys[(*n_keys)++] = line;
+    }
+    return 0;
+}
+
+static char *token_text(const hr_vocab *v, int32_t id)
+{
+    if (id < 0)
+        return NULL;
+    size_t len;
+    const char *t = hr_vocab_token_text(v, id, &len);
+    if (!t)
+        return NULL;
+    char *s = malloc(len + 1);
+    if (s) {
+        memcpy(s, t, len);
+        s[len] = 0;
+    }
+    return s;
+}
+
+static const char *base_name(const char *path, char *buf, size_t cap)
+{
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    snprintf(buf, cap, "%s", b);
+    size_t l = strlen(buf);
+    if (l > 5 && !strcmp(buf + l - 5, ".gguf"))
+        buf[l - 5] = 0;
+    return buf;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    const char *model_path = NULL, *host = "127.0.0.1", *alias = NULL, *tmpl_path = NULL;
+    const char *usage_path = "hearth-usage.db";
+    long long port = 8080, ctx = 0, max_running = 16, max_queue = 256, threads = 1, max_conns = 4096,
+              idle = 60, http_threads = 1;
+    double timeout = 600;
+    int64_t kv_mem = 0, max_body = 8 << 20;
+    bool metrics_key = false, quiet = false;
+    char *keys[MAX_KEYS];
+    int n_keys = 0;
+    char *key_files[8] = {0};
+    int n_key_files = 0;
+    int rc = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        bool ok = true;
+#define VAL() (v = arg_value(argc, argv, &i))
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model"))
+            ok = (model_path = VAL()) != NULL;
+        else if (!strcmp(a, "--host"))
+            ok = (host = VAL()) != NULL;
+        else if (!strcmp(a, "--port"))
+            ok = VAL() && arg_int(a, v, 0, 65535, &port);
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size"))
+            ok = VAL() && arg_int(a, v, 0, 1 << 24, &ctx);
+        else if (!strcmp(a, "--kv-mem"))
+            ok = VAL() && parse_size(a, v, &kv_mem);
+        else if (!strcmp(a, "--max-running"))
+            ok = VAL() && arg_int(a, v, 1, 4096, &max_running);
+        else if (!strcmp(a, "--max-queue"))
+            ok = VAL() && arg_int(a, v, 1, 1 << 20, &max_queue);
+        else if (!strcmp(a, "--timeout"))
+            ok = VAL() && arg_float(a, v, 0, 1e7, &timeout);
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
+            ok = VAL() && arg_int(a, v, 1, 1024, &threads);
+        else if (!strcmp(a, "--alias"))
+            ok = (alias = VAL()) != NULL;
+        else if (!strcmp(a, "--chat-template"))
+            ok = (tmpl_path = VAL()) != NULL;
+        else if (!strcmp(a, "--api-key")) {
+            ok = VAL() != NULL;
+            if (ok && n_keys >= MAX_KEYS) {
+                fprintf(stderr, "hearth serve: at most %d API keys\n", MAX_KEYS);
+                ok = false;
+            } else if (ok && !*v) {
+                fprintf(stderr, "hearth serve: --api-key must not be empty\n");
+                ok = false;
+            } else if (ok)
+                keys[n_keys++] = (char *)v;
+        } else if (!strcmp(a, "--api-key-file")) {
+            ok = VAL() != NULL;
+            if (ok && n_key_files >= 8) {
+                fprintf(stderr, "hearth serve: at most 8 --api-key-file options\n");
+                ok = false;
+            } else if (ok && add_keys_from_file(v, keys, &n_keys, &key_files[n_key_files++]))
+                goto done;
+        } else if (!strcmp(a, "--metrics-key"))
+            metrics_key = true;
+        else if (!strcmp(a, "--max-body"))
+            ok = VAL() && parse_size(a, v, &max_body);
+        else if (!strcmp(a, "--max-conns"))
+            ok = VAL() && arg_int(a, v, 1, 1 << 20, &max_conns);
+        else if (!strcmp(a, "--idle-timeout"))
+            ok = VAL() && arg_int(a, v, 1, 86400, &idle);
+        else if (!strcmp(a, "--http-threads"))
+            ok = VAL() && arg_int(a, v, 1, 64, &http_threads);
+        else if (!strcmp(a, "--quiet"))
+            quiet = true;
+        else if (!strcmp(a, "--usage-db"))
+            ok = (usage_path = VAL()) != NULL;
+        else {
+            fprintf(stderr, "hearth serve: unknown option '%s'\n", a);
+            usage(stderr);
+            rc = 2;
+            goto done;
+        }
+#undef VAL
+        if (!ok) {
+            rc = 2;
+            goto done;
+        }
+    }
+    if (!model_path) {
+        usage(stderr);
+        rc = 2;
+        goto done;
+    }
+
+    /* Signals are taken by sigwait in this thread only; every thread
+     * started from here on inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+
+    hr_err err = {0};
+    hr_http *http = NULL;
+    hr_model *model = NULL;
+    hr_sched *sched = NULL;
+    hr_tmpl *tmpl = NULL;
+    hr_usage_db *usage_db = NULL;
+    char *tmpl_src = NULL, *bos = NULL, *eos = NULL;
+    if (strcmp(usage_path, "none") && hr_usage_open(usage_path, NULL, &usage_db, &err)) {
+        cli_fail("serve", "usage log: %s", err.msg); /* the message masks a URL password */
+        goto done;
+    }
+    hr_http_params hp = {
+        .host = host,
+        .port = (int)port,
+        .api_keys = (const char *const *)keys,
+        .n_api_keys = n_keys,
+        .metrics_need_key = metrics_key,
+        .max_body = (size_t)max_body,
+        .max_conns = (unsigned)max_conns,
+        .idle_timeout_s = (unsigned)idle,
+        .n_threads = (unsigned)http_threads,
+        .quiet = quiet,
+        .usage = usage_db,
+    };
+    if (hr_http_start(&hp, &http, &err)) {
+        cli_fail("serve", "%s", err.msg);
+        goto done;
+    }
+    fprintf(stderr, "hearth serve: listening on http://%s%s%s:%d (loading %s)\n", strchr(host, ':') ? "[" : "",
+            host, strchr(host, ':') ? "]" : "", hr_http_port(http), model_path);
+
+    if (hr_model_load(model_path, &model, &err)) {
+        cli_fail("serve", "%s", err.msg);
+        goto stop;
+    }
+    const hr_vocab *vocab = hr_model_vocab(model);
+    const char *tsource = "fallback";
+    if (tmpl_path) {
+        size_t len;
+        tmpl_src = read_file(tmpl_path, MAX_TEMPLATE_FILE, &len);
+        if (!tmpl_src) {
+            cli_fail("serve", "--chat-template %s: %s", tmpl_path, strerror(errno));
+            goto stop;
+        }
+        tsource = "file";
+    } else if (hr_chat_template_from_gguf(hr_model_gguf(model), &tmpl_src, NULL, NULL, &err) == HR_OK) {
+        tsource = "gguf";
+    } else if (err.status != HR_ERR_NOT_FOUND) {
+        cli_fail("serve", "reading the chat template: %s", err.msg);
+        goto stop;
+    }
+    if (tmpl_src && hr_tmpl_parse(tmpl_src, strlen(tmpl_src), &tmpl, &err)) {
+        cli_fail("serve", "the chat template (%s) does not parse: %s", tsource, err.msg);
+        goto stop;
+    }
+    bos = token_text(vocab, hr_vocab_bos(vocab));
+    eos = token_text(vocab, hr_vocab_eos(vocab));
+
+    hr_sched_params sp = hr_sched_defaults();
+    if (ctx > 0)
+        sp.n_ctx = (int32_t)ctx;
+    if (kv_mem > 0)
+        sp.kv_bytes = kv_mem;
+    sp.max_running = (int32_t)max_running;
+    sp.max_queue = (int32_t)max_queue;
+    sp.n_threads = (int32_t)threads;
+    sp.timeout_s = timeout;
+    if (hr_sched_new(model, &sp, &sched, &err)) {
+        cli_fail("serve", "%s", err.msg);
+        goto stop;
+    }
+    char idbuf[256];
+    struct stat st;
+    const hr_hparams *hpar = hr_model_hparams(model);
+    hr_api_model am = {
+        .vocab = vocab,
+        .n_vocab = hpar->n_vocab,
+        .n_ctx = hr_sched_params_of(sched)->n_ctx,
+        .id = alias ? alias : base_name(model_path, idbuf, sizeof idbuf),
+        .alt_id = alias ? base_name(model_path, idbuf, sizeof idbuf) : NULL,
+        .tmpl = tmpl,
+        .bos_text = bos,
+        .eos_text = eos,
+        .reasoning = (tmpl_src && strstr(tmpl_src, "<think>")) || hr_vocab_find(vocab, "<think>", 7) >= 0,
+        .created = (int64_t)time(NULL),
+        .owned_by = "hearth",
+        .arch = hpar->arch_name,
+        .n_params = hr_model_n_params(model),
+        .size_bytes = stat(model_path, &st) == 0 ? (uint64_t)st.st_size : 0,
+        .template_source = tsource,
+    };
+    hr_http_set_ready(http, sched, &am);
+    fprintf(stderr, "hearth serve: ready: model '%s', context %d, max running %d, chat template %s\n", am.id,
+            am.n_ctx, hr_sched_params_of(sched)->max_running, tsource);
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    fprintf(stderr, "hearth serve: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    rc = 0;
+stop:
+    hr_http_stop(http, 5.0);
+    hr_sched_free(sched);
+    hr_tmpl_free(tmpl);
+    free(tmpl_src);
+    free(bos);
+    free(eos);
+    hr_model_free(model);
+    if (usage_db && hr_usage_close(usage_db, &err))
+        fprintf(stderr, "hearth serve: closing the usage log: %s\n", err.msg);
+done:
+    for (int i = 0; i < n_key_files; i++)
+        free(key_files[i]);
+    return rc;
+}

@@ -1,0 +1,37 @@
+/* attn.h - attention of one token over a paged KV cache, streaming.
+ *
+ * hr_attn computes, for the `group` query heads that share one KV head,
+ *   out[g] = sum_p softmax_p(scale * q[g] . k[p]) v[p]   over p = 0..n_pos-1
+ * with an online softmax over tiles of at most 16 positions: no buffer that
+ * grows with the context, each K/V row read once for the whole group.
+ * Positions live in blocks of block_tokens consecutive rows (the paged KV
+ * cache): k[b] points at the first K row of block b for this KV head, rows
+ * k_stride floats apart (likewise v). Tiles never cross a block, so the
+ * arithmetic of an output depends only on its own sequence's positions and
+ * the block size: bit-identical whatever the batch or the thread count. The
+ * path (avx512 or the portable C version) changes results by roundings. */
+#ifndef HR_CPU_ATTN_H
+#define HR_CPU_ATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    const float *const *k; /* per block */
+    const float *const *v;
+    int32_t block_tokens;
+    size_t k_stride, v_stride;
+} hr_attn_kv;
+
+/* q: group x d floats (head g at q + g*d); out: group x dv floats. */
+typedef void (*hr_attn_fn)(const float *q, int32_t group, int32_t d, int32_t dv, float scale, const hr_attn_kv *kv,
+                           int32_t n_pos, float *out);
+
+/* The kernel for the path in use and these head sizes (never NULL). */
+hr_attn_fn hr_cpu_attn(int32_t group, int32_t d, int32_t dv);
+
+/* The portable version (any path, any sizes). */
+void hr_attn_ref(const float *q, int32_t group, int32_t d, int32_t dv, float scale, const hr_attn_kv *kv,
+                 int32_t n_pos, float *out);
+
+#endif

@@ -1,0 +1,866 @@
+/* server.c - libmicrohttpd front end: routing, auth, body caps, streaming. */
+#include "http/server.h"
+#include "store/usage.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#if MHD_VERSION < 0x00097002
+typedef int mhd_result;
+#else
+typedef enum MHD_Result mhd_result;
+#endif
+
+enum route {
+    R_NONE = 0,
+    R_HEALTH,
+    R_METRICS,
+    R_MODELS,
+    R_MODEL_ONE,
+    R_CHAT,
+    R_COMPLETIONS,
+    R_TOKENIZE,
+    R_DETOKENIZE,
+};
+
+typedef struct conn conn;
+
+struct hr_http {
+    struct MHD_Daemon *d;
+    hr_http_params p;
+    int port;
+    _Atomic(hr_sched *) sched;
+    _Atomic(const hr_api_model *) api;
+    atomic_bool stopping;
+    atomic_bool closing; /* final phase of stop: everything fails fast */
+    atomic_uint_fast64_t rng;
+    atomic_uint_fast64_t by_status[600];
+    atomic_uint_fast64_t cancelled_by_client;
+    atomic_int n_gen;      /* generation connections alive */
+    pthread_t ticker;
+    bool ticker_started;
+    pthread_mutex_t mu; /* the list of generation connections */
+    conn *gens;
+};
+
+struct conn {
+    hr_http *h;
+    struct MHD_Connection *mc;
+    enum route route;
+    bool post;
+    bool responded;
+    bool too_big;
+    hr_api_buf body;
+    double t0;
+    int64_t t0_ms;       /* wall clock at the request's start, for the usage log */
+    char req_id[64];     /* the response id */
+    char key_id[24];     /* hash of the bearer key, "" without one */
+    /* generation */
+    hr_api_request *rq;
+    hr_api_resp *resp;
+    hr_req *reqs[HR_API_MAX_PROMPTS];
+    bool fin[HR_API_MAX_PROMPTS];
+    int nreq;
+    bool all_done, failed, end_written, streaming;
+    hr_api_buf out;
+    size_t out_off;
+    double last_write;
+    int status;
+    /* suspend / resume handshake (mu) */
+    pthread_mutex_t mu;
+    bool suspended, pending, tick;
+    bool listed;
+    conn *prev, *next;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t next_rand(hr_http *h)
+{
+    uint64_t z = atomic_fetch_add(&h->rng, 0x9E3779B97F4A7C15ull) + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* ---- responses -------------------------------------------------------- */
+
+static void count_status(hr_http *h, int status)
+{
+    if (status >= 100 && status < 600)
+        atomic_fetch_add(&h->by_status[status], 1);
+}
+
+/* Queues `body` (malloc'd, taken over; NULL: empty). */
+static mhd_result reply(conn *c, int status, char *body, const char *ctype, bool close)
+{
+    size_t len = body ? strlen(body) : 0;
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body ? body : (void *)"",
+                                                             body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype ? ctype : "application/json");
+    if (status == 429 || status == 503)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (status == 401)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (close)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    mhd_result ret = MHD_queue_response(c->mc, (unsigned)status, r);
+    MHD_destroy_response(r);
+    c->responded = true;
+    c->status = status;
+    count_status(c->h, status);
+    return ret;
+}
+
+static mhd_result reply_error(conn *c, const hr_api_error *e, bool close)
+{
+    return reply(c, e->status, hr_api_error_json(e), NULL, close);
+}
+
+static mhd_result fail(conn *c, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static mhd_result fail(conn *c, int status, const char *code, const char *fmt, ...)
+{
+    hr_api_error e;
+    char msg[sizeof e.message];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    hr_api_error_set(&e, status, NULL, code, "%s", msg);
+    return reply_error(c, &e, status == 413);
+}
+
+/* ---- auth ------------------------------------------------------------- */
+
+static bool key_eq(const char *a, size_t al, const char *b)
+{
+    size_t bl = strlen(b);
+    unsigned char d = (unsigned char)(al != bl);
+    for (size_t i = 0; i < al; i++)
+        d |= (unsigned char)(a[i] ^ b[i % (bl ? bl : 1)]);
+    return d == 0 && bl > 0;
+}
+
+static bool authorized(conn *c)
+{
+    hr_http *h = c->h;
+    if (h->p.n_api_keys <= 0)
+        return true;
+    if (c->route == R_HEALTH || (c->route == R_METRICS && !h->p.metrics_need_key))
+        return true;
+    const char *a = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!a || strncasecmp(a, "Bearer ", 7))
+        return false;
+    a += 7;
+    while (*a == ' ')
+        a++;
+    size_t al = strlen(a);
+    while (al && a[al - 1] == ' ')
+        al--;
+    char key[512];
+    if (al < sizeof key) {
+        memcpy(key, a, al);
+        key[al] = 0;
+        hr_usage_key_id(key, c->key_id);
+    }
+    bool ok = false;
+    for (int i = 0; i < h->p.n_api_keys; i++)
+        ok |= key_eq(a, al, h->p.api_keys[i]);
+    return ok;
+}
+
+/* ---- generation connections ------------------------------------------ */
+
+static void list_add(conn *c)
+{
+    hr_http *h = c->h;
+    pthread_mutex_lock(&h->mu);
+    c->next = h->gens;
+    if (h->gens)
+        h->gens->prev = c;
+    h->gens = c;
+    c->listed = true;
+    pthread_mutex_unlock(&h->mu);
+    atomic_fetch_add(&h->n_gen, 1);
+}
+
+static void list_del(conn *c)
+{
+    hr_http *h = c->h;
+    if (!c->listed)
+        return;
+    pthread_mutex_lock(&h->mu);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        h->gens = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->listed = false;
+    pthread_mutex_unlock(&h->mu);
+    atomic_fetch_sub(&h->n_gen, 1);
+}
+
+/* Called by the scheduler thread when events are ready. */
+static void on_notify(void *ctx)
+{
+    conn *c = ctx;
+    pthread_mutex_lock(&c->mu);
+    c->pending = true;
+    if (c->suspended) {
+        c->suspended = false;
+        MHD_resume_connection(c->mc);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Suspends unless something arrived meanwhile; true if suspended. */
+static bool try_suspend(conn *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool s = !c->pending && !atomic_load(&c->h->closing);
+    if (s) {
+        c->suspended = true;
+        MHD_suspend_connection(c->mc);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return s;
+}
+
+static void cancel_all(conn *c)
+{
+    for (int i = 0; i < c->nreq; i++)
+        if (!c->fin[i])
+            hr_req_cancel(c->reqs[i]);
+}
+
+/* Moves every ready event into the response. */
+static void drain(conn *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->pending = false;
+    pthread_mutex_unlock(&c->mu);
+    hr_event evs[32];
+    bool all = true;
+    for (int i = 0; i < c->nreq; i++) {
+        if (c->fin[i])
+            continue;
+        size_t n;
+        while ((n = hr_req_poll(c->reqs[i], evs, 32)) > 0)
+            for (size_t k = 0; k < n; k++)
+                if (!c->failed && !hr_api_resp_event(c->resp, i, &evs[k], &c->out)) {
+                    c->failed = true;
+                    cancel_all(c);
+                }
+        if (hr_req_finished(c->reqs[i]))
+            c->fin[i] = true;
+        else
+            all = false;
+    }
+    c->all_done = all;
+}
+
+static hr_req_usage total_usage(conn *c)
+{
+    hr_req_usage u = {0};
+    for (int i = 0; i < c->nreq; i++) {
+        hr_req_usage x = hr_req_usage_of(c->reqs[i]);
+        hr_api_usage_add(&u, &x);
+    }
+    return u;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    conn *c = cls;
+    (void)pos;
+    for (;;) {
+        if (c->out_off < c->out.len) {
+            size_t n = c->out.len - c->out_off;
+            if (n > max)
+                n = max;
+            memcpy(buf, c->out.p + c->out_off, n);
+            c->out_off += n;
+            if (c->out_off == c->out.len)
+                c->out.len = c->out_off = 0;
+            c->last_write = now_s();
+            return (ssize_t)n;
+        }
+        if (c->end_written)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (atomic_load(&c->h->closing))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        drain(c);
+        if (c->failed && !c->end_written) {
+            /* out of memory or a cap: end the stream with an error event */
+            c->out.len = c->out_off = 0;
+            hr_api_error e;
+            hr_api_error_set(&e, 500, NULL, NULL, "the response could not be built (too large)");
+            char *s = hr_api_error_json(&e);
+            if (s && hr_api_buf_puts(&c->out, "data: ") && hr_api_buf_puts(&c->out, s))
+                hr_api_buf_puts(&c->out, "\n\ndata: [DONE]\n\n");
+            free(s);
+            c->end_written = true;
+            continue;
+        }
+        if (c->all_done && !c->end_written) {
+            hr_req_usage u = total_usage(c);
+            if (!hr_api_resp_stream_end(c->resp, &u, &c->out))
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            c->end_written = true;
+            continue;
+        }
+        if (c->out.len)
+            continue;
+        pthread_mutex_lock(&c->mu);
+        bool tick = c->tick;
+        c->tick = false;
+        pthread_mutex_unlock(&c->mu);
+        if (tick && now_s() - c->last_write >= 0.2) {
+            hr_api_buf_puts(&c->out, ": keep-alive\n\n");
+            continue;
+        }
+        if (try_suspend(c))
+            return 0;
+    }
+}
+
+static mhd_result finish_nonstream(conn *c)
+{
+    hr_api_error e;
+    if (c->failed) {
+        hr_api_error_set(&e, 500, NULL, NULL, "the response could not be built (too large)");
+        return reply_error(c, &e, false);
+    }
+    if (hr_api_resp_failed(c->resp, &e))
+        return reply_error(c, &e, false);
+    hr_req_usage u = total_usage(c);
+    char *s = hr_api_resp_json(c->resp, &u);
+    if (!s)
+        return fail(c, 500, NULL, "out of memory");
+    return reply(c, 200, s, NULL, false);
+}
+
+/* Non-streamed: resumed by notify; answer once every request finished. */
+static mhd_result nonstream_step(conn *c)
+{
+    if (atomic_load(&c->h->closing))
+        return MHD_NO;
+    for (;;) {
+        drain(c);
+        if (c->all_done)
+            return finish_nonstream(c);
+        if (try_suspend(c))
+            return MHD_YES;
+        if (atomic_load(&c->h->closing))
+            return MHD_NO;
+    }
+}
+
+static mhd_result start_generation(conn *c, hr_sched *s, const hr_api_model *m)
+{
+    hr_http *h = c->h;
+    hr_api_kind kind = c->route == R_CHAT ? HR_API_CHAT : HR_API_COMPLETION;
+    hr_api_error e;
+    if (hr_api_parse(m, kind, c->body.p ? c->body.p : "", c->body.len, next_rand(h), &c->rq, &e))
+        return reply_error(c, &e, false);
+    char id[64];
+    snprintf(id, sizeof id, "%s-%016llx%08llx", kind == HR_API_CHAT ? "chatcmpl" : "cmpl",
+             (unsigned long long)next_rand(h), (unsigned long long)(next_rand(h) & 0xffffffffu));
+    snprintf(c->req_id, sizeof c->req_id, "%s", id);
+    c->resp = hr_api_resp_new(m, c->rq, id, (int64_t)time(NULL));
+    if (!c->resp)
+        return fail(c, 500, NULL, "out of memory");
+    c->out.max = 16u << 20;
+    for (int i = 0; i < c->rq->n_prompts; i++) {
+        hr_gen_params gp = hr_api_gen_for(c->rq, i);
+        hr_err err = {0};
+        hr_status st = hr_sched_submit(s, &gp, on_notify, c, &c->reqs[i], &err);
+        if (st) {
+            for (int j = 0; j < c->nreq; j++)
+                hr_req_release(c->reqs[j]);
+            c->nreq = 0;
+            if (st == HR_ERR_LIMIT)
+                return fail(c, 429, "rate_limit_exceeded", "the server is at capacity (%s); retry later",
+                            err.msg);
+            if (st == HR_ERR_INVALID) {
+                hr_api_error_set(&e, 400, NULL, NULL, "%s", err.msg);
+                return reply_error(c, &e, false);
+            }
+            return fail(c, 500, NULL, "cannot start the request: %s", err.msg);
+        }
+        c->nreq++;
+    }
+    list_add(c);
+    c->streaming = c->rq->stream;
+    if (!c->streaming)
+        return nonstream_step(c);
+    c->last_write = now_s();
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, stream_read, c, NULL);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    mhd_result ret = MHD_queue_response(c->mc, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    c->responded = true;
+    c->status = 200;
+    count_status(h, 200);
+    return ret;
+}
+
+/* ---- metrics ---------------------------------------------------------- */
+
+static void put_hist(hr_api_buf *b, const char *name, const char *help, const hr_hist *x)
+{
+    char line[256];
+    snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    hr_api_buf_puts(b, line);
+    /* Prometheus buckets are cumulative; accept per-bucket counts too
+     * (they add up to n) and sum them here. */
+    uint64_t sum = 0, acc = 0;
+    for (int i = 0; i <= HR_HIST_BUCKETS; i++)
+        sum += x->counts[i];
+    bool per_bucket = sum == x->n;
+    for (int i = 0; i <= HR_HIST_BUCKETS; i++) {
+        acc = per_bucket ? acc + x->counts[i] : x->counts[i];
+        if (i < HR_HIST_BUCKETS)
+            snprintf(line, sizeof line, "%s_bucket{le=\"%g\"} %llu\n", name, hr_hist_bounds[i],
+                     (unsigned long long)acc);
+        else
+            snprintf(line, sizeof line, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)acc);
+        hr_api_buf_puts(b, line);
+    }
+    snprintf(line, sizeof line, "%s_sum %.6f\n%s_count %llu\n", name, x->sum, name, (unsigned long long)x->n);
+    hr_api_buf_puts(b, line);
+}
+
+static void put_metric(hr_api_buf *b, const char *name, const char *type, const char *help, double v)
+{
+    char line[384];
+    snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
+    hr_api_buf_puts(b, line);
+}
+
+static char *metrics_text(hr_http *h)
+{
+    hr_api_buf b = {.max = 1u << 20};
+    char line[256];
+    hr_api_buf_puts(&b, "# HELP hearth_http_requests_total HTTP responses by status code.\n"
+                        "# TYPE hearth_http_requests_total counter\n");
+    for (int s = 100; s < 600; s++) {
+        uint64_t n = atomic_load(&h->by_status[s]);
+        if (n) {
+            snprintf(line, sizeof line, "hearth_http_requests_total{code=\"%d\"} %llu\n", s, (unsigned long long)n);
+            hr_api_buf_puts(&b, line);
+        }
+    }
+    put_metric(&b, "hearth_http_client_disconnects_total", "counter",
+               "Generations cancelled because the client went away.",
+               (double)atomic_load(&h->cancelled_by_client));
+    put_metric(&b, "hearth_http_generations_open", "gauge", "Generation requests with an open connection.",
+               (double)atomic_load(&h->n_gen));
+    hr_sched *s = atomic_load(&h->sched);
+    put_metric(&b, "hearth_ready", "gauge", "1 once the model is loaded.", s ? 1 : 0);
+    if (s) {
+        hr_sched_stats st;
+        hr_sched_stats_of(s, &st);
+        put_metric(&b, "hearth_prompt_tokens_total", "counter", "Prompt tokens processed.",
+                   (double)st.prompt_tokens);
+        put_metric(&b, "hearth_prompt_tokens_cached_total", "counter", "Prompt tokens served from the prefix cache.",
+                   (double)st.cached_prompt_tokens);
+        put_metric(&b, "hearth_generation_tokens_total", "counter", "Tokens generated.",
+                   (double)st.generated_tokens);
+        put_metric(&b, "hearth_requests_finished_total", "counter", "Generation requests finished.",
+                   (double)st.requests_done);
+        put_metric(&b, "hearth_preemptions_total", "counter", "Sequences preempted for lack of KV blocks.",
+                   (double)st.preemptions);
+        put_metric(&b, "hearth_scheduler_steps_total", "counter", "Scheduler steps.", (double)st.steps);
+        put_metric(&b, "hearth_queue_depth", "gauge", "Requests waiting for admission.", st.waiting);
+        put_metric(&b, "hearth_running_sequences", "gauge", "Sequences in the running batch.", st.running);
+        put_metric(&b, "hearth_kv_blocks_total", "gauge", "KV cache blocks in the pool.", st.kv_blocks_total);
+        put_metric(&b, "hearth_kv_blocks_used", "gauge", "KV blocks referenced by a sequence.", st.kv_blocks_used);
+        put_metric(&b, "hearth_kv_blocks_free", "gauge", "KV blocks not referenced by any sequence.",
+                   st.kv_blocks_total - st.kv_blocks_used);
+        put_metric(&b, "hearth_kv_blocks_cached", "gauge", "Free KV blocks holding a reusable prefix.",
+                   st.kv_blocks_cached);
+        put_metric(&b, "hearth_kv_block_bytes", "gauge", "Bytes per KV block.", (double)st.kv_bytes_per_block);
+        put_metric(&b, "hearth_prefix_cache_hit_ratio", "gauge", "Cached prompt tokens / prompt tokens.",
+                   st.prompt_tokens ? (double)st.cached_prompt_tokens / (double)st.prompt_tokens : 0.0);
+        hr_hist ttft, itl;
+        hr_sched_hists(s, &ttft, &itl);
+        put_hist(&b, "hearth_time_to_first_token_seconds", "Submit to first generated token.", &ttft);
+        put_hist(&b, "hearth_inter_token_latency_seconds", "Time between generated tokens of a sequence.", &itl);
+    }
+    return b.p;
+}
+
+/* ---- routing ---------------------------------------------------------- */
+
+static enum route route_of(const char *url, bool *post_route)
+{
+    static const struct {
+        const char *path;
+        enum route r;
+        bool post;
+    } tab[] = {
+        {"/health", R_HEALTH, false},
+        {"/metrics", R_METRICS, false},
+        {"/v1/models", R_MODELS, false},
+        {"/v1/chat/completions", R_CHAT, true},
+        {"/chat/completions", R_CHAT, true},
+        {"/v1/completions", R_COMPLETIONS, true},
+        {"/completions", R_COMPLETIONS, true},
+        {"/tokenize", R_TOKENIZE, true},
+        {"/detokenize", R_DETOKENIZE, true},
+    };
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
+        if (!strcmp(url, tab[i].path)) {
+            *post_route = tab[i].post;
+            return tab[i].r;
+        }
+    if (!strncmp(url, "/v1/models/", 11)) {
+        *post_route = false;
+        return R_MODEL_ONE;
+    }
+    return R_NONE;
+}
+
+static mhd_result handle(conn *c, const char *url)
+{
+    hr_http *h = c->h;
+    hr_sched *s = atomic_load(&h->sched);
+    const hr_api_model *m = atomic_load(&h->api);
+    if (c->route == R_HEALTH) {
+        if (!s)
+            return fail(c, 503, "model_loading", "the model is loading");
+        return reply(c, 200, strdup("{\"status\":\"ok\"}"), NULL, false);
+    }
+    if (c->route == R_METRICS) {
+        char *t = metrics_text(h);
+        return t ? reply(c, 200, t, "text/plain; version=0.0.4", false) : fail(c, 500, NULL, "out of memory");
+    }
+    if (!s || !m)
+        return fail(c, 503, "model_loading", "the model is loading; retry shortly");
+    if (atomic_load(&h->stopping))
+        return fail(c, 503, "shutting_down", "the server is shutting down");
+    hr_api_error e;
+    char *out = NULL;
+    switch (c->route) {
+    case R_MODELS:
+        out = hr_api_models_json(m, false);
+        break;
+    case R_MODEL_ONE:
+        if (strcmp(url + 11, m->id) && !(m->alt_id && !strcmp(url + 11, m->alt_id))) {
+            hr_api_error_set(&e, 404, "model", "model_not_found", "The model '%.200s' does not exist", url + 11);
+            return reply_error(c, &e, false);
+        }
+        out = hr_api_models_json(m, true);
+        break;
+    case R_TOKENIZE:
+    case R_DETOKENIZE: {
+        const char *b = c->body.p ? c->body.p : "";
+        out = c->route == R_TOKENIZE ? hr_api_tokenize(m, b, c->body.len, &e)
+                                     : hr_api_detokenize(m, b, c->body.len, &e);
+        if (!out)
+            return reply_error(c, &e, false);
+        break;
+    }
+    case R_CHAT:
+    case R_COMPLETIONS:
+        return start_generation(c, s, m);
+    default:
+        break;
+    }
+    return out ? reply(c, 200, out, NULL, false) : fail(c, 500, NULL, "out of memory");
+}
+
+static mhd_result on_request(void *cls, struct MHD_Connection *mc, const char *url, const char *method,
+                             const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    hr_http *h = cls;
+    conn *c = *con_cls;
+    (void)version;
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c)
+            return MHD_NO;
+        c->h = h;
+        c->mc = mc;
+        c->t0 = now_s();
+        struct timespec wall;
+        clock_gettime(CLOCK_REALTIME, &wall);
+        c->t0_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
+        pthread_mutex_init(&c->mu, NULL);
+        c->body.max = h->p.max_body;
+        *con_cls = c;
+        bool post_route = false;
+        c->route = route_of(url, &post_route);
+        c->post = !strcmp(method, MHD_HTTP_METHOD_POST);
+        if (c->route == R_NONE)
+            return fail(c, 404, NULL, "Invalid URL (%.16s %.200s)", method, url);
+        if (post_route != c->post && !(c->route == R_HEALTH && !strcmp(method, MHD_HTTP_METHOD_HEAD)))
+            return fail(c, 405, NULL, "%.200s needs %s, not %.16s", url, post_route ? "POST" : "GET", method);
+        if (!authorized(c)) {
+            hr_api_error e;
+            hr_api_error_set(&e, 401, NULL, "invalid_api_key",
+                             "Incorrect or missing API key; send 'Authorization: Bearer <key>'");
+            return reply_error(c, &e, false);
+        }
+        const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > h->p.max_body)
+            return fail(c, 413, NULL, "the request body is larger than the limit of %zu bytes", h->p.max_body);
+        return MHD_YES;
+    }
+    if (c->responded) {
+        *upload_size = 0; /* an early answer went out; drop the rest */
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!c->too_big && !hr_api_buf_put(&c->body, upload_data, *upload_size)) {
+            c->too_big = true;
+            hr_api_buf_free(&c->body);
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (c->rq) /* resumed: a non-streamed generation */
+        return nonstream_step(c);
+    if (c->too_big)
+        return fail(c, 413, NULL, "the request body is larger than the limit of %zu bytes", h->p.max_body);
+    return handle(c, url);
+}
+
+/* One usage-log row per generation request, answered or not, streamed or
+ * not: the token counts are those the response's usage object reports. */
+static void meter(hr_http *h, conn *c, bool unfinished)
+{
+    if (!h->p.usage || (c->route != R_CHAT && c->route != R_COMPLETIONS) || !c->post)
+        return;
+    const hr_api_model *m = atomic_load(&h->api);
+    hr_req_usage u = total_usage(c);
+    int32_t reasoning = 0;
+    const char *finish = "";
+    if (c->resp)
+        hr_api_resp_summary(c->resp, &reasoning, &finish);
+    if (unfinished)
+        finish = "cancelled";
+    hr_usage_row row = {
+        .ts_ms = c->t0_ms,
+        .request_id = c->req_id,
+        .key_id = c->key_id,
+        .model = m ? m->id : "",
+        .backend = "local",
+        .prompt_tokens = u.prompt_tokens,
+        .cached_tokens = u.cached_tokens,
+        .completion_tokens = u.completion_tokens,
+        .reasoning_tokens = reasoning,
+        .ttft_s = c->nreq && u.completion_tokens ? u.ttft_s : -1.0,
+        .duration_s = now_s() - c->t0,
+        .status = c->status,
+        .finish_reason = finish,
+        .stream = c->rq ? c->rq->stream : false,
+    };
+    hr_usage_record(h->p.usage, &row);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    hr_http *h = cls;
+    conn *c = *con_cls;
+    (void)mc;
+    if (!c)
+        return;
+    *con_cls = NULL;
+    list_del(c);
+    bool unfinished = false;
+    for (int i = 0; i < c->nreq; i++)
+        if (!hr_req_finished(c->reqs[i]))
+            unfinished = true;
+    meter(h, c, unfinished);
+    for (int i = 0; i < c->nreq; i++) {
+        hr_req_cancel(c->reqs[i]);
+        hr_req_release(c->reqs[i]);
+    }
+    if (unfinished && toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN)
+        atomic_fetch_add(&h->cancelled_by_client, 1);
+    if (!h->p.quiet && c->nreq) {
+        fprintf(stderr, "hearth serve: %s %d %s%s %.3f s\n", c->route == R_CHAT ? "chat" : "completion",
+                c->status, c->streaming ? "stream" : "", unfinished ? " (client gone, cancelled)" : "",
+                now_s() - c->t0);
+    }
+    hr_api_request_free(c->rq);
+    hr_api_resp_free(c->resp);
+    hr_api_buf_free(&c->body);
+    hr_api_buf_free(&c->out);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+/* Resumes every suspended stream every 250 ms (keep-alive comments). */
+static void *ticker_main(void *arg)
+{
+    hr_http *h = arg;
+    while (!atomic_load(&h->closing)) {
+        struct timespec ts = {0, 250 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&h->mu);
+        for (conn *c = h->gens; c; c = c->next) {
+            if (!c->streaming)
+                continue;
+            pthread_mutex_lock(&c->mu);
+            c->tick = true;
+            if (c->suspended) {
+                c->suspended = false;
+                MHD_resume_connection(c->mc);
+            }
+            pthread_mutex_unlock(&c->mu);
+        }
+        pthread_mutex_unlock(&h->mu);
+    }
+    return NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    hr_http *h = cls;
+    if (h->p.quiet)
+        return;
+    fprintf(stderr, "hearth serve: http: ");
+    vfprintf(stderr, fmt, ap);
+}
+
+hr_status hr_http_start(const hr_http_params *p, hr_http **out, hr_err *err)
+{
+    *out = NULL;
+    hr_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return hr_err_set(err, HR_ERR_NOMEM, "out of memory");
+    h->p = *p;
+    if (!h->p.host)
+        h->p.host = "127.0.0.1";
+    if (!h->p.max_body)
+        h->p.max_body = 8u << 20;
+    if (!h->p.max_conns)
+        h->p.max_conns = 4096;
+    if (!h->p.idle_timeout_s)
+        h->p.idle_timeout_s = 60;
+    if (!h->p.n_threads)
+        h->p.n_threads = 1;
+    atomic_store(&h->rng, (uint64_t)time(NULL) * 1000003u ^ (uint64_t)getpid() << 20 ^ (uintptr_t)h);
+    pthread_mutex_init(&h->mu, NULL);
+
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, h->p.host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)h->p.port);
+    } else if (inet_pton(AF_INET6, h->p.host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)h->p.port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        pthread_mutex_destroy(&h->mu);
+        free(h);
+        return hr_err_set(err, HR_ERR_INVALID, "--host '%s' is not an IPv4 or IPv6 address", p->host);
+    }
+    struct MHD_OptionItem opts[16];
+    int n = 0;
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, h};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, h->p.max_conns, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, h->p.idle_timeout_s, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 128 * 1024, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
+    if (h->p.n_threads > 1)
+        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, h->p.n_threads, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    h->d = MHD_start_daemon(flags, (uint16_t)h->p.port, NULL, NULL, on_request, h, MHD_OPTION_ARRAY, opts,
+                            MHD_OPTION_END);
+    if (!h->d) {
+        pthread_mutex_destroy(&h->mu);
+        free(h);
+        return hr_err_set(err, HR_ERR_IO, "cannot listen on %s port %d: %s", p->host, p->port,
+                          errno ? strerror(errno) : "libmicrohttpd failed to start");
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = di ? di->port : p->port;
+    if (pthread_create(&h->ticker, NULL, ticker_main, h) == 0)
+        h->ticker_started = true;
+    *out = h;
+    return HR_OK;
+}
+
+int hr_http_port(const hr_http *h) { return h->port; }
+
+void hr_http_set_ready(hr_http *h, hr_sched *s, const hr_api_model *m)
+{
+    atomic_store(&h->api, m);
+    atomic_store(&h->sched, s);
+}
+
+void hr_http_stop(hr_http *h, double grace_s)
+{
+    if (!h)
+        return;
+    atomic_store(&h->stopping, true);
+    MHD_socket ls = MHD_quiesce_daemon(h->d);
+    if (ls != MHD_INVALID_SOCKET)
+        close(ls);
+    /* cancel every generation; their final events end the streams */
+    pthread_mutex_lock(&h->mu);
+    for (conn *c = h->gens; c; c = c->next)
+        for (int i = 0; i < c->nreq; i++)
+            hr_req_cancel(c->reqs[i]);
+    pthread_mutex_unlock(&h->mu);
+    double t0 = now_s();
+    while (atomic_load(&h->n_gen) > 0 && now_s() - t0 < grace_s) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    /* whatever is left fails fast: resume it so MHD can close it */
+    atomic_store(&h->closing, true);
+    if (h->ticker_started)
+        pthread_join(h->ticker, NULL);
+    pthread_mutex_lock(&h->mu);
+    for (conn *c = h->gens; c; c = c->next) {
+        pthread_mutex_lock(&c->mu);
+        if (c->suspended) {
+            c->suspended = false;
+            MHD_resume_connection(c->mc);
+        }
+        pthread_mutex_unlock(&c->mu);
+    }
+    pthread_mutex_unlock(&h->mu);
+    MHD_stop_daemon(h->d);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}

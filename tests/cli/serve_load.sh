@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# serve_load.sh - `hearth serve` under concurrency, client disconnects and
+# overload (loopback only, bounded counts and times).
+source "$(dirname "$0")/../serve/lib.sh"
+
+# --- 64 concurrent streams, each equal to its single-request greedy output
+start_server conc -m "$MODEL" -c 512 --max-running 64
+S=$PID
+N=64
+for i in $(seq 0 $((N - 1))); do
+  post /v1/completions "{\"prompt\":\"Once upon a time there was a $i\",\"max_tokens\":40,\"temperature\":0,\"ignore_eos\":true}" >/dev/null
+  jqb '.choices[0].text' >"$TMPD/single.$i"
+done
+for i in $(seq 0 $((N - 1))); do
+  curl -sN --max-time 60 -d "{\"prompt\":\"Once upon a time there was a $i\",\"max_tokens\":40,\"temperature\":0,\"ignore_eos\":true,\"stream\":true}" \
+    "$BASE/v1/completions" >"$TMPD/conc.$i" &
+done
+wait $(jobs -p | grep -v "^$S\$") 2>/dev/null
+same=0
+for i in $(seq 0 $((N - 1))); do
+  if [ "$(sse_text "$TMPD/conc.$i")" = "$(cat "$TMPD/single.$i")" ] && grep -q '^data: \[DONE\]' "$TMPD/conc.$i"; then
+    same=$((same + 1))
+  else
+    echo "stream $i differs: [$(sse_text "$TMPD/conc.$i")] vs [$(cat "$TMPD/single.$i")]" >&2
+  fi
+done
+check "64 concurrent streams equal to single greedy" $N $same
+# the same through chat, non-streamed, concurrently
+for i in $(seq 0 15); do
+  curl -s --max-time 60 -d "{\"messages\":[{\"role\":\"user\",\"content\":\"story $i\"}],\"max_tokens\":20,\"temperature\":0}" \
+    "$BASE/v1/chat/completions" >"$TMPD/cc.$i" &
+done
+wait $(jobs -p | grep -v "^$S\$") 2>/dev/null
+okc=0
+for i in $(seq 0 15); do
+  [ "$(jq -r '.choices[0].message.content' "$TMPD/cc.$i")" = "$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"story $i\"}],\"max_tokens\":20,\"temperature\":0}" >/dev/null; jqb '.choices[0].message.content')" ] && okc=$((okc + 1))
+done
+check "16 concurrent chats equal to single" 16 $okc
+stop_server $S
+
+# --- 32 clients drop mid-stream: within a second every KV block is back
+start_server drop -m "$MODEL" -c 2048 --max-running 32
+S=$PID
+before=$(metric hearth_http_client_disconnects_total)
+for i in $(seq 0 31); do
+  curl -sN --max-time 60 -d "{\"prompt\":\"Once upon a time $i\",\"max_tokens\":2000,\"ignore_eos\":true,\"stream\":true}" \
+    "$BASE/v1/completions" >"$TMPD/drop.$i" &
+done
+# wait until every stream has produced something, then drop them all
+for _ in $(seq 1 100); do
+  n=0
+  for i in $(seq 0 31); do [ -s "$TMPD/drop.$i" ] && n=$((n + 1)); done
+  [ $n -eq 32 ] && break
+  sleep 0.05
+done
+check "32 streams running" 32 "$(metric hearth_running_sequences)"
+kill $(jobs -p | grep -v "^$S\$") 2>/dev/null
+wait $(jobs -p | grep -v "^$S\$") 2>/dev/null
+t0=$(date +%s%N)
+freed=""
+while :; do
+  used=$(metric hearth_kv_blocks_used)
+  running=$(metric hearth_running_sequences)
+  if [ "$used" = 0 ] && [ "$running" = 0 ]; then freed=yes; break; fi
+  [ $(( $(date +%s%N) - t0 )) -gt 1000000000 ] && break
+  sleep 0.05
+done
+check "KV blocks back within 1 s of the drop" yes "$freed"
+check "free = total" "$(metric hearth_kv_blocks_total)" "$(metric hearth_kv_blocks_free)"
+check "32 disconnects counted" 32 "$(( $(metric hearth_http_client_disconnects_total) - before ))"
+check "serving after the drop" 200 "$(post /v1/completions '{"prompt":"Once","max_tokens":4}')"
+stop_server $S
+
+# --- overload: more requests than --max-running + queue get 429 + Retry-After
+start_server over -m "$MODEL" -c 2048 --max-running 2 --max-queue 2
+S=$PID
+for i in $(seq 0 11); do
+  curl -s -D "$TMPD/oh.$i" -o "$TMPD/ob.$i" --max-time 60 \
+    -d "{\"prompt\":\"Once upon a time $i\",\"max_tokens\":1500,\"ignore_eos\":true}" "$BASE/v1/completions" &
+done
+wait $(jobs -p | grep -v "^$S\$") 2>/dev/null
+n429=0 n200=0 nother=0 retry=0
+for i in $(seq 0 11); do
+  code=$(head -n1 "$TMPD/oh.$i" | awk '{print $2}')
+  case $code in
+  429) n429=$((n429 + 1))
+       grep -qi '^retry-after: [0-9]' "$TMPD/oh.$i" && retry=$((retry + 1))
+       [ "$(jq -r .error.type "$TMPD/ob.$i")" = rate_limit_error ] || nother=$((nother + 1)) ;;
+  200) n200=$((n200 + 1))
+       [ "$(jq -r '.usage.completion_tokens' "$TMPD/ob.$i")" = 1500 ] || nother=$((nother + 1)) ;;
+  *) nother=$((nother + 1)) ;;
+  esac
+done
+check_true "some 429s ($n429)" test $n429 -ge 1
+check "every 429 has Retry-After" $n429 $retry
+check_true "at least max-running+queue served ($n200)" test $n200 -ge 4
+check "nothing else broke" 0 $nother
+check "serving after overload" 200 "$(post /v1/completions '{"prompt":"Once","max_tokens":4}')"
+stop_server $S
+
+# --- SIGTERM in the middle of streams: they end, the server exits 0
+start_server term -m "$MODEL" -c 2048
+S=$PID
+for i in $(seq 0 3); do
+  curl -sN --max-time 30 -d '{"prompt":"Once","max_tokens":2000,"ignore_eos":true,"stream":true}' "$BASE/v1/completions" >"$TMPD/term.$i" &
+done
+for _ in $(seq 1 100); do [ -s "$TMPD/term.3" ] && break; sleep 0.05; done
+stop_server $S
+wait $(jobs -p) 2>/dev/null
+ended=0
+for i in $(seq 0 3); do grep -q '^data: \[DONE\]' "$TMPD/term.$i" && ended=$((ended + 1)); done
+check "streams ended with [DONE] on SIGTERM" 4 $ended
+
+finish
