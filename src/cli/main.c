@@ -11,6 +11,7 @@ static const struct {
     const char *help;
 } commands[] = {
     /* one line per subcommand; keep sorted by name */
+    {"bench", cmd_bench, "prompt-processing and generation speed (like llama-bench)"},
     {"cost", cmd_cost, "monthly cost of self-hosting vs APIs, from the usage log"},
     {"detokenize", cmd_detokenize, "print the text of token ids"},
     {"fit", cmd_fit, "memory, max users and decode speed of a model on given hardware"},
@@ -20,6 +21,7 @@ static const struct {
     {"pilot", cmd_pilot, "parallel pilot report: agreement, latency, errors, cost per route, and a verdict"},
     {"run", cmd_run, "generate text from a prompt"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server"},
+    {"synth", cmd_synth, "write a GGUF with a real model's shapes and random weights"},
     {"template", cmd_template, "render a chat template"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
 };

@@ -21,7 +21,7 @@ typedef struct {
     char *name;
     uint32_t type, n_dims;
     int64_t ne[4];
-    void *data;
+    void *data; /* NULL for a declared (streamed) tensor */
     size_t size;
 } wtensor;
 
@@ -30,7 +30,14 @@ struct hr_gguf_writer {
     uint64_t n_kv;
     wtensor *t;
     size_t n_t, cap_t;
+    /* streaming state */
+    FILE *sf;
+    size_t cur;      /* tensor whose data is being written */
+    size_t cur_done; /* bytes of it written so far */
+    int sbad;        /* a write failed */
 };
+
+static const uint8_t zeros[ALIGN];
 
 static void put(buf *b, const void *d, size_t n)
 {
@@ -66,6 +73,8 @@ void hr_gguf_writer_free(hr_gguf_writer *w)
 {
     if (!w)
         return;
+    if (w->sf)
+        fclose(w->sf);
     for (size_t i = 0; i < w->n_t; i++) {
         free(w->t[i].name);
         free(w->t[i].data);
@@ -169,6 +178,21 @@ static void put_value(buf *b, const hr_gguf_value *v)
             put_value(b, &v->v.arr.items[i]);
 }
 
+hr_status hr_gguf_writer_value(hr_gguf_writer *w, const char *key, const hr_gguf_value *v)
+{
+    size_t mark = w->kv.n;
+    put_str(&w->kv, key, strlen(key));
+    put_u32(&w->kv, v->type);
+    put_value(&w->kv, v);
+    if (w->kv.oom) {
+        w->kv.oom = 0;
+        w->kv.n = mark;
+        return HR_ERR_NOMEM;
+    }
+    w->n_kv++;
+    return HR_OK;
+}
+
 hr_status hr_gguf_writer_copy_kv(hr_gguf_writer *w, const hr_gguf *g, const char *prefix)
 {
     size_t plen = prefix ? strlen(prefix) : 0;
@@ -191,10 +215,10 @@ hr_status hr_gguf_writer_copy_kv(hr_gguf_writer *w, const hr_gguf *g, const char
     return HR_OK;
 }
 
-hr_status hr_gguf_writer_tensor(hr_gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
-                                const int64_t *ne, const void *data, size_t size)
+static hr_status add_tensor(hr_gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
+                            const int64_t *ne, const void *data, size_t size, int copy)
 {
-    if (n_dims < 1 || n_dims > 4)
+    if (n_dims < 1 || n_dims > 4 || w->sf)
         return HR_ERR_INVALID;
     if (w->n_t == w->cap_t) {
         size_t cap = w->cap_t ? w->cap_t * 2 : 64;
@@ -207,13 +231,14 @@ hr_status hr_gguf_writer_tensor(hr_gguf_writer *w, const char *name, uint32_t ty
     wtensor *t = &w->t[w->n_t];
     memset(t, 0, sizeof *t);
     t->name = strdup(name);
-    t->data = malloc(size ? size : 1);
-    if (!t->name || !t->data) {
+    if (copy)
+        t->data = malloc(size ? size : 1);
+    if (!t->name || (copy && !t->data)) {
         free(t->name);
         free(t->data);
         return HR_ERR_NOMEM;
     }
-    if (size)
+    if (copy && size)
         memcpy(t->data, data, size);
     t->size = size;
     t->type = type;
@@ -224,27 +249,47 @@ hr_status hr_gguf_writer_tensor(hr_gguf_writer *w, const char *name, uint32_t ty
     return HR_OK;
 }
 
-hr_status hr_gguf_writer_to_memory(const hr_gguf_writer *w, void **out, size_t *size, hr_err *err)
+hr_status hr_gguf_writer_tensor(hr_gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
+                                const int64_t *ne, const void *data, size_t size)
 {
-    buf b = {0};
-    put(&b, "GGUF", 4);
-    put_u32(&b, 3);
-    put_u64(&b, w->n_t);
-    put_u64(&b, w->n_kv);
-    put(&b, w->kv.p, w->kv.n);
+    return add_tensor(w, name, type, n_dims, ne, data, size, 1);
+}
+
+hr_status hr_gguf_writer_tensor_decl(hr_gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
+                                     const int64_t *ne, size_t size)
+{
+    return add_tensor(w, name, type, n_dims, ne, NULL, size, 0);
+}
+
+/* Header, metadata, tensor infos and the padding up to the data section. */
+static void put_head(buf *b, const hr_gguf_writer *w)
+{
+    put(b, "GGUF", 4);
+    put_u32(b, 3);
+    put_u64(b, w->n_t);
+    put_u64(b, w->n_kv);
+    put(b, w->kv.p, w->kv.n);
     uint64_t off = 0;
     for (size_t i = 0; i < w->n_t; i++) {
         const wtensor *t = &w->t[i];
-        put_str(&b, t->name, strlen(t->name));
-        put_u32(&b, t->n_dims);
+        put_str(b, t->name, strlen(t->name));
+        put_u32(b, t->n_dims);
         for (uint32_t d = 0; d < t->n_dims; d++)
-            put_u64(&b, (uint64_t)t->ne[d]);
-        put_u32(&b, t->type);
-        put_u64(&b, off);
+            put_u64(b, (uint64_t)t->ne[d]);
+        put_u32(b, t->type);
+        put_u64(b, off);
         off += (t->size + ALIGN - 1) / ALIGN * ALIGN;
     }
-    static const uint8_t zeros[ALIGN];
-    put(&b, zeros, (ALIGN - b.n % ALIGN) % ALIGN);
+    put(b, zeros, (ALIGN - b->n % ALIGN) % ALIGN);
+}
+
+hr_status hr_gguf_writer_to_memory(const hr_gguf_writer *w, void **out, size_t *size, hr_err *err)
+{
+    for (size_t i = 0; i < w->n_t; i++)
+        if (!w->t[i].data)
+            return hr_err_set(err, HR_ERR_INVALID, "tensor '%s' has no data (declared for streaming)", w->t[i].name);
+    buf b = {0};
+    put_head(&b, w);
     for (size_t i = 0; i < w->n_t; i++) {
         put(&b, w->t[i].data, w->t[i].size);
         put(&b, zeros, (ALIGN - w->t[i].size % ALIGN) % ALIGN);
@@ -276,4 +321,87 @@ hr_status hr_gguf_writer_to_file(const hr_gguf_writer *w, const char *path, hr_e
     if (bad)
         return hr_err_set(err, HR_ERR_IO, "writing '%s' failed", path);
     return HR_OK;
+}
+
+/* ---- streaming ---------------------------------------------------------- */
+
+static void swrite(hr_gguf_writer *w, const void *p, size_t n)
+{
+    if (n && fwrite(p, 1, n, w->sf) != n)
+        w->sbad = 1;
+}
+
+/* Writes the data of tensors that carry their own, and the padding after
+ * every completed tensor, until a declared tensor still needs bytes. */
+static void stream_advance(hr_gguf_writer *w)
+{
+    while (w->cur < w->n_t) {
+        const wtensor *t = &w->t[w->cur];
+        if (t->data && w->cur_done == 0) {
+            swrite(w, t->data, t->size);
+            w->cur_done = t->size;
+        }
+        if (w->cur_done < t->size)
+            return;
+        swrite(w, zeros, (ALIGN - t->size % ALIGN) % ALIGN);
+        w->cur++;
+        w->cur_done = 0;
+    }
+}
+
+hr_status hr_gguf_writer_stream_open(hr_gguf_writer *w, const char *path, hr_err *err)
+{
+    if (w->sf)
+        return hr_err_set(err, HR_ERR_INVALID, "GGUF stream already open");
+    buf b = {0};
+    put_head(&b, w);
+    if (b.oom) {
+        free(b.p);
+        return hr_err_set(err, HR_ERR_NOMEM, "out of memory while serialising GGUF");
+    }
+    w->sf = fopen(path, "wb");
+    if (!w->sf) {
+        free(b.p);
+        return hr_err_set(err, HR_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
+    }
+    w->cur = w->cur_done = 0;
+    w->sbad = 0;
+    swrite(w, b.p, b.n);
+    free(b.p);
+    stream_advance(w);
+    if (w->sbad)
+        return hr_err_set(err, HR_ERR_IO, "writing '%s' failed: %s", path, strerror(errno));
+    return HR_OK;
+}
+
+hr_status hr_gguf_writer_stream_data(hr_gguf_writer *w, const void *data, size_t n, hr_err *err)
+{
+    if (!w->sf)
+        return hr_err_set(err, HR_ERR_INVALID, "GGUF stream not open");
+    if (w->cur >= w->n_t || n > w->t[w->cur].size - w->cur_done)
+        return hr_err_set(err, HR_ERR_INVALID, "more tensor data than declared%s%s",
+                          w->cur < w->n_t ? " for " : "", w->cur < w->n_t ? w->t[w->cur].name : "");
+    swrite(w, data, n);
+    w->cur_done += n;
+    stream_advance(w);
+    if (w->sbad)
+        return hr_err_set(err, HR_ERR_IO, "writing GGUF data failed: %s", strerror(errno));
+    return HR_OK;
+}
+
+hr_status hr_gguf_writer_stream_close(hr_gguf_writer *w, hr_err *err)
+{
+    if (!w->sf)
+        return hr_err_set(err, HR_ERR_INVALID, "GGUF stream not open");
+    stream_advance(w);
+    hr_status st = HR_OK;
+    if (w->cur < w->n_t)
+        st = hr_err_set(err, HR_ERR_INVALID, "tensor '%s' is incomplete (%zu of %zu bytes)", w->t[w->cur].name,
+                        w->cur_done, w->t[w->cur].size);
+    int bad = w->sbad;
+    bad |= fclose(w->sf) != 0;
+    w->sf = NULL;
+    if (!st && bad)
+        st = hr_err_set(err, HR_ERR_IO, "writing GGUF file failed");
+    return st;
 }
