@@ -50,7 +50,7 @@ static const char *make_model(const spec *s, const char *name)
     const char *toks[64];
     float scores[64];
     int32_t types[64];
-    char tokbuf[64][8];
+    char tokbuf[64][16];
     for (int i = 0; i < s->vocab_tokens; i++) {
         snprintf(tokbuf[i], sizeof tokbuf[i], "t%d", i);
         toks[i] = tokbuf[i];
