@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -267,6 +268,7 @@ int main(int argc, char **argv)
     printf("%-6s %6s %6s %9s %10s %10s %10s %10s %10s %8s\n", "conc", "reqs", "fail", "wall_s", "gen_tok/s",
            "ttft_p50", "ttft_p99", "itl_p50", "itl_p99", "prompt");
     int rc = 0;
+    unsigned run_nonce = (unsigned)time(NULL) ^ (unsigned)getpid();
     for (int l = 0; l < n_levels; l++) {
         int conc = levels[l];
         long total = requests ? requests : (conc * 4 > 16 ? conc * 4 : 16);
@@ -288,7 +290,8 @@ int main(int argc, char **argv)
                 memset(x, 0, sizeof *x);
                 x->itl = &itl;
                 size_t pl = 0;
-                pl += (size_t)snprintf(prompt + pl, pcap - pl, "Request %ld:", started);
+                /* unique across levels and runs, so no level reuses another's prompts from the prefix cache */
+                pl += (size_t)snprintf(prompt + pl, pcap - pl, "Run %u level %d request %ld:", run_nonce, conc, started);
                 for (long w = 0; w < words && pl + 16 < pcap; w++)
                     pl += (size_t)snprintf(prompt + pl, pcap - pl, " %s",
                                            k_words[(size_t)(w * 7 + started * 13 + w / 5) % (sizeof k_words / sizeof k_words[0])]);
