@@ -106,7 +106,7 @@ void hr_bpe_word(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size
             return;
         }
     }
-    if (n > (size_t)INT32_MAX / 2 || !hr_grow(&sc->sym, &sc->sym_cap, n, sizeof(bsym))) {
+    if (n > (size_t)INT32_MAX / 2 || !hr_grow(&sc->sym, &sc->sym_cap, n * sizeof(bsym), 1)) {
         sc->oom = true;
         return;
     }
@@ -144,7 +144,7 @@ void hr_bpe_word(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size
                 rk[pv] = sy[pv].id >= 0 ? hr_merge_rank_(v, sy[pv].id, sy[best].id, &res[pv]) : -1;
         }
     } else {
-        if (!hr_grow(&sc->heap, &sc->heap_cap, 2 * n + 8, sizeof(bpair))) {
+        if (!hr_grow(&sc->heap, &sc->heap_cap, (2 * n + 8) * sizeof(bpair), 1)) {
             sc->oom = true;
             return;
         }
@@ -172,8 +172,8 @@ void hr_bpe_word(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size
                 sy[rs->next].prev = p.left;
             /* heap holds at most one live entry per adjacent pair plus stale
              * ones; each merge adds at most two, so 2n bounds it */
-            if (hn + 2 > sc->heap_cap) {
-                if (!hr_grow(&sc->heap, &sc->heap_cap, hn + 2, sizeof(bpair))) {
+            if ((hn + 2) * sizeof(bpair) > sc->heap_cap) {
+                if (!hr_grow(&sc->heap, &sc->heap_cap, (hn + 2) * sizeof(bpair), 1)) {
                     sc->oom = true;
                     return;
                 }
@@ -344,7 +344,7 @@ void hr_spm_fragment(const hr_vocab *v, hr_scratch *sc, const char *s, size_t n,
 {
     /* escape: optional leading U+2581, every ' ' -> U+2581 */
     size_t need = (n + 1) * 3;
-    if (n > HR_TOK_MAX_INPUT || !hr_grow(&sc->heap, &sc->heap_cap, 1, need + 3 * (n + 1) * sizeof(spair))) {
+    if (n > HR_TOK_MAX_INPUT || !hr_grow(&sc->heap, &sc->heap_cap, need + 3 * (n + 1) * sizeof(spair), 1)) {
         sc->oom = true;
         return;
     }
@@ -367,7 +367,7 @@ void hr_spm_fragment(const hr_vocab *v, hr_scratch *sc, const char *s, size_t n,
         return;
     size_t hoff = (need + 15) & ~(size_t)15;
     spair *h = (spair *)(void *)((char *)sc->heap + hoff);
-    if (!hr_grow(&sc->sym, &sc->sym_cap, tn, sizeof(ssym))) {
+    if (!hr_grow(&sc->sym, &sc->sym_cap, tn * sizeof(ssym), 1)) {
         sc->oom = true;
         return;
     }

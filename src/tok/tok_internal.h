@@ -156,9 +156,9 @@ static inline void hr_sink_put(hr_sink *s, int32_t id)
 /* Scratch memory of one encode call. */
 typedef struct {
     void *sym;
-    size_t sym_cap;
+    size_t sym_cap;  /* bytes (the buffer holds bsym or ssym) */
     void *heap;
-    size_t heap_cap;
+    size_t heap_cap; /* bytes (bpair heap, or SPM text + spair heap) */
     void *match_data; /* pcre2_match_data_8 * */
     void *jit_stack;  /* pcre2_jit_stack_8 * */
     void *mctx;       /* pcre2_match_context_8 * */
