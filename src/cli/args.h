@@ -11,6 +11,9 @@
 bool arg_int(const char *opt, const char *s, long long min, long long max, long long *out);
 bool arg_float(const char *opt, const char *s, double min, double max, double *out);
 
+/* Parses a UTC date "YYYY-MM-DD" or "YYYY-MM-DDTHH:MM:SS" into Unix ms. */
+bool arg_date(const char *s, int64_t *ms);
+
 /* Returns argv[*i + 1] and advances *i, or prints "option X needs a value". */
 const char *arg_value(int argc, char **argv, int *i);
 

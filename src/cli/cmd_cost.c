@@ -36,24 +36,6 @@ static void usage(FILE *f)
             "  --gpu-file F         merge hardware tiers over the built-in ones\n");
 }
 
-static bool parse_date(const char *s, int64_t *ms)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!end || *end) {
-        memset(&tm, 0, sizeof tm);
-        end = strptime(s, "%Y-%m-%d", &tm);
-        if (!end || *end)
-            return false;
-    }
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1)
-        return false;
-    *ms = (int64_t)t * 1000;
-    return true;
-}
-
 static void iso_date(int64_t ms, char *buf, size_t cap)
 {
     time_t t = (time_t)(ms / 1000);
@@ -82,7 +64,7 @@ int cmd_cost(int argc, char **argv)
             ok = VAL() && (db = v);
         else if (!strcmp(a, "--since") || !strcmp(a, "--until")) {
             ok = VAL();
-            if (ok && !parse_date(v, a[2] == 's' ? &since : &until)) {
+            if (ok && !arg_date(v, a[2] == 's' ? &since : &until)) {
                 fprintf(stderr, "hearth cost: %s expects YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, got '%s'\n", a, v);
                 return 2;
             }

@@ -92,6 +92,18 @@ static inline int hr_nearest_int(float x) { return (int)rintf(x); }
 
 static inline float hr_load_f16(hr_f16 h) { return hr_f16_to_f32(h); }
 
+/* Signed value of largest magnitude in x[0..k) (the first one on ties). */
+static inline float hr_signed_absmax(const float *x, int k)
+{
+    float amax = 0.0f, m = 0.0f;
+    for (int j = 0; j < k; j++)
+        if (fabsf(x[j]) > amax) {
+            amax = fabsf(x[j]);
+            m = x[j];
+        }
+    return m;
+}
+
 /* Unpack the j-th (0..7) 6-bit scale and min of a Q4_K/Q5_K scales array. */
 static inline void hr_k4_scale_min(const uint8_t *s, int j, uint8_t *sc, uint8_t *mn)
 {

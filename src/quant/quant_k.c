@@ -19,18 +19,6 @@ static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v;
 
 static float inv_or_zero(float d) { return d != 0.0f ? 1.0f / d : 0.0f; }
 
-/* Signed value of largest magnitude in x[0..k). */
-static float signed_absmax(const float *x, int k)
-{
-    float amax = 0.0f, m = 0.0f;
-    for (int j = 0; j < k; j++)
-        if (fabsf(x[j]) > amax) {
-            amax = fabsf(x[j]);
-            m = x[j];
-        }
-    return m;
-}
-
 /* ---- Q8_K ---- */
 
 void hr_q8_k_to_float(const void *src, float *dst, int64_t n)
@@ -53,7 +41,7 @@ void hr_q8_k_from_float(const float *src, void *dst, int64_t n)
         const float *x = src + i * HR_QK_K;
         hr_block_q8_k b;
         memset(&b, 0, sizeof b);
-        const float mx = signed_absmax(x, HR_QK_K);
+        const float mx = hr_signed_absmax(x, HR_QK_K);
         if (mx != 0.0f) {
             const float iscale = -127.0f / mx;
             for (int j = 0; j < HR_QK_K; j++)
@@ -214,10 +202,10 @@ void hr_q3_k_quantize(const float *src, void *dst, int64_t n)
         const float *x = src + i * HR_QK_K;
         float sc[16];
         for (int g = 0; g < 16; g++) /* signed: the extreme value maps to -4 */
-            sc[g] = signed_absmax(x + 16 * g, 16) / -4.0f;
+            sc[g] = hr_signed_absmax(x + 16 * g, 16) / -4.0f;
         hr_block_q3_k b;
         memset(&b, 0, sizeof b);
-        b.d = hr_f32_to_f16(signed_absmax(sc, 16) / -32.0f);
+        b.d = hr_f32_to_f16(hr_signed_absmax(sc, 16) / -32.0f);
         const float d = hr_load_f16(b.d), id = inv_or_zero(d);
         for (int g = 0; g < 16; g++) {
             int qs = clampi(hr_nearest_int(sc[g] * id), -32, 31);
@@ -473,10 +461,10 @@ void hr_q6_k_quantize(const float *src, void *dst, int64_t n)
         const float *x = src + i * HR_QK_K;
         float sc[16];
         for (int g = 0; g < 16; g++) /* signed: the extreme value maps to -32 */
-            sc[g] = signed_absmax(x + 16 * g, 16) / -32.0f;
+            sc[g] = hr_signed_absmax(x + 16 * g, 16) / -32.0f;
         hr_block_q6_k b;
         memset(&b, 0, sizeof b);
-        b.d = hr_f32_to_f16(signed_absmax(sc, 16) / -128.0f);
+        b.d = hr_f32_to_f16(hr_signed_absmax(sc, 16) / -128.0f);
         const float d = hr_load_f16(b.d), id = inv_or_zero(d);
         for (int g = 0; g < 16; g++) {
             int qs = clampi(hr_nearest_int(sc[g] * id), -128, 127);

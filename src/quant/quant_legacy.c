@@ -23,19 +23,7 @@ static void store_qh(uint8_t qh[4], uint32_t v)
         qh[i] = (uint8_t)(v >> (8 * i));
 }
 
-/* Signed value of largest magnitude (first one on ties) and the minimum and
- * maximum of x[0..k). */
-static float signed_absmax(const float *x, int k)
-{
-    float amax = 0.0f, m = 0.0f;
-    for (int j = 0; j < k; j++)
-        if (fabsf(x[j]) > amax) {
-            amax = fabsf(x[j]);
-            m = x[j];
-        }
-    return m;
-}
-
+/* Minimum and maximum of x[0..k). */
 static void min_max(const float *x, int k, float *mn, float *mx)
 {
     *mn = x[0];
@@ -88,7 +76,7 @@ void hr_q4_0_quantize(const float *src, void *dst, int64_t n)
     for (int64_t i = 0; i < n / HR_QK32; i++) {
         const float *x = src + i * HR_QK32;
         hr_block_q4_0 b;
-        b.d = hr_f32_to_f16(signed_absmax(x, HR_QK32) / -8.0f);
+        b.d = hr_f32_to_f16(hr_signed_absmax(x, HR_QK32) / -8.0f);
         const float id = inv_or_zero(hr_load_f16(b.d));
         for (int j = 0; j < 16; j++) {
             int lo = clampi(hr_nearest_int(x[j] * id) + 8, 0, 15);
@@ -201,7 +189,7 @@ void hr_q5_0_quantize(const float *src, void *dst, int64_t n)
     for (int64_t i = 0; i < n / HR_QK32; i++) {
         const float *x = src + i * HR_QK32;
         hr_block_q5_0 b;
-        b.d = hr_f32_to_f16(signed_absmax(x, HR_QK32) / -16.0f);
+        b.d = hr_f32_to_f16(hr_signed_absmax(x, HR_QK32) / -16.0f);
         const float id = inv_or_zero(hr_load_f16(b.d));
         uint32_t qh = 0;
         for (int j = 0; j < 16; j++) {
@@ -424,7 +412,7 @@ void hr_iq4_nl_quantize(const float *src, void *dst, int64_t n)
     for (int64_t i = 0; i < n / HR_QK32; i++) {
         const float *x = src + i * HR_QK32;
         float dcand[2];
-        dcand[0] = signed_absmax(x, HR_QK32) / -127.0f;
+        dcand[0] = hr_signed_absmax(x, HR_QK32) / -127.0f;
         dcand[1] = dcand[0];
         hr_block_iq4_nl best;
         float best_err = INFINITY;
