@@ -9,8 +9,8 @@
 
 #define TILE 16
 
-void hr_attn_ref(const float *q, int32_t group, int32_t d, int32_t dv, float scale, const hr_attn_kv *kv,
-                 int32_t n_pos, float *out)
+static void attn_one(const float *q, int32_t group, int32_t d, int32_t dv, float scale, const hr_attn_kv *kv,
+                     int32_t n_pos, float *out)
 {
     for (int32_t g = 0; g < group; g++) {
         const float *qg = q + (size_t)g * d;
@@ -54,6 +54,13 @@ void hr_attn_ref(const float *q, int32_t group, int32_t d, int32_t dv, float sca
         for (int32_t i = 0; i < dv; i++)
             o[i] *= inv;
     }
+}
+
+void hr_attn_ref(const float *q, size_t q_stride, int32_t n_tok, const int32_t *n_pos, int32_t group, int32_t d,
+                 int32_t dv, float scale, const hr_attn_kv *kv, float *out, size_t out_stride)
+{
+    for (int32_t t = 0; t < n_tok; t++)
+        attn_one(q + (size_t)t * q_stride, group, d, dv, scale, kv, n_pos[t], out + (size_t)t * out_stride);
 }
 
 hr_attn_fn hr_cpu_attn(int32_t group, int32_t d, int32_t dv)

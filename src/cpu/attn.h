@@ -1,4 +1,4 @@
-/* attn.h - attention of one token over a paged KV cache, streaming.
+/* attn.h - attention over a paged KV cache, streaming.
  *
  * hr_attn computes, for the `group` query heads that share one KV head,
  *   out[g] = sum_p softmax_p(scale * q[g] . k[p]) v[p]   over p = 0..n_pos-1
@@ -23,15 +23,22 @@ typedef struct {
     size_t k_stride, v_stride;
 } hr_attn_kv;
 
-/* q: group x d floats (head g at q + g*d); out: group x dv floats. */
-typedef void (*hr_attn_fn)(const float *q, int32_t group, int32_t d, int32_t dv, float scale, const hr_attn_kv *kv,
-                           int32_t n_pos, float *out);
+/* Queries of one sequence against one KV head: n_tok tokens, token t with
+ * `group` heads at q + t*q_stride + g*d attending positions 0..n_pos[t]-1,
+ * output (group x dv floats) at out + t*out_stride. The arithmetic of a
+ * token's output never depends on the other tokens of the call: computing
+ * a prompt's tokens together or one at a time gives the same bits. */
+typedef void (*hr_attn_fn)(const float *q, size_t q_stride, int32_t n_tok, const int32_t *n_pos, int32_t group,
+                           int32_t d, int32_t dv, float scale, const hr_attn_kv *kv, float *out, size_t out_stride);
+
+/* Most tokens one call may take (the engine splits longer runs). */
+#define HR_ATTN_MAX_TOKENS 8
 
 /* The kernel for the path in use and these head sizes (never NULL). */
 hr_attn_fn hr_cpu_attn(int32_t group, int32_t d, int32_t dv);
 
 /* The portable version (any path, any sizes). */
-void hr_attn_ref(const float *q, int32_t group, int32_t d, int32_t dv, float scale, const hr_attn_kv *kv,
-                 int32_t n_pos, float *out);
+void hr_attn_ref(const float *q, size_t q_stride, int32_t n_tok, const int32_t *n_pos, int32_t group, int32_t d,
+                 int32_t dv, float scale, const hr_attn_kv *kv, float *out, size_t out_stride);
 
 #endif

@@ -663,129 +663,212 @@ static inline __m512 exp_nonpos(__m512 x)
     return _mm512_scalef_ps(p, n);
 }
 
-/* Per 128-bit lane: [sum of a's 4 floats there, b's, c's, d's]. */
-static inline __m512 sum4x4(__m512 a, __m512 b, __m512 c, __m512 d)
-{
-    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-    return _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
-                         _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
-}
-
-static inline __m512 sum128x2(__m512 u, __m512 v)
-{
-    return _mm512_add_ps(_mm512_shuffle_f32x4(u, v, _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(u, v, _MM_SHUFFLE(3, 1, 3, 1)));
-}
-
-/* Lane j = horizontal sum of P[j]. */
-static inline __m512 hsum16(const __m512 P[16])
-{
-    const __m512 u0 = sum4x4(P[0], P[1], P[2], P[3]), u1 = sum4x4(P[4], P[5], P[6], P[7]);
-    const __m512 u2 = sum4x4(P[8], P[9], P[10], P[11]), u3 = sum4x4(P[12], P[13], P[14], P[15]);
-    return sum128x2(sum128x2(u0, u1), sum128x2(u2, u3));
-}
-
 #define ATTN_MAX_GROUP 16
+#define ATTN_MAX_ROWS (ATTN_MAX_GROUP * HR_ATTN_MAX_TOKENS)
 
-/* Tiles of at most 16 positions inside one block, outer; the group's heads
- * inner, so each K/V tile is read from memory once for all of them. */
-static inline __attribute__((always_inline)) void attn_t(const int D, const float *q, int32_t group, float scale,
-                                                         const hr_attn_kv *kv, int32_t n_pos, float *out)
+/* r[j] = row j of a 16x16 tile on entry, column j on exit. */
+static inline void transpose16(__m512 r[16])
+{
+    __m512 t[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* u[4G + c], 128-bit lane L: rows 4G..4G+3 of column 4L + c */
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+        const __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 2]);
+        const __m512d c = _mm512_castps_pd(t[4 * g + 1]), d = _mm512_castps_pd(t[4 * g + 3]);
+        r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        const __m512 vlo = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88), vhi = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xDD);
+        const __m512 wlo = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+        const __m512 whi = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xDD);
+        t[c] = _mm512_shuffle_f32x4(vlo, wlo, 0x88);      /* column c      */
+        t[8 + c] = _mm512_shuffle_f32x4(vlo, wlo, 0xDD);  /* column 8 + c  */
+        t[4 + c] = _mm512_shuffle_f32x4(vhi, whi, 0x88);  /* column 4 + c  */
+        t[12 + c] = _mm512_shuffle_f32x4(vhi, whi, 0xDD); /* column 12 + c */
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        r[i] = t[i];
+}
+
+/* Scores of up to 4 query rows against a transposed K tile (kt[i] = dim i
+ * of the tile's 16 positions): one sequential FMA chain per row, the rows
+ * interleaved only to hide latency, so a row's bits never depend on which
+ * rows share the call. */
+static inline __attribute__((always_inline)) void scores4(const int D, const float *const qr[4], int nr,
+                                                          const __m512 *kt, __m512 out[4])
+{
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    if (nr == 4) {
+        for (int i = 0; i < D; i++) {
+            const __m512 k = kt[i];
+            s0 = _mm512_fmadd_ps(_mm512_set1_ps(qr[0][i]), k, s0);
+            s1 = _mm512_fmadd_ps(_mm512_set1_ps(qr[1][i]), k, s1);
+            s2 = _mm512_fmadd_ps(_mm512_set1_ps(qr[2][i]), k, s2);
+            s3 = _mm512_fmadd_ps(_mm512_set1_ps(qr[3][i]), k, s3);
+        }
+    } else if (nr == 3) {
+        for (int i = 0; i < D; i++) {
+            const __m512 k = kt[i];
+            s0 = _mm512_fmadd_ps(_mm512_set1_ps(qr[0][i]), k, s0);
+            s1 = _mm512_fmadd_ps(_mm512_set1_ps(qr[1][i]), k, s1);
+            s2 = _mm512_fmadd_ps(_mm512_set1_ps(qr[2][i]), k, s2);
+        }
+    } else if (nr == 2) {
+        for (int i = 0; i < D; i++) {
+            const __m512 k = kt[i];
+            s0 = _mm512_fmadd_ps(_mm512_set1_ps(qr[0][i]), k, s0);
+            s1 = _mm512_fmadd_ps(_mm512_set1_ps(qr[1][i]), k, s1);
+        }
+    } else {
+        for (int i = 0; i < D; i++)
+            s0 = _mm512_fmadd_ps(_mm512_set1_ps(qr[0][i]), kt[i], s0);
+    }
+    out[0] = s0;
+    out[1] = s1;
+    out[2] = s2;
+    out[3] = s3;
+}
+
+/* Tiles of at most 16 positions inside one block, outer. Each K tile is
+ * transposed once (dims x positions) for every query row of the call (the
+ * group's heads times the tokens), so a row's scores for the tile are D
+ * broadcast-FMAs with no horizontal sums; V rows are then accumulated per
+ * row. Per row: an online softmax, state kept in L1. */
+static inline __attribute__((always_inline)) void attn_t(const int D, const float *q, size_t q_stride, int32_t n_tok,
+                                                         const int32_t *n_pos, int32_t group, float scale,
+                                                         const hr_attn_kv *kv, float *out, size_t out_stride)
 {
     const int C = D / 16;
-    float m[ATTN_MAX_GROUP], l[ATTN_MAX_GROUP];
-    /* the running outputs stay in L1 (out is written once, at the end) */
-    _Alignas(64) float accm[ATTN_MAX_GROUP * 128];
-    for (int32_t g = 0; g < group; g++) {
-        m[g] = -INFINITY;
-        l[g] = 0.0f;
+    const int32_t rows = group * n_tok;
+    float m[ATTN_MAX_ROWS], l[ATTN_MAX_ROWS];
+    _Alignas(64) float accm[ATTN_MAX_ROWS * 128];
+    _Alignas(64) float ktb[128 * 16];
+    __m512 *kt = (__m512 *)ktb;
+    int32_t max_pos = 0;
+    for (int32_t t = 0; t < n_tok; t++)
+        max_pos = n_pos[t] > max_pos ? n_pos[t] : max_pos;
+    for (int32_t r = 0; r < rows; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
     }
-    memset(accm, 0, (size_t)group * (size_t)D * sizeof(float));
-    for (int32_t p0 = 0, n; p0 < n_pos; p0 += n) {
+    memset(accm, 0, (size_t)rows * (size_t)D * sizeof(float));
+    for (int32_t p0 = 0, n; p0 < max_pos; p0 += n) {
         const int32_t blk = p0 / kv->block_tokens, in = p0 % kv->block_tokens;
-        n = n_pos - p0 < 16 ? n_pos - p0 : 16;
+        n = max_pos - p0 < 16 ? max_pos - p0 : 16;
         if (in + n > kv->block_tokens)
             n = kv->block_tokens - in;
         const float *kb = kv->k[blk] + (size_t)in * kv->k_stride;
         const float *vb = kv->v[blk] + (size_t)in * kv->v_stride;
-        const __mmask16 valid = (__mmask16)((1u << n) - 1u);
-        if (p0 + n < n_pos) { /* the next tile's rows: usually the next block, elsewhere in memory */
+        if (p0 + n < max_pos) { /* the next tile's rows: usually the next block, elsewhere in memory */
             const int32_t nb = (p0 + n) / kv->block_tokens, ni = (p0 + n) % kv->block_tokens;
-            for (int j = 0; j < 16 && p0 + n + j < n_pos && ni + j < kv->block_tokens; j += 2) {
+            for (int j = 0; j < 16 && p0 + n + j < max_pos && ni + j < kv->block_tokens; j += 2) {
                 _mm_prefetch((const char *)(kv->k[nb] + (size_t)(ni + j) * kv->k_stride), _MM_HINT_T0);
                 _mm_prefetch((const char *)(kv->v[nb] + (size_t)(ni + j) * kv->v_stride), _MM_HINT_T0);
             }
         }
-        for (int32_t g = 0; g < group; g++) {
-            const float *qg = q + (size_t)g * D;
-            __m512 qv[8], P[16];
+        /* transpose the tile: kt[i] = dim i of positions p0..p0+15 (zero past n) */
 #pragma GCC unroll 8
-            for (int c = 0; c < C; c++)
-                qv[c] = _mm512_loadu_ps(qg + 16 * c);
+        for (int c = 0; c < C; c++) {
+            __m512 r[16];
 #pragma GCC unroll 16
-            for (int j = 0; j < 16; j++) {
-                P[j] = _mm512_setzero_ps();
-                if (j < n) {
-                    const float *kr = kb + (size_t)j * kv->k_stride;
+            for (int j = 0; j < 16; j++)
+                r[j] = j < n ? _mm512_loadu_ps(kb + (size_t)j * kv->k_stride + 16 * c) : _mm512_setzero_ps();
+            transpose16(r);
+#pragma GCC unroll 16
+            for (int j = 0; j < 16; j++)
+                kt[16 * c + j] = r[j];
+        }
+        /* the rows that see this tile, four at a time */
+        int32_t act[ATTN_MAX_ROWS], n_act = 0;
+        for (int32_t r = 0; r < rows; r++)
+            if (n_pos[r / group] > p0)
+                act[n_act++] = r;
+        for (int32_t a0 = 0; a0 < n_act; a0 += 4) {
+            const int nr = n_act - a0 < 4 ? n_act - a0 : 4;
+            const float *qr[4];
+            for (int i = 0; i < nr; i++) {
+                const int32_t r = act[a0 + i];
+                qr[i] = q + (size_t)(r / group) * q_stride + (size_t)(r % group) * (size_t)D;
+            }
+            __m512 sc[4];
+            scores4(D, qr, nr, kt, sc);
+            for (int i = 0; i < nr; i++) {
+                const int32_t r = act[a0 + i];
+                const int32_t nv = n_pos[r / group] - p0 < n ? n_pos[r / group] - p0 : n;
+                const __mmask16 valid = (__mmask16)((1u << nv) - 1u);
+                const __m512 sv = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), valid,
+                                                     _mm512_mul_ps(sc[i], _mm512_set1_ps(scale)));
+                const float mt = _mm512_reduce_max_ps(sv);
+                float *o = accm + (size_t)r * (size_t)D;
+                __m512 acc[8];
+#pragma GCC unroll 8
+                for (int c = 0; c < C; c++)
+                    acc[c] = _mm512_load_ps(o + 16 * c);
+                if (mt > m[r]) {
+                    const float cf = expf(m[r] - mt);
+                    l[r] *= cf;
 #pragma GCC unroll 8
                     for (int c = 0; c < C; c++)
-                        P[j] = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kr + 16 * c), P[j]);
+                        acc[c] = _mm512_mul_ps(acc[c], _mm512_set1_ps(cf));
+                    m[r] = mt;
                 }
-            }
-            const __m512 s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), valid,
-                                                _mm512_mul_ps(hsum16(P), _mm512_set1_ps(scale)));
-            const float mt = _mm512_reduce_max_ps(s);
-            float *o = accm + (size_t)g * D;
-            __m512 acc[8];
+                const __m512 p = _mm512_maskz_mov_ps(valid, exp_nonpos(_mm512_sub_ps(sv, _mm512_set1_ps(m[r]))));
+                l[r] += _mm512_reduce_add_ps(p);
+                _Alignas(64) float pv[16];
+                _mm512_store_ps(pv, p);
+                for (int32_t j = 0; j < nv; j++) {
+                    const float *vr = vb + (size_t)j * kv->v_stride;
+                    const __m512 w = _mm512_set1_ps(pv[j]);
 #pragma GCC unroll 8
-            for (int c = 0; c < C; c++)
-                acc[c] = _mm512_loadu_ps(o + 16 * c);
-            if (mt > m[g]) {
-                const float cf = expf(m[g] - mt);
-                l[g] *= cf;
-#pragma GCC unroll 8
-                for (int c = 0; c < C; c++)
-                    acc[c] = _mm512_mul_ps(acc[c], _mm512_set1_ps(cf));
-                m[g] = mt;
-            }
-            const __m512 p = _mm512_maskz_mov_ps(valid, exp_nonpos(_mm512_sub_ps(s, _mm512_set1_ps(m[g]))));
-            l[g] += _mm512_reduce_add_ps(p);
-            float pv[16];
-            _mm512_storeu_ps(pv, p);
-            for (int32_t j = 0; j < n; j++) {
-                const float *vr = vb + (size_t)j * kv->v_stride;
-                const __m512 w = _mm512_set1_ps(pv[j]);
+                    for (int c = 0; c < C; c++)
+                        acc[c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(vr + 16 * c), acc[c]);
+                }
 #pragma GCC unroll 8
                 for (int c = 0; c < C; c++)
-                    acc[c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(vr + 16 * c), acc[c]);
+                    _mm512_store_ps(o + 16 * c, acc[c]);
             }
-#pragma GCC unroll 8
-            for (int c = 0; c < C; c++)
-                _mm512_storeu_ps(o + 16 * c, acc[c]);
         }
     }
-    for (int32_t g = 0; g < group; g++) {
-        const __m512 inv = _mm512_set1_ps(l[g] > 0.0f ? 1.0f / l[g] : 0.0f);
+    for (int32_t r = 0; r < rows; r++) {
+        const __m512 inv = _mm512_set1_ps(l[r] > 0.0f ? 1.0f / l[r] : 0.0f);
+        float *dst = out + (size_t)(r / group) * out_stride + (size_t)(r % group) * (size_t)D;
         for (int c = 0; c < C; c++)
-            _mm512_storeu_ps(out + (size_t)g * D + 16 * c, _mm512_mul_ps(_mm512_load_ps(accm + (size_t)g * D + 16 * c), inv));
+            _mm512_storeu_ps(dst + 16 * c, _mm512_mul_ps(_mm512_load_ps(accm + (size_t)r * D + 16 * c), inv));
     }
 }
 
-static void attn_64(const float *q, int32_t group, int32_t d, int32_t dv, float scale, const hr_attn_kv *kv,
-                    int32_t n_pos, float *out)
+static void attn_64(const float *q, size_t q_stride, int32_t n_tok, const int32_t *n_pos, int32_t group, int32_t d,
+                    int32_t dv, float scale, const hr_attn_kv *kv, float *out, size_t out_stride)
 {
     (void)d;
     (void)dv;
-    attn_t(64, q, group, scale, kv, n_pos, out);
+    for (int32_t t0 = 0; t0 < n_tok; t0 += HR_ATTN_MAX_TOKENS) {
+        const int32_t nt = n_tok - t0 < HR_ATTN_MAX_TOKENS ? n_tok - t0 : HR_ATTN_MAX_TOKENS;
+        attn_t(64, q + (size_t)t0 * q_stride, q_stride, nt, n_pos + t0, group, scale, kv, out + (size_t)t0 * out_stride,
+               out_stride);
+    }
 }
 
-static void attn_128(const float *q, int32_t group, int32_t d, int32_t dv, float scale, const hr_attn_kv *kv,
-                     int32_t n_pos, float *out)
+static void attn_128(const float *q, size_t q_stride, int32_t n_tok, const int32_t *n_pos, int32_t group, int32_t d,
+                     int32_t dv, float scale, const hr_attn_kv *kv, float *out, size_t out_stride)
 {
     (void)d;
     (void)dv;
-    attn_t(128, q, group, scale, kv, n_pos, out);
+    for (int32_t t0 = 0; t0 < n_tok; t0 += HR_ATTN_MAX_TOKENS) {
+        const int32_t nt = n_tok - t0 < HR_ATTN_MAX_TOKENS ? n_tok - t0 : HR_ATTN_MAX_TOKENS;
+        attn_t(128, q + (size_t)t0 * q_stride, q_stride, nt, n_pos + t0, group, scale, kv,
+               out + (size_t)t0 * out_stride, out_stride);
+    }
 }
 
 hr_attn_fn hr_avx512_attn(int32_t group, int32_t d, int32_t dv)

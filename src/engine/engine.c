@@ -43,6 +43,11 @@ struct hr_engine {
     float *rope_cs;    /* (max_batch, rope_dim) cos/sin pairs of each token's position */
     const float **blk; /* (n_threads, 2, blk_cap) K and V block pointers for attention */
     int32_t blk_cap;
+    /* attention items of the current chunk (attn_items), all (max_batch) or
+     * (max_batch * n_head_kv) */
+    int32_t *run_start, *run_len, *n_pos;
+    int64_t *item_cost;
+    int32_t n_items;
     hr_pool *pool; /* NULL when single-threaded */
     void *act;     /* quantised activations (max_batch, act_row_bytes) */
     size_t act_row_bytes;
@@ -154,6 +159,10 @@ hr_status hr_engine_new(const hr_model *m, const hr_engine_params *p, hr_engine 
     e->gate = xalloc(B * (size_t)hp->n_ff * sizeof(float), &ok);
     e->up = xalloc(B * (size_t)hp->n_ff * sizeof(float), &ok);
     e->act = xalloc(B * e->act_row_bytes, &ok);
+    e->run_start = xalloc(B * sizeof(int32_t), &ok);
+    e->run_len = xalloc(B * sizeof(int32_t), &ok);
+    e->n_pos = xalloc(B * sizeof(int32_t), &ok);
+    e->item_cost = xalloc(B * (size_t)hp->n_head_kv * sizeof(int64_t), &ok);
     e->rope_cs = xalloc(B * (size_t)(hp->rope_dim > 0 ? hp->rope_dim : 1) * sizeof(float), &ok);
     if (ok && e->p.n_threads > 1 && !(e->pool = hr_pool_new(e->p.n_threads)))
         ok = false;
@@ -180,6 +189,10 @@ void hr_engine_free(hr_engine *e)
     free(e->gate);
     free(e->up);
     free(e->blk);
+    free(e->run_start);
+    free(e->run_len);
+    free(e->n_pos);
+    free(e->item_cost);
     free(e->rope_cs);
     free(e->act);
     if (e->packed)
@@ -297,29 +310,71 @@ typedef struct {
     hr_engine *e;
     hr_kv *kv;
     int32_t layer, n;
-    const int32_t *pos, *seq;
+    const int32_t *seq;
     hr_attn_fn attn;
 } attn_job;
 
-/* Pool task: (KV head, token) pairs split evenly over the threads; each
- * computes the query heads of its group over positions 0..pos of the
- * token's sequence, streaming the cache block by block (src/cpu/attn.h). */
+/* Splits the chunk's tokens into attention items: runs of consecutive
+ * tokens of one sequence (at most HR_ATTN_MAX_TOKENS), times the KV heads,
+ * with a running sum of their cost (positions attended) so that threads can
+ * take equal shares. The same for every layer. */
+static void attn_items(hr_engine *e, int32_t n, const int32_t *pos, const int32_t *seq, int32_t n_kv)
+{
+    int32_t runs = 0;
+    for (int32_t t = 0; t < n; runs++) {
+        int32_t len = 1;
+        while (t + len < n && seq[t + len] == seq[t] && len < HR_ATTN_MAX_TOKENS)
+            len++;
+        e->run_start[runs] = t;
+        e->run_len[runs] = len;
+        t += len;
+    }
+    for (int32_t t = 0; t < n; t++)
+        e->n_pos[t] = pos[t] + 1;
+    e->n_items = 0;
+    int64_t cost = 0;
+    for (int32_t h = 0; h < n_kv; h++)
+        for (int32_t r = 0; r < runs; r++) {
+            for (int32_t i = 0; i < e->run_len[r]; i++)
+                cost += e->n_pos[e->run_start[r] + i] + 16; /* + a fixed share per row */
+            e->item_cost[e->n_items++] = cost;
+        }
+}
+
+/* Pool task: a contiguous share of the items by cost; each computes the
+ * query heads of its KV head for a run of tokens over their sequence's
+ * positions, streaming the cache block by block (src/cpu/attn.h). */
 static void attend_task(void *ctx, int ith, int nth)
 {
     const attn_job *j = ctx;
-    const hr_hparams *hp = hr_model_hparams(j->e->m);
+    hr_engine *e = j->e;
+    const hr_hparams *hp = hr_model_hparams(e->m);
     const int32_t hd = hp->head_dim, hdv = hp->head_dim_v, nkv = hp->n_head_kv;
     const int32_t group = hp->n_head / nkv;
     const int32_t QD = hp->n_head * hd, AD = hp->n_head * hdv;
     const int32_t bt = hr_kv_block_tokens(j->kv);
     const float scale = 1.0f / sqrtf((float)hd);
-    const int64_t total = (int64_t)j->n * nkv;
-    const int64_t lo = total * ith / nth, hi = total * (ith + 1) / nth;
-    const float **kp = j->e->blk + (size_t)ith * 2 * (size_t)j->e->blk_cap, **vp = kp + j->e->blk_cap;
+    const int32_t runs = e->n_items / nkv;
+    const int64_t total = e->n_items ? e->item_cost[e->n_items - 1] : 0;
+    const int64_t clo = total * ith / nth, chi = total * (ith + 1) / nth;
+    /* items whose cost interval ends in (clo, chi] */
+    int32_t lo = 0, hi = 0;
+    while (lo < e->n_items && e->item_cost[lo] <= clo)
+        lo++;
+    hi = lo;
+    while (hi < e->n_items && e->item_cost[hi] <= chi)
+        hi++;
+    if (ith == nth - 1)
+        hi = e->n_items;
+    const float **kp = e->blk + (size_t)ith * 2 * (size_t)e->blk_cap, **vp = kp + e->blk_cap;
     int32_t have_seq = -1, have_kvh = -1, have_blocks = 0;
-    for (int64_t k = lo; k < hi; k++) {
-        const int32_t kvh = (int32_t)(k / j->n), t = (int32_t)(k % j->n);
-        const int32_t seq = j->seq[t], n_pos = j->pos[t] + 1, nblk = (n_pos + bt - 1) / bt;
+    for (int32_t it = lo; it < hi; it++) {
+        const int32_t kvh = it / runs, r = it % runs;
+        const int32_t t0 = e->run_start[r], nt = e->run_len[r], seq = j->seq[t0];
+        int32_t max_pos = 0;
+        for (int32_t i = 0; i < nt; i++)
+            max_pos = e->n_pos[t0 + i] > max_pos ? e->n_pos[t0 + i] : max_pos;
+        const int32_t nblk = (max_pos + bt - 1) / bt;
         if (seq != have_seq || kvh != have_kvh)
             have_blocks = 0;
         for (int32_t b = have_blocks; b < nblk; b++) {
@@ -331,8 +386,8 @@ static void attend_task(void *ctx, int ith, int nth)
         have_seq = seq;
         have_kvh = kvh;
         const hr_attn_kv kvv = { kp, vp, bt, (size_t)nkv * hd, (size_t)nkv * hdv };
-        j->attn(j->e->q + (size_t)t * QD + (size_t)kvh * group * hd, group, hd, hdv, scale, &kvv, n_pos,
-                j->e->att + (size_t)t * AD + (size_t)kvh * group * hdv);
+        j->attn(e->q + (size_t)t0 * QD + (size_t)kvh * group * hd, (size_t)QD, nt, e->n_pos + t0, group, hd, hdv,
+                scale, &kvv, e->att + (size_t)t0 * AD + (size_t)kvh * group * hdv, (size_t)AD);
     }
 }
 
@@ -371,6 +426,8 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
     for (int32_t t = 0; t < n; t++)
         rope_table(e->rope_cs + (size_t)t * (size_t)hp->rope_dim, pos[t], hp, m->rope_freqs);
 
+    attn_items(e, n, pos, seq, hp->n_head_kv);
+    const hr_attn_fn attn = hr_cpu_attn(hp->n_head / hp->n_head_kv, hp->head_dim, hp->head_dim_v);
     for (int32_t l = 0; l < hp->n_layer; l++) {
         const hr_layer_weights *L = &m->layers[l];
         for (int32_t t = 0; t < n; t++)
@@ -398,7 +455,7 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
             memcpy(hr_kv_k(kv, l, seq[t], pos[t]), kt, (size_t)KD * sizeof(float));
             memcpy(hr_kv_v(kv, l, seq[t], pos[t]), e->v + (size_t)t * VD, (size_t)VD * sizeof(float));
         }
-        attn_job job = { e, kv, l, n, pos, seq, hr_cpu_attn(hp->n_head / hp->n_head_kv, hp->head_dim, hp->head_dim_v) };
+        attn_job job = { e, kv, l, n, seq, attn };
         if (e->pool)
             hr_pool_run(e->pool, attend_task, &job);
         else

@@ -507,18 +507,23 @@ static void test_matmul_packed(void **state)
 /* ---- streaming attention ---- */
 
 /* hr_cpu_attn (every path) and hr_attn_ref against a plain two-pass softmax
- * in double, over blocks of several sizes and lengths that end mid-tile. */
+ * in double, over blocks of several sizes and lengths that end mid-tile,
+ * for runs of query tokens at consecutive positions (as in a prefill) and
+ * more tokens than one kernel call takes; each token's output must be
+ * bit-identical to computing it alone. */
 static void test_attention(void **state)
 {
     (void)state;
     static const int32_t bts[] = { 16, 5, 32 }, lens[] = { 1, 15, 16, 17, 100, 333 }, dims[] = { 64, 128 };
     static const int32_t groups[] = { 1, 4, 7 };
+    enum { NT = HR_ATTN_MAX_TOKENS + 3 };
     const int32_t max_len = 333, max_d = 128, max_g = 7;
+    const size_t qs = (size_t)max_g * max_d; /* floats between tokens, in and out */
     float *k = malloc((size_t)max_len * max_d * 2 * sizeof(float)), *v = malloc((size_t)max_len * max_d * 2 * sizeof(float));
-    float *q = malloc((size_t)max_g * max_d * sizeof(float)), *out = malloc((size_t)max_g * max_d * sizeof(float));
-    double *want = malloc((size_t)max_g * max_d * sizeof(double)), *sc = malloc((size_t)max_len * sizeof(double));
+    float *q = malloc(NT * qs * sizeof(float)), *out = malloc(NT * qs * sizeof(float)), *one = malloc(qs * sizeof(float));
+    double *want = malloc(NT * qs * sizeof(double)), *sc = malloc((size_t)max_len * sizeof(double));
     const float **kb = malloc((size_t)max_len * sizeof *kb), **vb = malloc((size_t)max_len * sizeof *vb);
-    assert_true(k && v && q && out && want && sc && kb && vb);
+    assert_true(k && v && q && out && one && want && sc && kb && vb);
     for (int isa = 0; isa < n_isas(); isa++) {
         hr_cpu_force((hr_isa)isa);
         for (size_t di = 0; di < 2; di++)
@@ -527,41 +532,53 @@ static void test_attention(void **state)
                     for (size_t li = 0; li < 6; li++) {
                         const int32_t d = dims[di], g = groups[gi], bt = bts[bi], n = lens[li];
                         const size_t stride = (size_t)d * 2; /* a second KV head interleaved */
+                        const int32_t nt = n >= NT ? NT : n;  /* tokens at positions n-nt .. n-1 */
+                        int32_t n_pos[NT];
+                        for (int32_t t = 0; t < nt; t++)
+                            n_pos[t] = n - nt + 1 + t;
                         fill_data(k, (int64_t)n * (int64_t)stride, 1.0f);
                         fill_data(v, (int64_t)n * (int64_t)stride, 1.0f);
-                        fill_data(q, (int64_t)g * d, 2.0f);
+                        fill_data(q, (int64_t)(NT * qs), 2.0f);
                         for (int32_t b = 0; b * bt < n; b++) { /* blocks: rows of this head, stride apart */
                             kb[b] = k + (size_t)b * bt * stride + (size_t)d;
                             vb[b] = v + (size_t)b * bt * stride + (size_t)d;
                         }
                         const hr_attn_kv kv = { kb, vb, bt, stride, stride };
                         const float scale = 0.125f;
-                        for (int32_t h = 0; h < g; h++) {
-                            double mx = -1e300, sum = 0;
-                            for (int32_t p = 0; p < n; p++) {
-                                double s = 0;
-                                for (int32_t i = 0; i < d; i++)
-                                    s += (double)q[h * d + i] * k[(size_t)p * stride + d + i];
-                                sc[p] = s * scale;
-                                mx = sc[p] > mx ? sc[p] : mx;
+                        for (int32_t t = 0; t < nt; t++)
+                            for (int32_t h = 0; h < g; h++) {
+                                const float *qh = q + (size_t)t * qs + (size_t)h * d;
+                                double mx = -1e300, sum = 0;
+                                for (int32_t p = 0; p < n_pos[t]; p++) {
+                                    double s = 0;
+                                    for (int32_t i = 0; i < d; i++)
+                                        s += (double)qh[i] * k[(size_t)p * stride + d + i];
+                                    sc[p] = s * scale;
+                                    mx = sc[p] > mx ? sc[p] : mx;
+                                }
+                                for (int32_t p = 0; p < n_pos[t]; p++)
+                                    sum += (sc[p] = exp(sc[p] - mx));
+                                for (int32_t i = 0; i < d; i++) {
+                                    double o = 0;
+                                    for (int32_t p = 0; p < n_pos[t]; p++)
+                                        o += sc[p] / sum * v[(size_t)p * stride + d + i];
+                                    want[(size_t)t * qs + (size_t)h * d + i] = o;
+                                }
                             }
-                            for (int32_t p = 0; p < n; p++)
-                                sum += (sc[p] = exp(sc[p] - mx));
-                            for (int32_t i = 0; i < d; i++) {
-                                double o = 0;
-                                for (int32_t p = 0; p < n; p++)
-                                    o += sc[p] / sum * v[(size_t)p * stride + d + i];
-                                want[h * d + i] = o;
-                            }
-                        }
                         for (int impl = 0; impl < 2; impl++) {
-                            (impl ? hr_attn_ref : hr_cpu_attn(g, d, d))(q, g, d, d, scale, &kv, n, out);
-                            double err = 0, ref = 0;
-                            for (int32_t i = 0; i < g * d; i++) {
-                                err = fmax(err, fabs(out[i] - want[i]));
-                                ref = fmax(ref, fabs(want[i]));
+                            const hr_attn_fn f = impl ? hr_attn_ref : hr_cpu_attn(g, d, d);
+                            f(q, qs, nt, n_pos, g, d, d, scale, &kv, out, qs);
+                            for (int32_t t = 0; t < nt; t++) {
+                                double err = 0, ref = 0;
+                                for (int32_t i = 0; i < g * d; i++) {
+                                    err = fmax(err, fabs(out[(size_t)t * qs + i] - want[(size_t)t * qs + i]));
+                                    ref = fmax(ref, fabs(want[(size_t)t * qs + i]));
+                                }
+                                assert_true(err <= 1e-5 * (ref + 1e-3));
+                                /* alone: the same bits */
+                                f(q + (size_t)t * qs, qs, 1, n_pos + t, g, d, d, scale, &kv, one, qs);
+                                assert_memory_equal(one, out + (size_t)t * qs, (size_t)(g * d) * sizeof(float));
                             }
-                            assert_true(err <= 1e-5 * (ref + 1e-3));
                         }
                     }
     }
@@ -570,6 +587,7 @@ static void test_attention(void **state)
     free(v);
     free(q);
     free(out);
+    free(one);
     free(want);
     free(sc);
     free(kb);
