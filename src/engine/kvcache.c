@@ -6,7 +6,15 @@
  *   used    refcnt > 0 (hashed or not) in one or more block tables
  * Allocation takes a free block, else evicts the oldest cached one. A
  * hashed block is immutable: only full blocks are hashed, and sequences
- * only write positions past their shared prefix. */
+ * only write positions past their shared prefix.
+ *
+ * Hashed blocks are indexed twice: by their own chain hash (exact prefix
+ * hits) and by their parent's (the blocks that continue a given prefix).
+ * The second index lets a prompt that diverges inside a block reuse the
+ * positions before the divergence: the block is copied into a private one
+ * (copy-on-write) and only the rest is computed. A shared system prompt
+ * rarely ends on a block boundary, so without this every request would
+ * recompute up to block_tokens - 1 of its tokens. */
 #include "engine/kvcache.h"
 
 #include <stdlib.h>
@@ -26,6 +34,7 @@ typedef struct {
     uint64_t hash;        /* chain hash of the prefix this block ends */
     uint64_t parent;      /* chain hash of the prefix before it (0 for the first) */
     int32_t next_bucket;  /* hash chain in the index, -1 ends */
+    int32_t next_child;   /* chain in the index by parent hash, -1 ends */
     int32_t lru_prev, lru_next; /* on the LRU list when cached, -1 ends */
 } block_meta;
 
@@ -43,6 +52,7 @@ struct hr_kv {
     int32_t lru_head, lru_tail; /* cached blocks, oldest at head */
     int32_t n_cached;
     int32_t *buckets;         /* (n_buckets) first block of each hash bucket, -1 empty */
+    int32_t *child_buckets;   /* (n_buckets) the same, by parent hash */
     int32_t n_buckets;        /* power of two */
     seq_table *seqs;          /* (max_seqs) */
     int32_t max_seqs;
@@ -81,17 +91,18 @@ hr_status hr_kv_new(const hr_hparams *hp, const hr_kv_params *p, hr_kv **out, hr
     kv->block_tokens_ids = malloc((size_t)p->n_blocks * (size_t)p->block_tokens * sizeof(int32_t));
     kv->free_stack = malloc((size_t)p->n_blocks * sizeof *kv->free_stack);
     kv->buckets = malloc((size_t)kv->n_buckets * sizeof *kv->buckets);
+    kv->child_buckets = malloc((size_t)kv->n_buckets * sizeof *kv->child_buckets);
     kv->seqs = calloc((size_t)p->max_seqs, sizeof *kv->seqs);
-    if (!kv->pool || !kv->meta || !kv->block_tokens_ids || !kv->free_stack || !kv->buckets || !kv->seqs) {
+    if (!kv->pool || !kv->meta || !kv->block_tokens_ids || !kv->free_stack || !kv->buckets || !kv->child_buckets || !kv->seqs) {
         hr_kv_free(kv);
         return hr_err_set(err, HR_ERR_NOMEM, "out of memory for a KV cache of %zu MiB", total * sizeof(float) >> 20);
     }
     for (int32_t i = 0; i < kv->n_buckets; i++)
-        kv->buckets[i] = -1;
+        kv->buckets[i] = kv->child_buckets[i] = -1;
     /* lowest block ids on top of the stack */
     for (int32_t i = 0; i < p->n_blocks; i++) {
         kv->free_stack[i] = p->n_blocks - 1 - i;
-        kv->meta[i].lru_prev = kv->meta[i].lru_next = kv->meta[i].next_bucket = -1;
+        kv->meta[i].lru_prev = kv->meta[i].lru_next = kv->meta[i].next_bucket = kv->meta[i].next_child = -1;
     }
     kv->n_free_stack = p->n_blocks;
     kv->lru_head = kv->lru_tail = -1;
@@ -110,6 +121,7 @@ void hr_kv_free(hr_kv *kv)
         }
     free(kv->seqs);
     free(kv->buckets);
+    free(kv->child_buckets);
     free(kv->free_stack);
     free(kv->block_tokens_ids);
     free(kv->meta);
@@ -148,6 +160,10 @@ static void lru_push(hr_kv *kv, int32_t b)
 }
 
 static int32_t *bucket_of(hr_kv *kv, uint64_t h) { return &kv->buckets[h & (uint64_t)(kv->n_buckets - 1)]; }
+static int32_t *child_bucket_of(hr_kv *kv, uint64_t parent)
+{
+    return &kv->child_buckets[parent & (uint64_t)(kv->n_buckets - 1)];
+}
 
 static void index_remove(hr_kv *kv, int32_t b)
 {
@@ -157,15 +173,21 @@ static void index_remove(hr_kv *kv, int32_t b)
     if (*pp == b)
         *pp = kv->meta[b].next_bucket;
     kv->meta[b].next_bucket = -1;
+    pp = child_bucket_of(kv, kv->meta[b].parent);
+    while (*pp >= 0 && *pp != b)
+        pp = &kv->meta[*pp].next_child;
+    if (*pp == b)
+        *pp = kv->meta[b].next_child;
+    kv->meta[b].next_child = -1;
     kv->meta[b].hashed = false;
 }
 
 static const int32_t *block_ids(const hr_kv *kv, int32_t b) { return kv->block_tokens_ids + (size_t)b * (size_t)kv->block_tokens; }
 
 /* The hashed block holding `tokens` after prefix `parent`, or -1. */
-static int32_t index_find(hr_kv *kv, uint64_t h, uint64_t parent, const int32_t *tokens)
+static int32_t index_find(const hr_kv *kv, uint64_t h, uint64_t parent, const int32_t *tokens)
 {
-    for (int32_t b = *bucket_of(kv, h); b >= 0; b = kv->meta[b].next_bucket)
+    for (int32_t b = kv->buckets[h & (uint64_t)(kv->n_buckets - 1)]; b >= 0; b = kv->meta[b].next_bucket)
         if (kv->meta[b].hash == h && kv->meta[b].parent == parent &&
             !memcmp(block_ids(kv, b), tokens, (size_t)kv->block_tokens * sizeof(int32_t)))
             return b;
@@ -175,6 +197,28 @@ static int32_t index_find(hr_kv *kv, uint64_t h, uint64_t parent, const int32_t 
 static uint64_t chain_hash(const hr_kv *kv, uint64_t parent, const int32_t *tokens)
 {
     return XXH3_64bits_withSeed(tokens, (size_t)kv->block_tokens * sizeof(int32_t), parent ^ 0x9e3779b97f4a7c15ull);
+}
+
+/* The hashed block after prefix `parent` whose leading tokens match the
+ * most of tokens[0, n) (n < block_tokens); *match gets how many, -1 when
+ * none matches even the first. */
+static int32_t child_find(const hr_kv *kv, uint64_t parent, const int32_t *tokens, int32_t n, int32_t *match)
+{
+    int32_t best = -1, best_m = 0;
+    for (int32_t b = kv->child_buckets[parent & (uint64_t)(kv->n_buckets - 1)]; b >= 0; b = kv->meta[b].next_child) {
+        if (kv->meta[b].parent != parent)
+            continue;
+        const int32_t *t = block_ids(kv, b);
+        int32_t m = 0;
+        while (m < n && t[m] == tokens[m])
+            m++;
+        if (m > best_m) {
+            best_m = m;
+            best = b;
+        }
+    }
+    *match = best_m;
+    return best;
 }
 
 /* ---- allocation ---- */
@@ -314,7 +358,40 @@ int32_t hr_kv_prefix_attach(hr_kv *kv, int32_t seq, const int32_t *tokens, int32
         parent = h;
     }
     s->n_hashed = s->n;
-    return s->n * B;
+    /* a block that continues this prefix and agrees with the next tokens
+     * for a while: copy it, keep the agreeing positions */
+    int32_t rest = n_tokens - 1 - s->n * B, m = 0;
+    if (rest <= 0 || table_grow(s, s->n + 1, NULL))
+        return s->n * B;
+    int32_t src = child_find(kv, parent, tokens + (size_t)s->n * B, rest < B ? rest : B - 1, &m);
+    if (src < 0 || m < 1 || blocks_available(kv) - (kv->meta[src].refcnt == 0) < 1)
+        return s->n * B;
+    block_ref(kv, src); /* not evicted by the take below */
+    int32_t b = block_take(kv);
+    memcpy(kv->pool + (size_t)b * kv->block_floats, kv->pool + (size_t)src * kv->block_floats,
+           kv->block_floats * sizeof(float));
+    block_release(kv, src);
+    s->blocks[s->n++] = b;
+    return (s->n - 1) * B + m;
+}
+
+int32_t hr_kv_prefix_probe(const hr_kv *kv, const int32_t *tokens, int32_t n_tokens)
+{
+    const int32_t B = kv->block_tokens;
+    const int32_t max_blocks = n_tokens < 2 ? 0 : (n_tokens - 1) / B;
+    uint64_t parent = 0;
+    int32_t i = 0;
+    for (; i < max_blocks; i++) {
+        const int32_t *t = tokens + (size_t)i * B;
+        uint64_t h = chain_hash(kv, parent, t);
+        if (index_find(kv, h, parent, t) < 0)
+            break;
+        parent = h;
+    }
+    int32_t rest = n_tokens - 1 - i * B, m = 0;
+    if (rest > 0)
+        child_find(kv, parent, tokens + (size_t)i * B, rest < B ? rest : B - 1, &m);
+    return i * B + m;
 }
 
 void hr_kv_prefix_commit(hr_kv *kv, int32_t seq, const int32_t *tokens, int32_t n_tokens)
@@ -342,6 +419,9 @@ void hr_kv_prefix_commit(hr_kv *kv, int32_t seq, const int32_t *tokens, int32_t 
             memcpy(kv->block_tokens_ids + (size_t)b * B, t, (size_t)B * sizeof(int32_t));
             int32_t *head = bucket_of(kv, h);
             m->next_bucket = *head;
+            *head = b;
+            head = child_bucket_of(kv, parent);
+            m->next_child = *head;
             *head = b;
         }
     }

@@ -55,9 +55,13 @@ void hr_kv_seq_clear(hr_kv *kv, int32_t seq);
 int32_t hr_kv_seq_blocks_needed(const hr_kv *kv, int32_t seq, int32_t n_tokens);
 
 /* For an empty seq: attaches the cached blocks that hold a prefix of
- * tokens[0, n_tokens) (whole blocks only, and never all of the tokens: at
- * least one token is left to compute). Returns the positions covered. */
+ * tokens[0, n_tokens), then, where the next cached block agrees with the
+ * tokens only for a while, copies it into a private block and keeps the
+ * agreeing positions. Never all of the tokens: at least one is left to
+ * compute. Returns the positions covered (not always a whole block). */
 int32_t hr_kv_prefix_attach(hr_kv *kv, int32_t seq, const int32_t *tokens, int32_t n_tokens);
+/* The positions hr_kv_prefix_attach would cover now, changing nothing. */
+int32_t hr_kv_prefix_probe(const hr_kv *kv, const int32_t *tokens, int32_t n_tokens);
 
 /* Registers seq's blocks that are full within tokens[0, n_tokens) (whose
  * K/V are computed) in the prefix cache. Cheap when nothing is new. */

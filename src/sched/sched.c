@@ -10,7 +10,8 @@
  *   1. drop cancelled and timed-out work;
  *   2. admit: preempted sequences first, then queued requests, while slots
  *      and KV blocks allow (a new request first attaches whatever prefix the
- *      cache holds);
+ *      cache holds; one whose prefix a running sequence is still computing
+ *      waits for it, see prefix_in_flight);
  *   3. plan the batch: every running sequence's pending tokens, decodes
  *      first, then prompt chunks, under the token budget; if the blocks the
  *      plan needs exceed what is free, preempt the youngest sequences;
@@ -127,6 +128,7 @@ struct hr_req {
     seq **seqs;
     int32_t n_seq_done;
     bool touched;
+    bool prefix_waited; /* counted once in stats.prefix_waits */
     hr_req *next; /* submit queue link */
 };
 
@@ -583,6 +585,34 @@ static bool seq_place(hr_sched *s, seq *q, int32_t extra)
     return true;
 }
 
+/* In-flight prefix sharing: true when a running sequence is still
+ * computing whole blocks that r's prompt shares with it, beyond what the
+ * prefix cache holds now. Admitting r then would compute that shared prefix
+ * a second time (16 requests arriving together with one system prompt would
+ * each prefill it); r waits instead and attaches the blocks once they are
+ * committed. The sequence it waits for is older, so it gets its prefill
+ * budget first: the wait ends within a few steps and cannot deadlock. */
+static bool prefix_in_flight(hr_sched *s, const hr_req *r)
+{
+    const int32_t bt = hr_kv_block_tokens(s->kv);
+    const int32_t limit = r->n_prompt < 2 ? 0 : (r->n_prompt - 1) / bt * bt;
+    if (limit == 0)
+        return false;
+    int32_t best = 0;
+    for (int32_t i = 0; i < s->n_running; i++) {
+        const seq *q = s->running[i];
+        if (q->state != SEQ_RUN || q->n_tokens - q->n_computed <= 1 || q->n_computed >= limit)
+            continue; /* decoding (its blocks are committed) or already past r's prefix */
+        int32_t n = q->n_tokens < limit ? q->n_tokens : limit, c = 0;
+        while (c < n && q->tokens[c] == r->prompt[c])
+            c++;
+        c = c / bt * bt;
+        if (c > q->n_computed && c > best)
+            best = c;
+    }
+    return best > 0 && best > hr_kv_prefix_probe(s->kv, r->prompt, r->n_prompt);
+}
+
 static void admit(hr_sched *s)
 {
     /* preempted sequences first, oldest first */
@@ -594,15 +624,28 @@ static void admit(hr_sched *s)
         q->state = SEQ_RUN;
         running_add(s, q);
     }
+    /* then the queue in order, passing over requests that wait for a
+     * prefix being computed (prefix_in_flight) */
+    hr_req *prev = NULL;
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        hr_req *r = s->q_head;
+        hr_req *r = prev ? prev->next : s->q_head;
         pthread_mutex_unlock(&s->mu);
         if (!r)
             return;
         bool cancelled = atomic_load(&r->cancel);
         if (!cancelled && s->n_free_slots < r->n)
             return;
+        if (!cancelled && prefix_in_flight(s, r)) {
+            if (!r->prefix_waited) {
+                r->prefix_waited = true;
+                pthread_mutex_lock(&s->stats_mu);
+                s->stats.prefix_waits++;
+                pthread_mutex_unlock(&s->stats_mu);
+            }
+            prev = r;
+            continue;
+        }
         seq *q0 = r->seqs[0];
         if (!cancelled) {
             q0->order = ++s->order;
@@ -610,9 +653,12 @@ static void admit(hr_sched *s)
                 return;
         }
         pthread_mutex_lock(&s->mu);
-        s->q_head = r->next;
-        if (!s->q_head)
-            s->q_tail = NULL;
+        if (prev)
+            prev->next = r->next;
+        else
+            s->q_head = r->next;
+        if (s->q_tail == r)
+            s->q_tail = prev;
         s->n_queued--;
         pthread_mutex_unlock(&s->mu);
         if (cancelled) {

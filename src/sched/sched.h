@@ -149,6 +149,7 @@ typedef struct {
     uint64_t cached_prompt_tokens;
     uint64_t generated_tokens;
     uint64_t preemptions;
+    uint64_t prefix_waits;    /* requests held back to share a prefix still being computed */
     uint64_t steps;
     uint64_t requests_done;
 } hr_sched_stats;

@@ -66,12 +66,29 @@ static void test_prefix_and_eviction(void **state)
     assert_int_equal(hr_kv_blocks_cached(kv), 0);
     assert_true(hr_kv_k(kv, 1, 1, 7)[2] == 100 + 70 + 1 + 0.2f);
     hr_kv_seq_clear(kv, 1);
-    /* never all of the tokens: 8 tokens attach one block only */
-    assert_int_equal(hr_kv_prefix_attach(kv, 1, toks, 8), 4);
+    /* never all of the tokens: of 8 tokens, 7 come from the cache (one
+     * block shared, three positions of the next copied) */
+    assert_int_equal(hr_kv_prefix_probe(kv, toks, 8), 7);
+    assert_int_equal(hr_kv_prefix_attach(kv, 1, toks, 8), 7);
     hr_kv_seq_clear(kv, 1);
-    /* a different second block: only the first attaches */
+    /* a second block that diverges at its fourth token: the first block is
+     * shared, the second copied into a private block for its first three */
     int32_t other[12] = {1, 2, 3, 4, 5, 6, 7, 99, 9, 10, 11, 12};
-    assert_int_equal(hr_kv_prefix_attach(kv, 2, other, 12), 4);
+    assert_int_equal(hr_kv_prefix_probe(kv, other, 12), 7);
+    int32_t cached = hr_kv_blocks_cached(kv), free_before = hr_kv_blocks_free(kv);
+    assert_int_equal(hr_kv_prefix_attach(kv, 2, other, 12), 7);
+    assert_int_equal(hr_kv_seq_capacity(kv, 2), 8);
+    assert_int_equal(hr_kv_blocks_free(kv), free_before - 2);
+    assert_int_equal(hr_kv_blocks_cached(kv), cached - 1); /* the copied source stays cached */
+    for (int32_t p = 4; p < 7; p++)
+        for (int32_t l = 0; l < 2; l++) {
+            assert_true(hr_kv_k(kv, l, 2, p)[3] == 100 + p * 10 + l + 0.3f);
+            assert_true(hr_kv_v(kv, l, 2, p)[1] == -(100 + p * 10 + l + 0.1f));
+        }
+    hr_kv_k(kv, 0, 2, 7)[0] = 4242.0f; /* the copy is private */
+    hr_kv_seq_clear(kv, 2);
+    assert_int_equal(hr_kv_prefix_attach(kv, 2, toks, 12), 8);
+    assert_true(hr_kv_k(kv, 0, 2, 7)[0] == 100 + 70 + 0);
     hr_kv_seq_clear(kv, 2);
     /* a different first block: nothing */
     int32_t third[12] = {0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
@@ -82,6 +99,31 @@ static void test_prefix_and_eviction(void **state)
     assert_int_equal(hr_kv_blocks_cached(kv), 0);
     hr_kv_seq_clear(kv, 3);
     assert_int_equal(hr_kv_prefix_attach(kv, 1, toks, 12), 0);
+    hr_kv_free(kv);
+}
+
+/* The block a partial copy reads from is never the one evicted to make
+ * room for the copy; with no room, the copy is skipped. */
+static void test_partial_copy_full_pool(void **state)
+{
+    (void)state;
+    hr_kv *kv = mk(3);
+    hr_err err = {0};
+    int32_t toks[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    assert_int_equal(hr_kv_seq_reserve(kv, 0, 8, &err), HR_OK);
+    fill(kv, 0, 8, 5);
+    hr_kv_prefix_commit(kv, 0, toks, 8);
+    hr_kv_seq_clear(kv, 0);
+    assert_int_equal(hr_kv_blocks_cached(kv), 2);
+    assert_int_equal(hr_kv_seq_reserve(kv, 1, 4, &err), HR_OK); /* takes the free block */
+    int32_t other[8] = {1, 2, 3, 4, 5, 6, 9, 9};
+    /* the first block attaches; copying the second would need a block,
+     * and the only one left is the source itself */
+    assert_int_equal(hr_kv_prefix_attach(kv, 2, other, 8), 4);
+    hr_kv_seq_clear(kv, 2);
+    hr_kv_seq_clear(kv, 1);
+    assert_int_equal(hr_kv_prefix_attach(kv, 2, other, 8), 6);
+    assert_true(hr_kv_k(kv, 1, 2, 5)[0] == 5 + 50 + 1);
     hr_kv_free(kv);
 }
 
@@ -113,6 +155,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reserve_release),
         cmocka_unit_test(test_prefix_and_eviction),
+        cmocka_unit_test(test_partial_copy_full_pool),
         cmocka_unit_test(test_fork),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -308,11 +308,66 @@ static void test_prefix_cache_hit(void **state)
     hr_req_release(r);
     assert_int_equal(hr_sched_submit(s, &g, NULL, NULL, &r, &err), HR_OK);
     collect(r, &b);
-    assert_int_equal(hr_req_usage_of(r).cached_tokens, (plen[i] - 1) / 16 * 16);
+    /* whole blocks shared, then the rest of the last one copied: all but
+     * the one token that must be computed */
+    assert_int_equal(hr_req_usage_of(r).cached_tokens, plen[i] - 1);
     assert_string_equal(a.text[0], b.text[0]);
     hr_req_release(r);
     free_result(&a);
     free_result(&b);
+    hr_sched_free(s);
+}
+
+/* Requests that arrive together with a long shared prefix: one computes it,
+ * the others wait for its blocks instead of computing them again, then
+ * copy the shared part of the block where they diverge. Outputs equal a
+ * run alone. */
+static void test_prefix_in_flight(void **state)
+{
+    (void)state;
+    enum { N = 4, LEN = 120, SHARED = 107 };
+    static const int32_t story[] = {403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395};
+    int32_t p[N][LEN];
+    for (int i = 0; i < N; i++) {
+        p[i][0] = 1;
+        for (int j = 1; j < LEN; j++)
+            p[i][j] = j < SHARED ? story[(j * 5) % 13] : story[(j + 3 * i) % 13];
+    }
+    result alone[N], res[N];
+    for (int i = 0; i < N; i++) {
+        hr_sched *s1 = mk(1, 0);
+        hr_gen_params g = greedy(p[i], LEN, 12);
+        hr_req *r;
+        hr_err err = {0};
+        assert_int_equal(hr_sched_submit(s1, &g, NULL, NULL, &r, &err), HR_OK);
+        collect(r, &alone[i]);
+        hr_req_release(r);
+        hr_sched_free(s1);
+    }
+    hr_sched *s = mk(N, 0); /* step budget 64: the prefix takes two steps */
+    hr_req *r[N];
+    hr_err err = {0};
+    for (int i = 0; i < N; i++) {
+        hr_gen_params g = greedy(p[i], LEN, 12);
+        assert_int_equal(hr_sched_submit(s, &g, NULL, NULL, &r[i], &err), HR_OK);
+    }
+    for (int i = 0; i < N; i++) {
+        collect(r[i], &res[i]);
+        assert_string_equal(res[i].text[0], alone[i].text[0]);
+    }
+    hr_sched_stats st;
+    hr_sched_stats_of(s, &st);
+    assert_true(st.prefix_waits >= N - 1);
+    int32_t cached = 0;
+    for (int i = 0; i < N; i++)
+        cached += hr_req_usage_of(r[i]).cached_tokens;
+    assert_int_equal(cached, (N - 1) * SHARED); /* 96 in whole blocks, 11 copied */
+    assert_int_equal(st.cached_prompt_tokens, (uint64_t)cached);
+    for (int i = 0; i < N; i++) {
+        hr_req_release(r[i]);
+        free_result(&alone[i]);
+        free_result(&res[i]);
+    }
     hr_sched_free(s);
 }
 
@@ -389,6 +444,7 @@ int main(void)
         cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_cancel_frees_blocks),
         cmocka_unit_test(test_prefix_cache_hit),
+        cmocka_unit_test(test_prefix_in_flight),
         cmocka_unit_test(test_logprobs_and_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
