@@ -11,7 +11,19 @@
  *   bench_serve [--url http://127.0.0.1:8080] [--levels 1,4,16,64]
  *               [--requests N] [--prompt-tokens 128] [--gen-tokens 64]
  *               [--max-seconds 120] [--model NAME] [--api-key KEY]
- *               [--no-ignore-eos] [--temperature T] */
+ *               [--no-ignore-eos] [--temperature T] [--shared-prefix N]
+ *               [--ramp SECONDS]
+ *
+ * --ramp spreads the start of a level's first `conc` requests evenly over
+ * that many seconds (then each finished request is replaced at once, as
+ * usual), so the clients do not all send at the same instant.
+ *
+ * --shared-prefix N puts the same ~N-token text (a system prompt, new for
+ * each level and run) before every request's own ~prompt-tokens, and
+ * reports the prefix cache's effect: the level's first request's TTFT
+ * (cold), the TTFT p50/p99 of the requests sent after that first token
+ * arrived (warm: the prefix is computed by then), their ratio, and the
+ * share of prompt tokens the server reported as cached. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -74,7 +86,7 @@ typedef struct {
     char buf[8192];
     size_t len;
     double t0, first, last;
-    long completion_tokens, prompt_tokens;
+    long completion_tokens, prompt_tokens, cached_tokens, index;
     bool failed, done_seen;
     vec *itl;
 } xfer;
@@ -97,6 +109,8 @@ static void on_line(xfer *x, const char *line)
     if (json_is_object(u)) {
         x->completion_tokens = (long)json_integer_value(json_object_get(u, "completion_tokens"));
         x->prompt_tokens = (long)json_integer_value(json_object_get(u, "prompt_tokens"));
+        x->cached_tokens =
+            (long)json_integer_value(json_object_get(json_object_get(u, "prompt_tokens_details"), "cached_tokens"));
     }
     json_t *c0 = json_array_get(json_object_get(o, "choices"), 0);
     const char *text = json_string_value(json_object_get(c0, "text"));
@@ -165,8 +179,8 @@ int main(int argc, char **argv)
 {
     const char *url = "http://127.0.0.1:8080", *model = NULL, *key = NULL;
     int levels[MAX_LEVELS] = {1, 4, 16, 64}, n_levels = 4;
-    long requests = 0, prompt_tokens = 128, gen_tokens = 64;
-    double max_seconds = 120, temperature = 0;
+    long requests = 0, prompt_tokens = 128, gen_tokens = 64, shared_prefix = 0;
+    double max_seconds = 120, temperature = 0, ramp = 0;
     bool ignore_eos = true;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -192,12 +206,16 @@ int main(int argc, char **argv)
             max_seconds = atof(argv[++i]);
         else if (!strcmp(a, "--temperature") && v)
             temperature = atof(argv[++i]);
+        else if (!strcmp(a, "--ramp") && v)
+            ramp = atof(argv[++i]);
+        else if (!strcmp(a, "--shared-prefix") && v)
+            shared_prefix = atol(argv[++i]);
         else if (!strcmp(a, "--no-ignore-eos"))
             ignore_eos = false;
         else {
             fprintf(stderr, "usage: bench_serve [--url U] [--levels 1,4,16,64] [--requests N] [--prompt-tokens 128]\n"
                             "       [--gen-tokens 64] [--max-seconds 120] [--model M] [--api-key K]\n"
-                            "       [--no-ignore-eos] [--temperature T]\n");
+                            "       [--no-ignore-eos] [--temperature T] [--shared-prefix N] [--ramp S]\n");
             return 2;
         }
     }
@@ -211,7 +229,8 @@ int main(int argc, char **argv)
             return 2;
         }
     if (prompt_tokens < 1 || prompt_tokens > 100000 || gen_tokens < 1 || gen_tokens > 100000 || max_seconds <= 0 ||
-        max_seconds > 3600 || requests < 0 || requests > 100000) {
+        max_seconds > 3600 || requests < 0 || requests > 100000 || shared_prefix < 0 || shared_prefix > 100000 ||
+        ramp < 0 || ramp > 600) {
         fprintf(stderr, "bench_serve: out-of-range option\n");
         return 2;
     }
@@ -223,7 +242,7 @@ int main(int argc, char **argv)
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
 
     /* words per prompt: calibrated with the server's /tokenize when it has one */
-    long words = prompt_tokens - 3;
+    long words = prompt_tokens - 3, shared_words = 0;
     {
         size_t cap = 64 * 12 + 64, pl = 0;
         char *sample = malloc(cap);
@@ -257,6 +276,7 @@ int main(int argc, char **argv)
         }
         if (words < 1)
             words = 1;
+        shared_words = (long)((double)shared_prefix * (double)words / (double)(prompt_tokens > 4 ? prompt_tokens - 4 : 1));
         free(hr_calib_body);
         curl_slist_free_all(h);
         curl_easy_cleanup(e);
@@ -265,8 +285,13 @@ int main(int argc, char **argv)
 
     printf("# %s, prompt ~%ld tokens, %ld generated%s\n", endpoint, prompt_tokens, gen_tokens,
            ignore_eos ? " (ignore_eos)" : "");
-    printf("%-6s %6s %6s %9s %10s %10s %10s %10s %10s %8s\n", "conc", "reqs", "fail", "wall_s", "gen_tok/s",
+    if (shared_prefix)
+        printf("# shared prefix ~%ld tokens before each prompt\n", shared_prefix);
+    printf("%-6s %6s %6s %9s %10s %10s %10s %10s %10s %8s", "conc", "reqs", "fail", "wall_s", "gen_tok/s",
            "ttft_p50", "ttft_p99", "itl_p50", "itl_p99", "prompt");
+    if (shared_prefix)
+        printf(" %10s %6s %10s %10s %7s %7s", "ttft_first", "warm", "warm_p50", "warm_p99", "ratio", "cached");
+    printf("\n");
     int rc = 0;
     unsigned run_nonce = (unsigned)time(NULL) ^ (unsigned)getpid();
     for (int l = 0; l < n_levels; l++) {
@@ -274,12 +299,14 @@ int main(int argc, char **argv)
         long total = requests ? requests : (conc * 4 > 16 ? conc * 4 : 16);
         CURLM *multi = curl_multi_init();
         xfer *xs = calloc((size_t)conc, sizeof *xs);
-        vec ttft = {0}, itl = {0};
+        vec ttft = {0}, itl = {0}, warm = {0};
+        double *t0s = calloc((size_t)total, sizeof *t0s), *ttfts = calloc((size_t)total, sizeof *ttfts);
+        long prompt_sum = 0, cached_sum = 0;
         long started = 0, finished = 0, failed = 0, gen_total = 0, prompt_seen = 0;
         int running = 0;
         double t_start = now_s(), deadline = t_start + max_seconds;
         /* a prompt of about prompt_tokens words, different per request */
-        size_t pcap = (size_t)words * 12 + 64;
+        size_t pcap = (size_t)(words + shared_words) * 12 + 128;
         char *prompt = malloc(pcap);
         for (;;) {
             /* keep `conc` in flight */
@@ -287,10 +314,20 @@ int main(int argc, char **argv)
                 xfer *x = &xs[s];
                 if (x->easy)
                     continue;
+                if (started < conc && now_s() < t_start + ramp * (double)started / (double)conc)
+                    break; /* ramping up */
                 memset(x, 0, sizeof *x);
                 x->itl = &itl;
+                x->index = started;
                 size_t pl = 0;
                 /* unique across levels and runs, so no level reuses another's prompts from the prefix cache */
+                if (shared_words) {
+                    pl += (size_t)snprintf(prompt + pl, pcap - pl, "System %u level %d:", run_nonce, conc);
+                    for (long w = 0; w < shared_words && pl + 16 < pcap; w++)
+                        pl += (size_t)snprintf(prompt + pl, pcap - pl, " %s",
+                                               k_words[(size_t)(w * 11 + w / 3) % (sizeof k_words / sizeof k_words[0])]);
+                    pl += (size_t)snprintf(prompt + pl, pcap - pl, "\n");
+                }
                 pl += (size_t)snprintf(prompt + pl, pcap - pl, "Run %u level %d request %ld:", run_nonce, conc, started);
                 for (long w = 0; w < words && pl + 16 < pcap; w++)
                     pl += (size_t)snprintf(prompt + pl, pcap - pl, " %s",
@@ -335,6 +372,12 @@ int main(int argc, char **argv)
                     prompt_seen = x->prompt_tokens;
                     if (x->first > 0)
                         vec_push(&ttft, x->first - x->t0);
+                    if (x->index < total) {
+                        t0s[x->index] = x->t0;
+                        ttfts[x->index] = x->first > 0 ? x->first - x->t0 : NAN;
+                    }
+                    prompt_sum += x->prompt_tokens;
+                    cached_sum += x->cached_tokens;
                 }
                 finished++;
                 curl_multi_remove_handle(multi, x->easy);
@@ -350,8 +393,20 @@ int main(int argc, char **argv)
             curl_multi_poll(multi, NULL, 0, 50, NULL);
         }
         double wall = now_s() - t_start;
-        printf("%-6d %6ld %6ld %9.2f %10.1f %10.4f %10.4f %10.4f %10.4f %8ld\n", conc, finished, failed, wall,
+        printf("%-6d %6ld %6ld %9.2f %10.1f %10.4f %10.4f %10.4f %10.4f %8ld", conc, finished, failed, wall,
                (double)gen_total / wall, pct(&ttft, 50), pct(&ttft, 99), pct(&itl, 50), pct(&itl, 99), prompt_seen);
+        if (shared_prefix) {
+            /* warm: sent after the first request's first token, when the
+             * shared prefix had been computed */
+            const double first = ttfts[0] > 0 ? ttfts[0] : NAN, first_at = t0s[0] + first;
+            for (long i = 1; i < total && !isnan(first); i++)
+                if (t0s[i] >= first_at && !isnan(ttfts[i]) && ttfts[i] > 0)
+                    vec_push(&warm, ttfts[i]);
+            const double p50 = pct(&warm, 50);
+            printf(" %10.4f %6zu %10.4f %10.4f %6.1fx %6.1f%%", first, warm.n, p50, pct(&warm, 99), first / p50,
+                   prompt_sum ? 100.0 * (double)cached_sum / (double)prompt_sum : 0.0);
+        }
+        printf("\n");
         fflush(stdout);
         if (failed)
             rc = 1;
@@ -366,6 +421,9 @@ int main(int argc, char **argv)
         free(prompt);
         free(ttft.v);
         free(itl.v);
+        free(warm.v);
+        free(t0s);
+        free(ttfts);
         curl_multi_cleanup(multi);
     }
     curl_global_cleanup();

@@ -41,6 +41,7 @@ static void usage(FILE *f)
             "  -c, --ctx-size N       positions per sequence (default: the model's)\n"
             "  --kv-mem SIZE          KV cache pool, e.g. 512M, 2G (default: ctx x max-running)\n"
             "  --max-running N        sequences decoded together (default 16)\n"
+            "  --batch-tokens N       tokens per engine step: decodes plus prefill chunks (default 256)\n"
             "  --max-queue N          requests waiting for admission before 429 (default 256)\n"
             "  --timeout SECONDS      per-request wall-clock limit (default 600; 0 = none)\n"
             "  -t, --threads N        compute threads (default 1)\n"
@@ -157,7 +158,7 @@ int cmd_serve(int argc, char **argv)
 {
     const char *model_path = NULL, *host = "127.0.0.1", *alias = NULL, *tmpl_path = NULL;
     const char *usage_path = "hearth-usage.db", *config_path = NULL;
-    long long port = 8080, ctx = 0, max_running = 16, max_queue = 256, threads = 1, max_conns = 4096,
+    long long port = 8080, ctx = 0, max_running = 16, max_queue = 256, batch_tokens = 0, threads = 1, max_conns = 4096,
               idle = 60, http_threads = 1;
     double timeout = 600;
     int64_t kv_mem = 0, max_body = 8 << 20;
@@ -184,6 +185,8 @@ int cmd_serve(int argc, char **argv)
             ok = VAL() && arg_int(a, v, 0, 1 << 24, &ctx);
         else if (!strcmp(a, "--kv-mem"))
             ok = VAL() && parse_size(a, v, &kv_mem);
+        else if (!strcmp(a, "--batch-tokens"))
+            ok = VAL() && arg_int(a, v, 1, 65536, &batch_tokens);
         else if (!strcmp(a, "--max-running"))
             ok = VAL() && arg_int(a, v, 1, 4096, &max_running);
         else if (!strcmp(a, "--max-queue"))
@@ -342,6 +345,8 @@ int cmd_serve(int argc, char **argv)
     if (kv_mem > 0)
         sp.kv_bytes = kv_mem;
     sp.max_running = (int32_t)max_running;
+    if (batch_tokens)
+        sp.step_tokens = (int32_t)batch_tokens;
     sp.max_queue = (int32_t)max_queue;
     sp.n_threads = (int32_t)threads;
     sp.timeout_s = timeout;

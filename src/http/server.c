@@ -102,6 +102,7 @@ struct conn {
     /* suspend / resume handshake (mu) */
     pthread_mutex_t mu;
     bool suspended, pending, tick;
+    bool client_gone;          /* the ticker saw the peer close a non-streamed request */
     bool listed;
     conn *prev, *next;
 };
@@ -917,6 +918,9 @@ static char *metrics_text(hr_http *h)
                    (double)st.requests_done);
         put_metric(&b, "hearth_preemptions_total", "counter", "Sequences preempted for lack of KV blocks.",
                    (double)st.preemptions);
+        put_metric(&b, "hearth_prefix_waits_total", "counter",
+                   "Requests held back until a running sequence finished computing their shared prefix.",
+                   (double)st.prefix_waits);
         put_metric(&b, "hearth_scheduler_steps_total", "counter", "Scheduler steps.", (double)st.steps);
         put_metric(&b, "hearth_queue_depth", "gauge", "Requests waiting for admission.", st.waiting);
         put_metric(&b, "hearth_running_sequences", "gauge", "Sequences in the running batch.", st.running);
@@ -927,6 +931,8 @@ static char *metrics_text(hr_http *h)
         put_metric(&b, "hearth_kv_blocks_cached", "gauge", "Free KV blocks holding a reusable prefix.",
                    st.kv_blocks_cached);
         put_metric(&b, "hearth_kv_block_bytes", "gauge", "Bytes per KV block.", (double)st.kv_bytes_per_block);
+        put_metric(&b, "hearth_kv_bytes_used", "gauge", "Bytes of KV cache referenced by a sequence.",
+                   (double)st.kv_blocks_used * (double)st.kv_bytes_per_block);
         put_metric(&b, "hearth_prefix_cache_hit_ratio", "gauge", "Cached prompt tokens / prompt tokens.",
                    st.prompt_tokens ? (double)st.cached_prompt_tokens / (double)st.prompt_tokens : 0.0);
         hr_hist ttft, itl;
@@ -1208,7 +1214,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
         return;
     *con_cls = NULL;
     list_del(c);
-    bool unfinished = false;
+    bool unfinished = c->client_gone;
     for (int i = 0; i < c->nreq; i++)
         if (!hr_req_finished(c->reqs[i]))
             unfinished = true;
@@ -1241,7 +1247,22 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     free(c);
 }
 
-/* Resumes every suspended stream every 250 ms (keep-alive comments). */
+/* True when the client closed (or reset) its side of c's socket. Peeks, so
+ * a pipelined next request stays in the socket for libmicrohttpd. */
+static bool peer_closed(conn *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return false;
+    char b;
+    ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/* Every 250 ms: resumes every suspended stream (keep-alive comments, which
+ * find dead streams) and checks the sockets of non-streamed generations, which
+ * send nothing until the answer: a client that went away is cancelled then,
+ * not when the whole answer has been computed. */
 static void *ticker_main(void *arg)
 {
     hr_http *h = arg;
@@ -1250,8 +1271,14 @@ static void *ticker_main(void *arg)
         nanosleep(&ts, NULL);
         pthread_mutex_lock(&h->mu);
         for (conn *c = h->gens; c; c = c->next) {
-            if (!c->streaming)
+            if (!c->streaming) {
+                if (c->nreq > 0 && !c->client_gone && peer_closed(c)) {
+                    c->client_gone = true;
+                    for (int i = 0; i < c->nreq; i++)
+                        hr_req_cancel(c->reqs[i]);
+                }
                 continue;
+            }
             pthread_mutex_lock(&c->mu);
             c->tick = true;
             if (c->suspended) {
@@ -1320,7 +1347,6 @@ hr_status hr_http_start(const hr_http_params *p, hr_http **out, hr_err *err)
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 128 * 1024, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
     if (h->p.n_threads > 1)
         opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, h->p.n_threads, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};

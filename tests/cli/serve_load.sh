@@ -69,6 +69,36 @@ check "KV blocks back within 1 s of the drop" yes "$freed"
 check "free = total" "$(metric hearth_kv_blocks_total)" "$(metric hearth_kv_blocks_free)"
 check "32 disconnects counted" 32 "$(( $(metric hearth_http_client_disconnects_total) - before ))"
 check "serving after the drop" 200 "$(post /v1/completions '{"prompt":"Once","max_tokens":4}')"
+
+# --- 8 clients of non-streamed requests give up, 2 running and 6 queued:
+# nothing is sent to them until the answer, so the server must notice the
+# closed sockets itself (queued requests get no events at all)
+stop_server $S
+start_server ndrop -m "$MODEL" -c 2048 --max-running 2 --max-queue 16
+S=$PID
+before=$(metric hearth_http_client_disconnects_total)
+for i in $(seq 0 7); do
+  curl -s --max-time 60 -d "{\"prompt\":\"Once upon a time $i\",\"max_tokens\":2000,\"ignore_eos\":true}" \
+    "$BASE/v1/completions" >/dev/null &
+done
+for _ in $(seq 1 100); do
+  [ "$(metric hearth_running_sequences)" = 2 ] && [ "$(metric hearth_queue_depth)" = 6 ] && break
+  sleep 0.02
+done
+check "2 non-streamed running" 2 "$(metric hearth_running_sequences)"
+check "6 non-streamed queued" 6 "$(metric hearth_queue_depth)"
+kill $(jobs -p | grep -v "^$S\$") 2>/dev/null
+wait $(jobs -p | grep -v "^$S\$") 2>/dev/null
+t0=$(date +%s%N)
+freed=""
+while :; do
+  if [ "$(metric hearth_running_sequences)" = 0 ] && [ "$(metric hearth_queue_depth)" = 0 ] &&
+     [ "$(metric hearth_kv_blocks_used)" = 0 ]; then freed=yes; break; fi
+  [ $(( $(date +%s%N) - t0 )) -gt 1000000000 ] && break
+  sleep 0.05
+done
+check "non-streamed: queue empty and KV blocks back within 1 s of the drop" yes "$freed"
+check "8 non-streamed disconnects counted" 8 "$(( $(metric hearth_http_client_disconnects_total) - before ))"
 stop_server $S
 
 # --- overload: more requests than --max-running + queue get 429 + Retry-After
