@@ -847,16 +847,26 @@ static inline __attribute__((always_inline)) void attn_t(const int D, const floa
     }
 }
 
+/* Runs longer than HR_ATTN_MAX_TOKENS go in pieces (the stack state is
+ * sized for that many rows). */
+static inline __attribute__((always_inline)) void attn_runs(const int D, const float *q, size_t q_stride,
+                                                            int32_t n_tok, const int32_t *n_pos, int32_t group,
+                                                            float scale, const hr_attn_kv *kv, float *out,
+                                                            size_t out_stride)
+{
+    for (int32_t t0 = 0; t0 < n_tok; t0 += HR_ATTN_MAX_TOKENS) {
+        const int32_t nt = n_tok - t0 < HR_ATTN_MAX_TOKENS ? n_tok - t0 : HR_ATTN_MAX_TOKENS;
+        attn_t(D, q + (size_t)t0 * q_stride, q_stride, nt, n_pos + t0, group, scale, kv,
+               out + (size_t)t0 * out_stride, out_stride);
+    }
+}
+
 static void attn_64(const float *q, size_t q_stride, int32_t n_tok, const int32_t *n_pos, int32_t group, int32_t d,
                     int32_t dv, float scale, const hr_attn_kv *kv, float *out, size_t out_stride)
 {
     (void)d;
     (void)dv;
-    for (int32_t t0 = 0; t0 < n_tok; t0 += HR_ATTN_MAX_TOKENS) {
-        const int32_t nt = n_tok - t0 < HR_ATTN_MAX_TOKENS ? n_tok - t0 : HR_ATTN_MAX_TOKENS;
-        attn_t(64, q + (size_t)t0 * q_stride, q_stride, nt, n_pos + t0, group, scale, kv, out + (size_t)t0 * out_stride,
-               out_stride);
-    }
+    attn_runs(64, q, q_stride, n_tok, n_pos, group, scale, kv, out, out_stride);
 }
 
 static void attn_128(const float *q, size_t q_stride, int32_t n_tok, const int32_t *n_pos, int32_t group, int32_t d,
@@ -864,11 +874,7 @@ static void attn_128(const float *q, size_t q_stride, int32_t n_tok, const int32
 {
     (void)d;
     (void)dv;
-    for (int32_t t0 = 0; t0 < n_tok; t0 += HR_ATTN_MAX_TOKENS) {
-        const int32_t nt = n_tok - t0 < HR_ATTN_MAX_TOKENS ? n_tok - t0 : HR_ATTN_MAX_TOKENS;
-        attn_t(128, q + (size_t)t0 * q_stride, q_stride, nt, n_pos + t0, group, scale, kv,
-               out + (size_t)t0 * out_stride, out_stride);
-    }
+    attn_runs(128, q, q_stride, n_tok, n_pos, group, scale, kv, out, out_stride);
 }
 
 hr_attn_fn hr_avx512_attn(int32_t group, int32_t d, int32_t dv)

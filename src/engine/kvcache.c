@@ -335,36 +335,54 @@ void hr_kv_seq_clear(hr_kv *kv, int32_t seq) { hr_kv_seq_truncate(kv, seq, 0); }
 
 /* ---- prefix cache ---- */
 
+/* The cache's longest match for tokens[0, n_tokens), never all of them
+ * (at least one token is left to compute): whole blocks, whose ids and
+ * chain hashes go to blocks / chain when not NULL, then the cached block
+ * that continues them and agrees longest with the next tokens (*src, -1
+ * when none agrees even on the first; *agree positions). Returns the
+ * number of whole blocks. Changes nothing. */
+static int32_t prefix_match(const hr_kv *kv, const int32_t *tokens, int32_t n_tokens, int32_t *blocks,
+                            uint64_t *chain, int32_t *src, int32_t *agree)
+{
+    const int32_t B = kv->block_tokens;
+    const int32_t max_blocks = n_tokens < 2 ? 0 : (n_tokens - 1) / B;
+    uint64_t parent = 0;
+    int32_t i = 0;
+    for (; i < max_blocks; i++) {
+        const int32_t *t = tokens + (size_t)i * B;
+        uint64_t h = chain_hash(kv, parent, t);
+        int32_t b = index_find(kv, h, parent, t);
+        if (b < 0)
+            break;
+        if (blocks) {
+            blocks[i] = b;
+            chain[i] = h;
+        }
+        parent = h;
+    }
+    const int32_t rest = n_tokens - 1 - i * B;
+    *src = -1;
+    *agree = 0;
+    if (rest > 0)
+        *src = child_find(kv, parent, tokens + (size_t)i * B, rest < B ? rest : B - 1, agree);
+    return i;
+}
+
 int32_t hr_kv_prefix_attach(hr_kv *kv, int32_t seq, const int32_t *tokens, int32_t n_tokens)
 {
     if (seq < 0 || seq >= kv->max_seqs || kv->seqs[seq].n != 0 || n_tokens < 2)
         return 0;
     seq_table *s = &kv->seqs[seq];
     const int32_t B = kv->block_tokens;
-    const int32_t max_blocks = (n_tokens - 1) / B; /* leave at least one token to compute */
-    if (table_grow(s, max_blocks, NULL))
+    if (table_grow(s, (n_tokens - 1) / B + 1, NULL))
         return 0;
-    uint64_t parent = 0;
-    for (int32_t i = 0; i < max_blocks; i++) {
-        const int32_t *t = tokens + (size_t)i * B;
-        uint64_t h = chain_hash(kv, parent, t);
-        int32_t b = index_find(kv, h, parent, t);
-        if (b < 0)
-            break;
-        block_ref(kv, b);
-        s->blocks[s->n] = b;
-        s->chain[s->n] = h;
-        s->n++;
-        parent = h;
-    }
-    s->n_hashed = s->n;
+    int32_t src, m;
+    s->n = s->n_hashed = prefix_match(kv, tokens, n_tokens, s->blocks, s->chain, &src, &m);
+    for (int32_t i = 0; i < s->n; i++)
+        block_ref(kv, s->blocks[i]);
     /* a block that continues this prefix and agrees with the next tokens
      * for a while: copy it, keep the agreeing positions */
-    int32_t rest = n_tokens - 1 - s->n * B, m = 0;
-    if (rest <= 0 || table_grow(s, s->n + 1, NULL))
-        return s->n * B;
-    int32_t src = child_find(kv, parent, tokens + (size_t)s->n * B, rest < B ? rest : B - 1, &m);
-    if (src < 0 || m < 1 || blocks_available(kv) - (kv->meta[src].refcnt == 0) < 1)
+    if (src < 0 || blocks_available(kv) - (kv->meta[src].refcnt == 0) < 1)
         return s->n * B;
     block_ref(kv, src); /* not evicted by the take below */
     int32_t b = block_take(kv);
@@ -377,21 +395,8 @@ int32_t hr_kv_prefix_attach(hr_kv *kv, int32_t seq, const int32_t *tokens, int32
 
 int32_t hr_kv_prefix_probe(const hr_kv *kv, const int32_t *tokens, int32_t n_tokens)
 {
-    const int32_t B = kv->block_tokens;
-    const int32_t max_blocks = n_tokens < 2 ? 0 : (n_tokens - 1) / B;
-    uint64_t parent = 0;
-    int32_t i = 0;
-    for (; i < max_blocks; i++) {
-        const int32_t *t = tokens + (size_t)i * B;
-        uint64_t h = chain_hash(kv, parent, t);
-        if (index_find(kv, h, parent, t) < 0)
-            break;
-        parent = h;
-    }
-    int32_t rest = n_tokens - 1 - i * B, m = 0;
-    if (rest > 0)
-        child_find(kv, parent, tokens + (size_t)i * B, rest < B ? rest : B - 1, &m);
-    return i * B + m;
+    int32_t src, m;
+    return prefix_match(kv, tokens, n_tokens, NULL, NULL, &src, &m) * kv->block_tokens + m;
 }
 
 void hr_kv_prefix_commit(hr_kv *kv, int32_t seq, const int32_t *tokens, int32_t n_tokens)

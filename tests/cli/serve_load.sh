@@ -3,6 +3,19 @@
 # overload (loopback only, bounded counts and times).
 source "$(dirname "$0")/../serve/lib.sh"
 
+# freed_within_1s: "yes" once nothing runs or waits and every KV block is
+# back in the pool, polling /metrics for at most a second
+freed_within_1s() {
+  local t0
+  t0=$(date +%s%N)
+  while :; do
+    if [ "$(metric hearth_running_sequences)" = 0 ] && [ "$(metric hearth_queue_depth)" = 0 ] &&
+       [ "$(metric hearth_kv_blocks_used)" = 0 ]; then echo yes; return; fi
+    [ $(( $(date +%s%N) - t0 )) -gt 1000000000 ] && return
+    sleep 0.05
+  done
+}
+
 # --- 64 concurrent streams, each equal to its single-request greedy output
 start_server conc -m "$MODEL" -c 512 --max-running 64
 S=$PID
@@ -56,16 +69,7 @@ done
 check "32 streams running" 32 "$(metric hearth_running_sequences)"
 kill $(jobs -p | grep -v "^$S\$") 2>/dev/null
 wait $(jobs -p | grep -v "^$S\$") 2>/dev/null
-t0=$(date +%s%N)
-freed=""
-while :; do
-  used=$(metric hearth_kv_blocks_used)
-  running=$(metric hearth_running_sequences)
-  if [ "$used" = 0 ] && [ "$running" = 0 ]; then freed=yes; break; fi
-  [ $(( $(date +%s%N) - t0 )) -gt 1000000000 ] && break
-  sleep 0.05
-done
-check "KV blocks back within 1 s of the drop" yes "$freed"
+check "KV blocks back within 1 s of the drop" yes "$(freed_within_1s)"
 check "free = total" "$(metric hearth_kv_blocks_total)" "$(metric hearth_kv_blocks_free)"
 check "32 disconnects counted" 32 "$(( $(metric hearth_http_client_disconnects_total) - before ))"
 check "serving after the drop" 200 "$(post /v1/completions '{"prompt":"Once","max_tokens":4}')"
@@ -89,15 +93,7 @@ check "2 non-streamed running" 2 "$(metric hearth_running_sequences)"
 check "6 non-streamed queued" 6 "$(metric hearth_queue_depth)"
 kill $(jobs -p | grep -v "^$S\$") 2>/dev/null
 wait $(jobs -p | grep -v "^$S\$") 2>/dev/null
-t0=$(date +%s%N)
-freed=""
-while :; do
-  if [ "$(metric hearth_running_sequences)" = 0 ] && [ "$(metric hearth_queue_depth)" = 0 ] &&
-     [ "$(metric hearth_kv_blocks_used)" = 0 ]; then freed=yes; break; fi
-  [ $(( $(date +%s%N) - t0 )) -gt 1000000000 ] && break
-  sleep 0.05
-done
-check "non-streamed: queue empty and KV blocks back within 1 s of the drop" yes "$freed"
+check "non-streamed: queue empty and KV blocks back within 1 s of the drop" yes "$(freed_within_1s)"
 check "8 non-streamed disconnects counted" 8 "$(( $(metric hearth_http_client_disconnects_total) - before ))"
 stop_server $S
 
