@@ -13,7 +13,7 @@
  *      and KV blocks allow (a new request first attaches whatever prefix the
  *      cache holds; one whose prefix a running sequence is still computing
  *      waits for it, see prefix_in_flight; one that does not fit is passed
- *      by later ones for bypass_steps steps, then holds back the rest);
+ *      by later ones for bypass_s seconds, then holds back the rest);
  *   3. plan the batch: every running sequence's pending tokens, decodes
  *      first, then prompt chunks, under the token budget; if the blocks the
  *      plan needs exceed what is free, preempt the youngest sequences;
@@ -139,7 +139,7 @@ struct hr_req {
     int32_t n_seq_done;
     bool touched;
     bool prefix_waited; /* counted once in stats.prefix_waits */
-    int64_t blocked_step; /* step it was first found not to fit, -1: not yet */
+    double blocked_at;  /* when it was first found not to fit, 0: not yet */
     hr_req *next; /* submit queue link */
 };
 
@@ -199,7 +199,6 @@ struct hr_sched {
     float *scratch; /* (max_running, n_vocab): logits rows of forked completions */
     seq **work;     /* (max_running) this step's sequences (sampling may remove them from running) */
     samp_job *jobs; /* (max_running) */
-    int64_t n_steps;
     hr_req **touched;
     int32_t n_touched;
     size_t cap_touched;
@@ -250,7 +249,7 @@ hr_sched_params hr_sched_defaults(void)
         .step_tokens = 256,
         .n_threads = 1,
         .timeout_s = 0,
-        .bypass_steps = 32,
+        .bypass_s = 5.0,
     };
     return p;
 }
@@ -685,8 +684,8 @@ static void admit(hr_sched *s)
         running_add(s, q);
     }
     /* then the queue in order, passing over requests that wait for a
-     * prefix being computed (prefix_in_flight) and, for bypass_steps
-     * steps, ones that do not fit yet (so a request with n = 16 waiting for
+     * prefix being computed (prefix_in_flight) and, for bypass_s seconds,
+     * ones that do not fit yet (so a request with n = 16 waiting for
      * 16 free slots does not hold back a small one); once a request has
      * waited that long, nothing behind it is admitted until it fits, so
      * the slots and blocks that free up go to it */
@@ -710,9 +709,10 @@ static void admit(hr_sched *s)
         }
         seq *q0 = r->seqs[0];
         if (!cancelled && (s->n_free_slots < r->n || !seq_place(s, q0, r->n - 1))) {
-            if (r->blocked_step < 0)
-                r->blocked_step = s->n_steps;
-            if (s->n_steps - r->blocked_step >= s->p.bypass_steps)
+            const double t = now_s();
+            if (r->blocked_at == 0)
+                r->blocked_at = t;
+            if (t - r->blocked_at >= s->p.bypass_s)
                 return; /* it has been passed over long enough */
             prev = r;
             continue;
@@ -874,7 +874,6 @@ static void engine_failed(hr_sched *s, int32_t nr, const hr_err *err)
 static void step(hr_sched *s)
 {
     hr_err err = {0};
-    s->n_steps++;
     reap(s);
     admit(s);
     int32_t n = plan(s);
@@ -1023,8 +1022,8 @@ hr_status hr_sched_new(const hr_model *m, const hr_sched_params *pp, hr_sched **
         p.step_tokens = p.max_running; /* every running sequence decodes each step */
     if (p.n_threads <= 0)
         p.n_threads = 1;
-    if (p.bypass_steps < 0)
-        p.bypass_steps = d.bypass_steps;
+    if (!(p.bypass_s >= 0)) /* negative or NaN */
+        p.bypass_s = d.bypass_s;
     size_t per_tok = hr_kv_bytes_per_token(hp);
     if (p.kv_bytes <= 0) {
         int64_t toks = (int64_t)p.n_ctx * p.max_running;
@@ -1216,7 +1215,6 @@ hr_status hr_sched_submit(hr_sched *s, const hr_gen_params *p, void (*notify)(vo
         return hr_err_set(err, HR_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
-    r->blocked_step = -1;
     atomic_init(&r->refs, 2); /* the caller's and the scheduler's */
     atomic_init(&r->cancel, false);
     r->notify = notify;

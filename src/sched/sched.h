@@ -16,7 +16,7 @@
  *   prefix cache) -> decoding -> done (stop / length / cancelled / error).
  * Admission takes queued requests in order, but one that does not fit yet
  * (n completions need n free slots, its prompt needs KV blocks) is passed
- * by later ones that do, for at most bypass_steps steps; after that nothing
+ * by later ones that do, for at most bypass_s seconds; after that nothing
  * behind it is admitted until it fits, so it cannot starve.
  * Events (text deltas, the final event) are queued on the request and the
  * submitter's notify callback is called from the scheduler thread whenever
@@ -47,8 +47,8 @@ typedef struct {
     int32_t step_tokens;    /* token budget of one step (default 256) */
     int32_t n_threads;      /* compute threads (default 1) */
     double timeout_s;       /* per-request wall-clock limit; <= 0: none */
-    int32_t bypass_steps;   /* steps a queued request that does not fit may be passed by later ones that
-                               do; then admission waits for it (0: strict order; < 0: default 32) */
+    double bypass_s;        /* seconds a queued request that does not fit may be passed by later ones
+                               that do; then admission waits for it (0: strict order; < 0: default 5) */
 } hr_sched_params;
 
 hr_sched_params hr_sched_defaults(void);

@@ -491,7 +491,7 @@ static void test_admission_passes_blocked(void **state)
 {
     (void)state;
     hr_sched_params p = mk_params(16, 0);
-    p.bypass_steps = 100000; /* no aging here: the load runs ~400 steps */
+    p.bypass_s = 600; /* no aging here */
     hr_sched *s = mk_with(&p);
     int32_t bos = 1;
     hr_req *load, *big, *small;
@@ -533,14 +533,14 @@ static void test_admission_passes_blocked(void **state)
 
 /* ... without starving it: under a steady stream of small requests (which
  * alone would never leave 16 slots free at once) the n = 16 request is
- * admitted once it has been passed over for bypass_steps steps. */
+ * admitted once it has been passed over for bypass_s seconds. */
 static void test_admission_no_starvation(void **state)
 {
     (void)state;
     enum { INFLIGHT = 6, LIMIT = 200 };
     make_prompts();
     hr_sched_params p = mk_params(16, 0);
-    p.bypass_steps = 8;
+    p.bypass_s = 0.05;
     hr_sched *s = mk_with(&p);
     hr_err err = {0};
     hr_req *sm[INFLIGHT];
