@@ -1,7 +1,10 @@
 /* The scheduler: a request alone reproduces the golden greedy text; many
  * concurrent requests (mixed prompts, n > 1, preemption under a tiny KV
  * pool, prefix-cache hits) each produce exactly what they produce alone;
- * stop strings, cancellation, logprobs, admission errors. */
+ * stop strings, cancellation, logprobs, admission errors; admission past a
+ * request that does not fit, without starving it; notify without locks;
+ * parallel sampling equal to sequential; injected engine failures reaching
+ * the requests they concern. */
 #include <setjmp.h>
 #include <stdatomic.h>
 #include <stdbool.h>
