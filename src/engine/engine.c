@@ -15,6 +15,7 @@
 #include "engine/engine.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -56,6 +57,7 @@ struct hr_engine {
      * layers (wq wk wv wo gate up down), then the output matrix */
     void **packed;
     size_t packed_bytes;
+    int32_t failed_seq; /* of the last failed forward, -1: the whole batch */
 };
 
 enum { PK_Q, PK_K, PK_V, PK_O, PK_GATE, PK_UP, PK_DOWN, PK_PER_LAYER };
@@ -493,23 +495,48 @@ static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32
     return HR_OK;
 }
 
+static _Atomic(hr_engine_fault_fn) fault_fn;
+static _Atomic(void *) fault_ctx;
+
+void hr_engine_set_fault(hr_engine_fault_fn fn, void *ctx)
+{
+    atomic_store(&fault_fn, NULL);
+    atomic_store(&fault_ctx, ctx);
+    atomic_store(&fault_fn, fn);
+}
+
+int32_t hr_engine_failed_seq(const hr_engine *e) { return e->failed_seq; }
+
+hr_pool *hr_engine_pool(const hr_engine *e) { return e->pool; }
+
 hr_status hr_engine_forward(hr_engine *e, hr_kv *kv, const hr_batch *b, float *logits, hr_err *err)
 {
     const hr_hparams *hp = hr_model_hparams(e->m);
     hr_status st;
+    e->failed_seq = -1;
     if (b->n_tokens < 0)
         return hr_err_set(err, HR_ERR_INVALID, "negative batch size");
+    hr_engine_fault_fn fault = atomic_load(&fault_fn);
+    if (fault && (st = fault(atomic_load(&fault_ctx), b, &e->failed_seq, err)))
+        return st;
+    e->failed_seq = -1;
     for (int32_t t = 0; t < b->n_tokens; t++) {
-        if (b->token[t] < 0 || b->token[t] >= hp->n_vocab)
-            return hr_err_set(err, HR_ERR_INVALID, "token id %d out of range [0, %d)", b->token[t], hp->n_vocab);
-        if (b->seq[t] < 0 || b->seq[t] >= hr_kv_max_seqs(kv))
+        const bool seq_ok = b->seq[t] >= 0 && b->seq[t] < hr_kv_max_seqs(kv);
+        e->failed_seq = seq_ok ? b->seq[t] : -1;
+        if (!seq_ok)
             return hr_err_set(err, HR_ERR_INVALID, "sequence id %d out of range", b->seq[t]);
+        if (b->token[t] < 0 || b->token[t] >= hp->n_vocab)
+            return hr_err_set(err, HR_ERR_INVALID, "token id %d out of range [0, %d) in sequence %d", b->token[t],
+                              hp->n_vocab, b->seq[t]);
         if (b->pos[t] < 0 || b->pos[t] == INT32_MAX)
-            return hr_err_set(err, HR_ERR_INVALID, "position %d out of range", b->pos[t]);
+            return hr_err_set(err, HR_ERR_INVALID, "position %d out of range in sequence %d", b->pos[t], b->seq[t]);
     }
-    for (int32_t t = 0; t < b->n_tokens; t++)
+    for (int32_t t = 0; t < b->n_tokens; t++) {
+        e->failed_seq = b->seq[t];
         if ((st = hr_kv_seq_reserve(kv, b->seq[t], b->pos[t] + 1, err)))
             return st;
+    }
+    e->failed_seq = -1;
     float *out = logits;
     for (int32_t off = 0; off < b->n_tokens; off += e->p.max_batch) {
         int32_t n = b->n_tokens - off < e->p.max_batch ? b->n_tokens - off : e->p.max_batch;

@@ -38,7 +38,28 @@ void hr_engine_free(hr_engine *e);
 
 /* Runs the batch. `logits` receives n_vocab floats for each token that asked
  * for them, in batch order. The KV rows for every (seq, pos) are reserved
- * here (HR_ERR_LIMIT if the cache is full: then nothing was computed). */
+ * here (HR_ERR_LIMIT if the cache is full: then nothing was computed).
+ * On failure no logits are valid and K/V rows of the batch may be partly
+ * written (rows at positions the caller does not count as computed yet);
+ * hr_engine_failed_seq says whom the failure concerns. */
 hr_status hr_engine_forward(hr_engine *e, hr_kv *kv, const hr_batch *b, float *logits, hr_err *err);
+
+/* The engine's compute pool (NULL when single-threaded), for the caller's
+ * own parallel work between forwards (hr_pool_run from the calling thread). */
+struct hr_pool *hr_engine_pool(const hr_engine *e);
+
+/* After a failed hr_engine_forward: the sequence id the failure concerns
+ * (a bad token, position or sequence id, its KV rows not fitting), or -1
+ * when it concerns the whole batch (out of memory). The other sequences'
+ * tokens may be submitted again. */
+int32_t hr_engine_failed_seq(const hr_engine *e);
+
+/* Test hook (fault injection): when set, fn runs at the start of every
+ * hr_engine_forward of every engine in the process; a non-zero status it
+ * returns fails that forward with its status and message, before anything
+ * is computed, and *seq (preset to -1) names the sequence it concerns as
+ * hr_engine_failed_seq reports it. NULL clears it. Not for production. */
+typedef hr_status (*hr_engine_fault_fn)(void *ctx, const hr_batch *b, int32_t *seq, hr_err *err);
+void hr_engine_set_fault(hr_engine_fault_fn fn, void *ctx);
 
 #endif

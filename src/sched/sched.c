@@ -3,20 +3,26 @@
  * Threads: the scheduler thread owns everything below "scheduler-only";
  * submitters touch only the submit queue (under s->mu) and their request's
  * event buffers (under r->mu). Nothing here calls back into a submitter
- * except notify(), which is called with r->mu held so that it can never
- * race with hr_req_release.
+ * except notify(), which is called with no lock held: r->notifying (under
+ * r->mu) marks a call in progress and hr_req_release from another thread
+ * waits for it to end, so no call starts or runs after release returns.
  *
  * One step:
  *   1. drop cancelled and timed-out work;
  *   2. admit: preempted sequences first, then queued requests, while slots
  *      and KV blocks allow (a new request first attaches whatever prefix the
  *      cache holds; one whose prefix a running sequence is still computing
- *      waits for it, see prefix_in_flight);
+ *      waits for it, see prefix_in_flight; one that does not fit is passed
+ *      by later ones for bypass_s seconds, then holds back the rest);
  *   3. plan the batch: every running sequence's pending tokens, decodes
  *      first, then prompt chunks, under the token budget; if the blocks the
  *      plan needs exceed what is free, preempt the youngest sequences;
  *   4. run the engine, then sample for every sequence whose pending tokens
- *      are all computed: stop strings, EOS, max_tokens, context end;
+ *      are all computed, in parallel on the engine's pool (each sequence has
+ *      its own sampler), then in order: stop strings, EOS, max_tokens,
+ *      context end. An engine failure ends the sequence it concerns with
+ *      its message (the others retry next step) or, when it concerns the
+ *      whole batch, every sequence in it;
  *   5. register newly full blocks in the prefix cache, free finished
  *      sequences, notify consumers. */
 #include "sched/sched.h"
@@ -24,12 +30,13 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
-
-#include "base/grow.h"
 #include <string.h>
 #include <time.h>
 
+#include "base/grow.h"
+#include "cpu/pool.h"
 #include "engine/engine.h"
 #include "engine/kvcache.h"
 #include "tok/vocab.h"
@@ -73,7 +80,7 @@ typedef struct {
     size_t text_off, text_len;
     size_t tok_off;
     int32_t n_tok;
-    hr_finish finish;
+    hr_finish finish; /* DONE: its text is the error message, if any */
 } ev_rec;
 
 typedef struct {
@@ -104,10 +111,13 @@ typedef struct seq seq;
 struct hr_req {
     atomic_int refs;
     atomic_bool cancel;
-    pthread_mutex_t mu; /* events, released, usage */
+    pthread_mutex_t mu; /* events, released, notifying, usage */
+    pthread_cond_t cv;  /* signalled when a notify call ends */
     evbuf pending, taken;
     size_t taken_pos;
     bool released;
+    bool notifying;     /* a notify call is running on thread `notifier` */
+    pthread_t notifier;
     void (*notify)(void *);
     void *notify_ctx;
     int32_t done_polled;
@@ -129,6 +139,7 @@ struct hr_req {
     int32_t n_seq_done;
     bool touched;
     bool prefix_waited; /* counted once in stats.prefix_waits */
+    double blocked_at;  /* when it was first found not to fit, 0: not yet */
     hr_req *next; /* submit queue link */
 };
 
@@ -150,6 +161,15 @@ struct seq {
     int32_t take;         /* tokens planned in this step */
     int32_t logit_row;    /* row in the step's logits, -1 none */
 };
+
+/* One sampled token of one sequence; sample_job runs on the pool. */
+typedef struct {
+    seq *q;
+    float *logits; /* its row (modified) */
+    int32_t tok;
+    int32_t n_info;
+    hr_token_info info;
+} samp_job;
 
 struct hr_sched {
     const hr_model *m;
@@ -176,7 +196,9 @@ struct hr_sched {
     int32_t *b_tok, *b_pos, *b_seq;
     bool *b_logits;
     float *logits; /* (max_running, n_vocab) */
-    float *scratch; /* (n_vocab) */
+    float *scratch; /* (max_running, n_vocab): logits rows of forked completions */
+    seq **work;     /* (max_running) this step's sequences (sampling may remove them from running) */
+    samp_job *jobs; /* (max_running) */
     hr_req **touched;
     int32_t n_touched;
     size_t cap_touched;
@@ -206,6 +228,7 @@ static void req_free(hr_req *r)
     free(r->stop_len);
     free(r->seqs);
     pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
     free(r);
 }
 
@@ -226,6 +249,7 @@ hr_sched_params hr_sched_defaults(void)
         .step_tokens = 256,
         .n_threads = 1,
         .timeout_s = 0,
+        .bypass_s = 5.0,
     };
     return p;
 }
@@ -356,8 +380,8 @@ static void preempted_remove(hr_sched *s, seq *q)
 }
 
 /* Ends one completion: final text (when `flush`: what detok and the stop
- * hold kept back), DONE event, resources back. */
-static void seq_finish_ex(hr_sched *s, seq *q, hr_finish f, bool flush)
+ * hold kept back), DONE event (with `msg` for an error), resources back. */
+static void seq_finish_ex(hr_sched *s, seq *q, hr_finish f, bool flush, const char *msg)
 {
     hr_req *r = q->req;
     if (q->state == SEQ_DONE)
@@ -377,7 +401,7 @@ static void seq_finish_ex(hr_sched *s, seq *q, hr_finish f, bool flush)
         }
     }
     q->hold_len = 0;
-    emit(s, r, HR_EV_DONE, q->index, NULL, 0, NULL, 0, f);
+    emit(s, r, HR_EV_DONE, q->index, msg, msg ? strlen(msg) : 0, NULL, 0, f);
     if (q->state == SEQ_RUN || q->state == SEQ_WAIT_FORK)
         running_remove(s, q);
     else if (q->state == SEQ_PREEMPTED)
@@ -389,7 +413,10 @@ static void seq_finish_ex(hr_sched *s, seq *q, hr_finish f, bool flush)
     if (was_parent)
         for (int32_t c = 1; c < r->n; c++)
             if (r->seqs[c]->state == SEQ_WAIT_FORK)
-                seq_finish_ex(s, r->seqs[c], f == HR_FINISH_CANCELLED ? f : HR_FINISH_ERROR, false);
+                seq_finish_ex(s, r->seqs[c], f == HR_FINISH_CANCELLED ? f : HR_FINISH_ERROR, false,
+                              f == HR_FINISH_CANCELLED ? NULL
+                              : f == HR_FINISH_ERROR  ? msg
+                                                      : "the first completion ended before its prompt was computed");
     pthread_mutex_lock(&r->mu);
     r->usage.completion_tokens += q->n_gen;
     pthread_mutex_unlock(&r->mu);
@@ -408,7 +435,13 @@ static void seq_finish_ex(hr_sched *s, seq *q, hr_finish f, bool flush)
 
 static void seq_finish(hr_sched *s, seq *q, hr_finish f)
 {
-    seq_finish_ex(s, q, f, f == HR_FINISH_STOP || f == HR_FINISH_LENGTH);
+    seq_finish_ex(s, q, f, f == HR_FINISH_STOP || f == HR_FINISH_LENGTH, NULL);
+}
+
+/* Ends one completion with an error that says what failed. */
+static void seq_fail(hr_sched *s, seq *q, const char *msg)
+{
+    seq_finish_ex(s, q, HR_FINISH_ERROR, false, msg);
 }
 
 /* Finishes every completion of a request that was never admitted. */
@@ -457,28 +490,54 @@ static bool hold_append(seq *q, const char *t, size_t n)
     return true;
 }
 
-/* Samples the next token of q from `logits` (modified) and handles its
- * text and the finish conditions. */
-static void seq_sample(hr_sched *s, seq *q, float *logits)
+/* Draws the next token of j->q from j->logits (modified). Touches only
+ * the job and its sequence's sampler: jobs of different sequences run in
+ * parallel on the pool. */
+static void sample_job(samp_job *j)
+{
+    seq *q = j->q;
+    const hr_req *r = q->req;
+    j->tok = hr_sampler_sample(q->smp, j->logits);
+    hr_sampler_accept(q->smp, j->tok);
+    j->n_info = 0;
+    if (r->logprobs >= 0) {
+        j->info.token = j->tok;
+        j->info.logprob = hr_sampler_logprob(q->smp, j->tok);
+        j->info.n_top =
+            r->logprobs ? hr_sampler_top_logprobs(q->smp, r->logprobs, j->info.top_ids, j->info.top_logprobs) : 0;
+        j->n_info = 1;
+    }
+}
+
+typedef struct {
+    samp_job *jobs;
+    int32_t n;
+    atomic_int next;
+} samp_run;
+
+static void sample_task(void *ctx, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    samp_run *run = ctx;
+    for (int j; (j = atomic_fetch_add(&run->next, 1)) < run->n;)
+        sample_job(&run->jobs[j]);
+}
+
+/* Takes q's sampled token (scheduler thread, in batch order): its text,
+ * the stop strings and the finish conditions. `t` is the sampling time. */
+static void seq_take(hr_sched *s, seq *q, const samp_job *j, double t)
 {
     hr_req *r = q->req;
-    double t = now_s();
-    int32_t tok = hr_sampler_sample(q->smp, logits);
-    hr_sampler_accept(q->smp, tok);
-    hr_token_info info;
-    int32_t n_info = 0;
-    if (r->logprobs >= 0) {
-        info.token = tok;
-        info.logprob = hr_sampler_logprob(q->smp, tok);
-        info.n_top = r->logprobs ? hr_sampler_top_logprobs(q->smp, r->logprobs, info.top_ids, info.top_logprobs) : 0;
-        n_info = 1;
-    }
+    const int32_t tok = j->tok;
+    const hr_token_info *info = &j->info;
+    const int32_t n_info = j->n_info;
     q->n_gen++;
     if (q->n_tokens == q->cap) {
         int32_t cap = q->cap * 2;
         int32_t *nt = realloc(q->tokens, (size_t)cap * sizeof *nt);
         if (!nt) {
-            seq_finish(s, q, HR_FINISH_ERROR);
+            seq_fail(s, q, "out of memory for the generated tokens");
             return;
         }
         q->tokens = nt;
@@ -502,7 +561,7 @@ static void seq_sample(hr_sched *s, seq *q, float *logits)
 
     if (!r->ignore_eos && hr_vocab_is_eog(s->vocab, tok)) {
         if (n_info)
-            emit(s, r, HR_EV_TEXT, q->index, NULL, 0, &info, n_info, HR_FINISH_NONE);
+            emit(s, r, HR_EV_TEXT, q->index, NULL, 0, info, n_info, HR_FINISH_NONE);
         seq_finish(s, q, HR_FINISH_STOP);
         return;
     }
@@ -510,21 +569,21 @@ static void seq_sample(hr_sched *s, seq *q, float *logits)
     if (n >= s->text_cap)
         n = 0; /* cannot happen for one token with a 64 KiB buffer */
     if (!hold_append(q, s->text, n)) {
-        seq_finish(s, q, HR_FINISH_ERROR);
+        seq_fail(s, q, "out of memory for the generated text");
         return;
     }
     size_t cut = r->n_stop ? stop_find(r, q->hold, q->hold_len) : SIZE_MAX;
     if (cut != SIZE_MAX) {
         if (cut || n_info)
-            emit(s, r, HR_EV_TEXT, q->index, q->hold, cut, &info, n_info, HR_FINISH_NONE);
+            emit(s, r, HR_EV_TEXT, q->index, q->hold, cut, info, n_info, HR_FINISH_NONE);
         q->hold_len = 0;
-        seq_finish_ex(s, q, HR_FINISH_STOP, false); /* nothing after a stop string */
+        seq_finish_ex(s, q, HR_FINISH_STOP, false, NULL); /* nothing after a stop string */
         return;
     }
     size_t keep = r->n_stop ? stop_holdback(r, q->hold, q->hold_len) : 0;
     size_t out = q->hold_len - keep;
     if (out || n_info)
-        emit(s, r, HR_EV_TEXT, q->index, q->hold, out, &info, n_info, HR_FINISH_NONE);
+        emit(s, r, HR_EV_TEXT, q->index, q->hold, out, info, n_info, HR_FINISH_NONE);
     memmove(q->hold, q->hold + out, keep);
     q->hold_len = keep;
     if (q->n_gen >= r->max_tokens || q->n_tokens >= s->p.n_ctx)
@@ -625,7 +684,11 @@ static void admit(hr_sched *s)
         running_add(s, q);
     }
     /* then the queue in order, passing over requests that wait for a
-     * prefix being computed (prefix_in_flight) */
+     * prefix being computed (prefix_in_flight) and, for bypass_s seconds,
+     * ones that do not fit yet (so a request with n = 16 waiting for
+     * 16 free slots does not hold back a small one); once a request has
+     * waited that long, nothing behind it is admitted until it fits, so
+     * the slots and blocks that free up go to it */
     hr_req *prev = NULL;
     for (;;) {
         pthread_mutex_lock(&s->mu);
@@ -634,8 +697,6 @@ static void admit(hr_sched *s)
         if (!r)
             return;
         bool cancelled = atomic_load(&r->cancel);
-        if (!cancelled && s->n_free_slots < r->n)
-            return;
         if (!cancelled && prefix_in_flight(s, r)) {
             if (!r->prefix_waited) {
                 r->prefix_waited = true;
@@ -647,11 +708,17 @@ static void admit(hr_sched *s)
             continue;
         }
         seq *q0 = r->seqs[0];
-        if (!cancelled) {
-            q0->order = ++s->order;
-            if (!seq_place(s, q0, r->n - 1))
-                return;
+        if (!cancelled && (s->n_free_slots < r->n || !seq_place(s, q0, r->n - 1))) {
+            const double t = now_s();
+            if (r->blocked_at == 0)
+                r->blocked_at = t;
+            if (t - r->blocked_at >= s->p.bypass_s)
+                return; /* it has been passed over long enough */
+            prev = r;
+            continue;
         }
+        if (!cancelled)
+            q0->order = ++s->order;
         pthread_mutex_lock(&s->mu);
         if (prev)
             prev->next = r->next;
@@ -755,8 +822,18 @@ static void flush_notifications(hr_sched *s)
         hr_req *r = s->touched[i];
         r->touched = false;
         pthread_mutex_lock(&r->mu);
-        if (!r->released && r->notify)
-            r->notify(r->notify_ctx);
+        bool call = !r->released && r->notify;
+        if (call) {
+            r->notifying = true;
+            r->notifier = pthread_self();
+        }
+        pthread_mutex_unlock(&r->mu);
+        if (!call)
+            continue;
+        r->notify(r->notify_ctx); /* no lock held: it may call hr_req_poll, even hr_req_release */
+        pthread_mutex_lock(&r->mu);
+        r->notifying = false;
+        pthread_cond_broadcast(&r->cv);
         pthread_mutex_unlock(&r->mu);
     }
     s->n_touched = 0;
@@ -769,6 +846,29 @@ static void flush_notifications(hr_sched *s)
         req_unref(r);
     }
     s->n_drop = 0;
+}
+
+/* The engine failed this step: the sequence it names (if it is in the
+ * batch) ends with the engine's message and the others are simply not
+ * advanced, so they run again next step; a failure of the whole batch ends
+ * every sequence in it with that message. */
+static void engine_failed(hr_sched *s, int32_t nr, const hr_err *err)
+{
+    char msg[HR_ERR_MSG_MAX + 32];
+    snprintf(msg, sizeof msg, "the engine failed: %s", err->msg);
+    const int32_t bad = hr_engine_failed_seq(s->engine);
+    seq *culprit = NULL;
+    for (int32_t i = 0; bad >= 0 && i < nr; i++)
+        if (s->work[i]->take && s->work[i]->slot == bad)
+            culprit = s->work[i];
+    for (int32_t i = 0; i < nr; i++) {
+        seq *q = s->work[i];
+        if (!q->take)
+            continue;
+        q->take = 0;
+        if (!culprit || q == culprit)
+            seq_fail(s, q, msg);
+    }
 }
 
 static void step(hr_sched *s)
@@ -798,50 +898,58 @@ static void step(hr_sched *s)
         }
         hr_batch b = {.n_tokens = k, .token = s->b_tok, .pos = s->b_pos, .seq = s->b_seq, .logits = s->b_logits};
         hr_status st = hr_engine_forward(s->engine, s->kv, &b, s->logits, &err);
-        /* snapshot: sampling may finish (remove) sequences */
-        int32_t nr = s->n_running;
-        seq **work = malloc((size_t)(nr ? nr : 1) * sizeof *work);
-        if (work)
-            memcpy(work, s->running, (size_t)nr * sizeof *work);
-        for (int32_t i = 0; work && i < nr; i++) {
-            seq *q = work[i];
-            if (!q->take)
-                continue;
-            int32_t take = q->take;
-            q->take = 0;
-            if (st) {
-                seq_finish(s, q, HR_FINISH_ERROR);
-                continue;
-            }
-            q->n_computed += take;
-            hr_kv_prefix_commit(s->kv, q->slot, q->tokens, q->n_computed);
-            if (q->logit_row < 0)
-                continue;
-            const float *row = s->logits + (size_t)q->logit_row * s->n_vocab;
-            hr_req *r = q->req;
-            /* the first completion's prompt is done: fork it for the others */
-            if (q->index == 0 && r->n > 1 && q->n_gen == 0) {
-                for (int32_t c = 1; c < r->n; c++) {
-                    seq *f = r->seqs[c];
-                    if (f->state != SEQ_WAIT_FORK)
-                        continue;
-                    if (hr_kv_seq_fork(s->kv, q->slot, f->slot, q->n_computed, &err)) {
-                        seq_finish(s, f, HR_FINISH_ERROR);
-                        continue;
+        /* snapshot: finishing sequences removes them from running */
+        const int32_t nr = s->n_running;
+        memcpy(s->work, s->running, (size_t)nr * sizeof *s->work);
+        if (st) {
+            engine_failed(s, nr, &err);
+        } else {
+            /* in batch order: advance, commit full blocks, fork the first
+             * completion's prompt for the others; collect what to sample */
+            int32_t n_jobs = 0, n_forked = 0;
+            for (int32_t i = 0; i < nr; i++) {
+                seq *q = s->work[i];
+                if (!q->take)
+                    continue;
+                q->n_computed += q->take;
+                q->take = 0;
+                hr_kv_prefix_commit(s->kv, q->slot, q->tokens, q->n_computed);
+                if (q->logit_row < 0)
+                    continue;
+                float *row = s->logits + (size_t)q->logit_row * s->n_vocab;
+                hr_req *r = q->req;
+                if (q->index == 0 && r->n > 1 && q->n_gen == 0) {
+                    for (int32_t c = 1; c < r->n; c++) {
+                        seq *f = r->seqs[c];
+                        if (f->state != SEQ_WAIT_FORK)
+                            continue;
+                        if (hr_kv_seq_fork(s->kv, q->slot, f->slot, q->n_computed, &err)) {
+                            seq_fail(s, f, err.msg);
+                            continue;
+                        }
+                        f->n_computed = q->n_computed;
+                        f->state = SEQ_RUN;
+                        float *copy = s->scratch + (size_t)n_forked++ * s->n_vocab;
+                        memcpy(copy, row, (size_t)s->n_vocab * sizeof *copy);
+                        s->jobs[n_jobs++] = (samp_job){.q = f, .logits = copy};
                     }
-                    f->n_computed = q->n_computed;
-                    f->state = SEQ_RUN;
-                    memcpy(s->scratch, row, (size_t)s->n_vocab * sizeof *s->scratch);
-                    seq_sample(s, f, s->scratch);
                 }
+                s->jobs[n_jobs++] = (samp_job){.q = q, .logits = row};
             }
-            memcpy(s->scratch, row, (size_t)s->n_vocab * sizeof *s->scratch);
-            seq_sample(s, q, s->scratch);
+            /* sample every sequence at once on the pool: each has its own
+             * sampler and row, so the draws do not depend on the split */
+            samp_run run = {.jobs = s->jobs, .n = n_jobs};
+            atomic_init(&run.next, 0);
+            if (n_jobs > 1)
+                hr_pool_run(hr_engine_pool(s->engine), sample_task, &run);
+            else if (n_jobs == 1)
+                sample_job(&s->jobs[0]);
+            /* then the text, stop strings and finishes in order */
+            const double t = now_s();
+            for (int32_t j = 0; j < n_jobs; j++)
+                if (s->jobs[j].q->state == SEQ_RUN)
+                    seq_take(s, s->jobs[j].q, &s->jobs[j], t);
         }
-        if (!work)
-            for (int32_t i = 0; i < s->n_running; i++)
-                s->running[i]->take = 0;
-        free(work);
     }
 
     pthread_mutex_lock(&s->stats_mu);
@@ -914,6 +1022,8 @@ hr_status hr_sched_new(const hr_model *m, const hr_sched_params *pp, hr_sched **
         p.step_tokens = p.max_running; /* every running sequence decodes each step */
     if (p.n_threads <= 0)
         p.n_threads = 1;
+    if (!(p.bypass_s >= 0)) /* negative or NaN */
+        p.bypass_s = d.bypass_s;
     size_t per_tok = hr_kv_bytes_per_token(hp);
     if (p.kv_bytes <= 0) {
         int64_t toks = (int64_t)p.n_ctx * p.max_running;
@@ -959,11 +1069,13 @@ hr_status hr_sched_new(const hr_model *m, const hr_sched_params *pp, hr_sched **
     s->b_seq = malloc(B * sizeof *s->b_seq);
     s->b_logits = malloc(B * sizeof *s->b_logits);
     s->logits = malloc((size_t)p.max_running * (size_t)hp->n_vocab * sizeof *s->logits);
-    s->scratch = malloc((size_t)hp->n_vocab * sizeof *s->scratch);
+    s->scratch = malloc((size_t)p.max_running * (size_t)hp->n_vocab * sizeof *s->scratch);
+    s->work = malloc((size_t)p.max_running * sizeof *s->work);
+    s->jobs = malloc((size_t)p.max_running * sizeof *s->jobs);
     s->text_cap = 65536;
     s->text = malloc(s->text_cap);
     if (!s->running || !s->preempted || !s->free_slots || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_logits ||
-        !s->logits || !s->scratch || !s->text) {
+        !s->logits || !s->scratch || !s->work || !s->jobs || !s->text) {
         hr_sched_free(s);
         return hr_err_set(err, HR_ERR_NOMEM, "out of memory");
     }
@@ -1003,6 +1115,8 @@ void hr_sched_free(hr_sched *s)
     free(s->b_logits);
     free(s->logits);
     free(s->scratch);
+    free(s->work);
+    free(s->jobs);
     free(s->text);
     free(s->touched);
     free(s->drop);
@@ -1100,6 +1214,7 @@ hr_status hr_sched_submit(hr_sched *s, const hr_gen_params *p, void (*notify)(vo
     if (!r)
         return hr_err_set(err, HR_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
     atomic_init(&r->refs, 2); /* the caller's and the scheduler's */
     atomic_init(&r->cancel, false);
     r->notify = notify;
@@ -1154,17 +1269,20 @@ size_t hr_req_poll(hr_req *r, hr_event *evs, size_t max)
         const ev_rec *e = &r->taken.ev[r->taken_pos++];
         hr_event *o = &evs[got++];
         memset(o, 0, sizeof *o);
+        const char *text = e->text_off == SIZE_MAX ? NULL : r->taken.text + e->text_off;
         o->kind = e->kind;
         o->index = e->index;
-        o->text = e->text_off == SIZE_MAX ? "" : r->taken.text + e->text_off;
-        o->len = e->text_off == SIZE_MAX ? 0 : e->text_len;
+        o->text = "";
         o->tokens = e->n_tok ? r->taken.tok + e->tok_off : NULL;
         o->n_tokens = e->n_tok;
         o->finish = e->finish;
         if (e->kind == HR_EV_DONE) {
             r->done_polled++;
             if (e->finish == HR_FINISH_ERROR)
-                o->error = "internal error while generating";
+                o->error = text ? text : "internal error while generating";
+        } else if (text) {
+            o->text = text;
+            o->len = e->text_len;
         }
     }
     pthread_mutex_unlock(&r->mu);
@@ -1197,6 +1315,10 @@ void hr_req_release(hr_req *r)
         return;
     pthread_mutex_lock(&r->mu);
     r->released = true;
+    /* a notify call in progress ends before this returns, unless this is
+     * that call */
+    while (r->notifying && !pthread_equal(r->notifier, pthread_self()))
+        pthread_cond_wait(&r->cv, &r->mu);
     pthread_mutex_unlock(&r->mu);
     atomic_store(&r->cancel, true); /* no-op for finished requests */
     req_unref(r);

@@ -14,9 +14,16 @@
  * Life of a request:
  *   hr_sched_submit() -> queued -> admitted (prefill, maybe partly from the
  *   prefix cache) -> decoding -> done (stop / length / cancelled / error).
+ * Admission takes queued requests in order, but one that does not fit yet
+ * (n completions need n free slots, its prompt needs KV blocks) is passed
+ * by later ones that do, for at most bypass_s seconds; after that nothing
+ * behind it is admitted until it fits, so it cannot starve.
  * Events (text deltas, the final event) are queued on the request and the
  * submitter's notify callback is called from the scheduler thread whenever
- * new events are ready; the consumer drains them with hr_req_poll(). */
+ * new events are ready; the consumer drains them with hr_req_poll().
+ * Sampling of the step's sequences runs on the engine's compute pool, one
+ * sequence per task; each sequence has its own sampler, so the result is
+ * the same whatever the thread count. */
 #ifndef HR_SCHED_SCHED_H
 #define HR_SCHED_SCHED_H
 
@@ -40,6 +47,8 @@ typedef struct {
     int32_t step_tokens;    /* token budget of one step (default 256) */
     int32_t n_threads;      /* compute threads (default 1) */
     double timeout_s;       /* per-request wall-clock limit; <= 0: none */
+    double bypass_s;        /* seconds a queued request that does not fit may be passed by later ones
+                               that do; then admission waits for it (0: strict order; < 0: default 5) */
 } hr_sched_params;
 
 hr_sched_params hr_sched_defaults(void);
@@ -104,7 +113,8 @@ typedef struct {
     const hr_token_info *tokens; /* TEXT: the tokens sampled since the last event, if logprobs >= 0 */
     int32_t n_tokens;
     hr_finish finish;         /* DONE */
-    const char *error;        /* DONE with HR_FINISH_ERROR */
+    const char *error;        /* DONE with HR_FINISH_ERROR: what failed (e.g. the engine's message for
+                                 a failure that concerns this completion); valid like text */
 } hr_event;
 
 typedef struct {
@@ -117,8 +127,10 @@ typedef struct {
 } hr_req_usage;
 
 /* Submits a request. `notify(ctx)` is called (from the scheduler thread,
- * without locks held) whenever events are ready; it must not block. On
- * success *out holds one reference for the caller (hr_req_release).
+ * without any scheduler or request lock held) whenever events are ready; it
+ * must not block, and may call any hr_req_* function on the request
+ * (hr_req_poll, hr_req_release included). On success *out holds one
+ * reference for the caller (hr_req_release).
  * Errors: HR_ERR_LIMIT when the waiting queue is full (HTTP 429),
  * HR_ERR_INVALID for a request that can never be served (HTTP 400). */
 hr_status hr_sched_submit(hr_sched *s, const hr_gen_params *p, void (*notify)(void *ctx), void *ctx, hr_req **out,
@@ -134,8 +146,9 @@ hr_req_usage hr_req_usage_of(const hr_req *r);
 /* Asks the scheduler to stop the request; its KV blocks are freed within
  * one step. Safe from any thread, any number of times. */
 void hr_req_cancel(hr_req *r);
-/* Drops the caller's reference (cancels it if still running). After this,
- * notify is never called again. */
+/* Drops the caller's reference (cancels it if still running). Once it has
+ * returned, notify is never called again: called from another thread while
+ * notify runs, it waits for that call to return. */
 void hr_req_release(hr_req *r);
 
 typedef struct {

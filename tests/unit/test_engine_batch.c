@@ -97,11 +97,14 @@ static void check_model(const char *rel)
     hr_batch big = {.n_tokens = 1, .token = big_tok, .pos = big_pos, .seq = big_seq};
     assert_int_equal(hr_engine_forward(e, kv, &big, out, &err), HR_ERR_LIMIT);
     assert_non_null(strstr(err.msg, "KV cache full"));
+    assert_int_equal(hr_engine_failed_seq(e), 0); /* the failure names its sequence */
     big_tok[0] = 100000;
     assert_int_equal(hr_engine_forward(e, kv, &big, out, &err), HR_ERR_INVALID);
+    assert_int_equal(hr_engine_failed_seq(e), 0);
     big_tok[0] = 5;
     big_seq[0] = 9;
     assert_int_equal(hr_engine_forward(e, kv, &big, out, &err), HR_ERR_INVALID);
+    assert_int_equal(hr_engine_failed_seq(e), -1); /* no such sequence: the batch as a whole */
 
     /* a threaded engine computes the same bits */
     hr_engine *e3;
