@@ -509,13 +509,28 @@ jv jx_call(jstate *st, jv callee, jv *args, size_t nargs, const char **kwn, jv *
 
 /* A filter chain: f->a is the operand expression, another filter of the
  * chain, or NULL for a filter block / block set, whose operand is `base`. */
+/* Applied in a loop, innermost first: a chain is as long as the parser allows
+ * (JP_MAX_TREE), and one C frame per filter is not needed. */
 static jv apply_filter(jstate *st, jscope *sc, const jnode *f, jv base)
 {
-    jv v = !f->a ? base : f->a->kind == N_FILTER ? apply_filter(st, sc, f->a, base) : eval(st, sc, f->a);
-    jargs a;
-    eval_args(st, sc, f, &a);
-    st->line = f->line;
-    return jb_filter(st, f->id, v, a.pos, a.npos, a.kwn, a.kwv, a.nkw);
+    enter(st);
+    size_t k = 0;
+    for (const jnode *g = f; g && g->kind == N_FILTER; g = g->a)
+        k++;
+    const jnode **chain = jx_alloc(st, k * sizeof *chain);
+    k = 0;
+    const jnode *g = f;
+    for (; g && g->kind == N_FILTER; g = g->a)
+        chain[k++] = g;
+    jv v = g ? eval(st, sc, g) : base;
+    while (k--) {
+        jargs a;
+        eval_args(st, sc, chain[k], &a);
+        st->line = chain[k]->line;
+        v = jb_filter(st, chain[k]->id, v, a.pos, a.npos, a.kwn, a.kwv, a.nkw);
+    }
+    st->depth--;
+    return v;
 }
 
 /* ---------------------------------------------------------------- eval */
