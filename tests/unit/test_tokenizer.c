@@ -1,6 +1,7 @@
 /* test_tokenizer.c - encoding against the reference vectors of every
  * vocabulary in fixtures/tokenizer/, round trips, special-token parsing,
  * invalid UTF-8 and BOS/EOS handling. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "gguf/gguf_write.h"
 #include "testutil.h"
 #include "tok/tok_internal.h"
 #include "tok/vocab.h"
@@ -424,6 +426,66 @@ static void test_cli(void **state)
     assert_int_equal(WEXITSTATUS(st), 1);
 }
 
+/* A vocabulary GGUF in memory with token_type of element type `tt`
+ * (NULL data: no token_type at all). */
+static hr_status load_typed_vocab(hr_gguf_type tt, const void *types, hr_vocab **v, hr_gguf **g, hr_err *err,
+                                  void **mem)
+{
+    static const char *const toks[] = {"<unk>", "<s>", "</s>", "a", "b"};
+    hr_gguf_writer *w = hr_gguf_writer_new();
+    assert_non_null(w);
+    assert_int_equal(hr_gguf_writer_str(w, "general.architecture", "none"), HR_OK);
+    assert_int_equal(hr_gguf_writer_str(w, "tokenizer.ggml.model", "gpt2"), HR_OK);
+    assert_int_equal(hr_gguf_writer_arr_str(w, "tokenizer.ggml.tokens", toks, 5), HR_OK);
+    if (types)
+        assert_int_equal(hr_gguf_writer_arr(w, "tokenizer.ggml.token_type", tt, types, 5), HR_OK);
+    assert_int_equal(hr_gguf_writer_arr_str(w, "tokenizer.ggml.merges", NULL, 0), HR_OK);
+    size_t size;
+    assert_int_equal(hr_gguf_writer_to_memory(w, mem, &size, err), HR_OK);
+    hr_gguf_writer_free(w);
+    assert_int_equal(hr_gguf_open_memory(*mem, size, g, err), HR_OK);
+    return hr_vocab_load(*g, v, err);
+}
+
+/* Audit finding 10 (fuzz_gguf): an F32 token_type array reached a
+ * float-to-int conversion (undefined for NaN / huge values). Non-integer
+ * arrays are now refused with a message; integer ones still load. */
+static void test_token_type_array(void **state)
+{
+    (void)state;
+    const float ftypes[5] = {3, 3, 3, 1, NAN};
+    const uint8_t btypes[5] = {1, 1, 1, 1, 1};
+    const int32_t itypes[5] = {3, 3, 3, 1, 1};
+    const uint16_t utypes[5] = {2, 3, 3, 1, 1};
+    struct {
+        hr_gguf_type t;
+        const void *data;
+        hr_status want;
+    } cases[] = {
+        {HR_GGUF_F32, ftypes, HR_ERR_FORMAT}, {HR_GGUF_BOOL, btypes, HR_ERR_FORMAT},
+        {HR_GGUF_I32, itypes, HR_OK},         {HR_GGUF_U16, utypes, HR_OK},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        hr_vocab *v = NULL;
+        hr_gguf *g = NULL;
+        hr_err err = {0};
+        void *mem = NULL;
+        hr_status st = load_typed_vocab(cases[i].t, cases[i].data, &v, &g, &err, &mem);
+        if (st != cases[i].want)
+            fail_msg("token_type of %s: status %d (%s), want %d", hr_gguf_type_name(cases[i].t), st, err.msg,
+                     cases[i].want);
+        if (st == HR_OK) {
+            assert_int_equal(hr_vocab_token_type(v, 1), HR_TOKEN_CONTROL);
+            assert_int_equal(hr_vocab_token_type(v, 3), HR_TOKEN_NORMAL);
+        } else {
+            assert_non_null(strstr(err.msg, "token_type"));
+        }
+        hr_vocab_free(v);
+        hr_gguf_close(g);
+        free(mem);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -435,6 +497,7 @@ int main(void)
         cmocka_unit_test(test_eog),                 cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_buffer_limit),        cmocka_unit_test(test_long_inputs),
         cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_token_type_array),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
