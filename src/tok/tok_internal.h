@@ -68,6 +68,11 @@ struct hr_vocab {
     bool add_bos, add_eos, add_space_prefix;
     bool ignore_merges;
     uint8_t *eog; /* n flags */
+    /* n flags: user-defined tokens that are still never split out of text
+     * that may not produce control tokens: end-of-generation, the special
+     * ids, and SentencePiece's <s> </s> <unk> <pad> (Phi-3's GGUF types its
+     * `</s>` user-defined, as its tokenizer.json marks it non-special). */
+    uint8_t *no_raw;
 
     /* SPM: the characters (UTF-8 bytes packed in a uint32) that some token
      * has right before a U+2581; text is cut before any other U+2581. */

@@ -539,6 +539,22 @@ hr_status hr_vocab_load(const hr_gguf *g, hr_vocab **out, hr_err *err)
     if (v->eom >= 0)
         v->eog[v->eom] = 1;
 
+    v->no_raw = calloc((size_t)n, 1);
+    if (!v->no_raw)
+        goto nomem;
+    static const char *const k_marker_texts[] = {"<s>", "</s>", "<unk>", "<pad>"};
+    for (int32_t i = 0; i < n; i++) {
+        if (v->type[i] != HR_TOKEN_USER_DEFINED)
+            continue;
+        bool marker = false;
+        size_t tl = v->text_off[i + 1] - v->text_off[i];
+        for (size_t k = 0; k < sizeof k_marker_texts / sizeof k_marker_texts[0]; k++)
+            if (tl == strlen(k_marker_texts[k]) && !memcmp(v->text + v->text_off[i], k_marker_texts[k], tl))
+                marker = true;
+        v->no_raw[i] = marker || v->eog[i] || i == v->bos || i == v->eos || i == v->eot || i == v->eom ||
+                       i == v->pad || i == v->unk;
+    }
+
     v->add_space_prefix = spm;
     hr_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix);
     if (!spm)
@@ -583,6 +599,7 @@ void hr_vocab_free(hr_vocab *v)
     free(v->merges);
     free(v->special);
     free(v->eog);
+    free(v->no_raw);
     free(v);
 }
 
