@@ -35,16 +35,11 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "base/clock.h"
+
 #define MAX_LEVELS 16
 #define MAX_INFLIGHT 1024
 #define MAX_BUF (1u << 20)
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 typedef struct {
     double *v;
@@ -115,7 +110,7 @@ static void on_line(xfer *x, const char *line)
     json_t *c0 = json_array_get(json_object_get(o, "choices"), 0);
     const char *text = json_string_value(json_object_get(c0, "text"));
     if (text && *text) {
-        double t = now_s();
+        double t = hr_now_s();
         if (x->first == 0)
             x->first = t;
         else
@@ -304,17 +299,17 @@ int main(int argc, char **argv)
         long prompt_sum = 0, cached_sum = 0;
         long started = 0, finished = 0, failed = 0, gen_total = 0, prompt_seen = 0;
         int running = 0;
-        double t_start = now_s(), deadline = t_start + max_seconds;
+        double t_start = hr_now_s(), deadline = t_start + max_seconds;
         /* a prompt of about prompt_tokens words, different per request */
         size_t pcap = (size_t)(words + shared_words) * 12 + 128;
         char *prompt = malloc(pcap);
         for (;;) {
             /* keep `conc` in flight */
-            for (int s = 0; s < conc && started < total && now_s() < deadline; s++) {
+            for (int s = 0; s < conc && started < total && hr_now_s() < deadline; s++) {
                 xfer *x = &xs[s];
                 if (x->easy)
                     continue;
-                if (started < conc && now_s() < t_start + ramp * (double)started / (double)conc)
+                if (started < conc && hr_now_s() < t_start + ramp * (double)started / (double)conc)
                     break; /* ramping up */
                 memset(x, 0, sizeof *x);
                 x->itl = &itl;
@@ -351,7 +346,7 @@ int main(int argc, char **argv)
                 curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
                 curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, (long)(max_seconds * 1000) + 5000);
                 curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
-                x->t0 = now_s();
+                x->t0 = hr_now_s();
                 curl_multi_add_handle(multi, x->easy);
                 started++;
             }
@@ -386,13 +381,13 @@ int main(int argc, char **argv)
                 free(x->body);
                 x->easy = NULL;
             }
-            if (finished >= started && (started >= total || now_s() >= deadline))
+            if (finished >= started && (started >= total || hr_now_s() >= deadline))
                 break;
-            if (now_s() > deadline + 10)
+            if (hr_now_s() > deadline + 10)
                 break; /* stragglers past their curl timeout: give up */
             curl_multi_poll(multi, NULL, 0, 50, NULL);
         }
-        double wall = now_s() - t_start;
+        double wall = hr_now_s() - t_start;
         printf("%-6d %6ld %6ld %9.2f %10.1f %10.4f %10.4f %10.4f %10.4f %8ld", conc, finished, failed, wall,
                (double)gen_total / wall, pct(&ttft, 50), pct(&ttft, 99), pct(&itl, 50), pct(&itl, 99), prompt_seen);
         if (shared_prefix) {

@@ -1,4 +1,5 @@
 /* upstream.c - the libcurl multi I/O thread (see upstream.h). */
+#include "base/clock.h"
 #include "upstream/upstream.h"
 
 #include <pthread.h>
@@ -86,13 +87,6 @@ struct hr_upstream {
     atomic_uint_fast64_t n_started, n_failed, n_timeouts, n_paused;
     atomic_int n_in_flight;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void call_unref(hr_up_call *c)
 {
@@ -271,7 +265,7 @@ static void sse_event(hr_up_call *c, const char *p, size_t n)
             if (json_array_size(ch) == 0 && json_is_object(u) && c->drop_usage)
                 forward = false;
             if (read_choice(c, ch, true) && c->st.ttft_s < 0)
-                c->st.ttft_s = now_s() - c->t0;
+                c->st.ttft_s = hr_now_s() - c->t0;
         }
         json_decref(j);
     }
@@ -410,7 +404,7 @@ static void finish(hr_upstream *u, hr_up_call *c, CURLcode rc, const char *why, 
     if (!st->status)
         st->status = (int)code;
     st->done = true;
-    st->total_s = now_s() - c->t0;
+    st->total_s = hr_now_s() - c->t0;
     if (why) {
         st->failed = true;
         st->timed_out = timed_out;
@@ -578,7 +572,7 @@ static void *io_main(void *arg)
                 finish(u, c, msg->data.result, NULL, false);
         }
         /* first-byte deadlines */
-        double now = now_s(), wait = 1.0;
+        double now = hr_now_s(), wait = 1.0;
         for (hr_up_call *c = u->active, *next; c; c = next) {
             next = c->next;
             if (c->got_headers)
@@ -683,7 +677,7 @@ hr_up_call *hr_upstream_start(hr_upstream *u, const hr_up_req *r)
     c->ctx = r->ctx;
     c->st.ttft_s = -1;
     c->st.total_s = -1;
-    c->t0 = now_s();
+    c->t0 = hr_now_s();
     if (!push_cmd(u, CMD_START, c)) {
         atomic_store(&c->refs, 1);
         call_unref(c);
