@@ -1,6 +1,6 @@
 /* server.c - libmicrohttpd front end: routing, auth, body caps, streaming. */
-#include "base/clock.h"
 #include "http/server.h"
+#include "base/clock.h"
 #include "route/router.h"
 #include "store/usage.h"
 

@@ -1,6 +1,6 @@
 /* measure.c - hardware probes and an engine decode timing (see measure.h). */
-#include "base/clock.h"
 #include "report/measure.h"
+#include "base/clock.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -19,8 +19,8 @@
  *      are all computed: stop strings, EOS, max_tokens, context end;
  *   5. register newly full blocks in the prefix cache, free finished
  *      sequences, notify consumers. */
-#include "base/clock.h"
 #include "sched/sched.h"
+#include "base/clock.h"
 
 #include <math.h>
 #include <pthread.h>

@@ -1,6 +1,6 @@
 /* upstream.c - the libcurl multi I/O thread (see upstream.h). */
-#include "base/clock.h"
 #include "upstream/upstream.h"
+#include "base/clock.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
