@@ -36,6 +36,7 @@
 #include <jansson.h>
 
 #include "base/clock.h"
+#include "upstream/sse.h"
 
 #define MAX_LEVELS 16
 #define MAX_INFLIGHT 1024
@@ -78,26 +79,24 @@ typedef struct {
     CURL *easy;
     struct curl_slist *hdr;
     char *body;
-    char buf[8192];
-    size_t len;
+    hr_sse sse;
     double t0, first, last;
     long completion_tokens, prompt_tokens, cached_tokens, index;
     bool failed, done_seen;
     vec *itl;
 } xfer;
 
-static void on_line(xfer *x, const char *line)
+static bool on_event(void *ud, const char *line, size_t len)
 {
-    if (strncmp(line, "data: ", 6))
-        return;
-    line += 6;
+    xfer *x = ud;
+    (void)len;
     if (!strcmp(line, "[DONE]")) {
         x->done_seen = true;
-        return;
+        return true;
     }
     json_t *o = json_loads(line, 0, NULL);
     if (!o)
-        return;
+        return true;
     if (json_object_get(o, "error"))
         x->failed = true;
     json_t *u = json_object_get(o, "usage");
@@ -118,22 +117,17 @@ static void on_line(xfer *x, const char *line)
         x->last = t;
     }
     json_decref(o);
+    return true;
 }
 
 static size_t on_data(char *p, size_t sz, size_t nm, void *ud)
 {
     xfer *x = ud;
     size_t n = sz * nm;
-    for (size_t i = 0; i < n; i++) {
-        char c = p[i];
-        if (c == '\n') {
-            x->buf[x->len] = 0;
-            if (x->len)
-                on_line(x, x->buf);
-            x->len = 0;
-        } else if (x->len + 1 < sizeof x->buf) {
-            x->buf[x->len++] = c;
-        }
+    hr_err err;
+    if (hr_sse_feed(&x->sse, p, n, on_event, x, &err) != HR_OK) {
+        x->failed = true;
+        return 0;
     }
     return n;
 }
@@ -312,6 +306,7 @@ int main(int argc, char **argv)
                 if (started < conc && hr_now_s() < t_start + ramp * (double)started / (double)conc)
                     break; /* ramping up */
                 memset(x, 0, sizeof *x);
+                hr_sse_init(&x->sse, 1u << 20);
                 x->itl = &itl;
                 x->index = started;
                 size_t pl = 0;
@@ -379,6 +374,7 @@ int main(int argc, char **argv)
                 curl_easy_cleanup(x->easy);
                 curl_slist_free_all(x->hdr);
                 free(x->body);
+                hr_sse_free(&x->sse);
                 x->easy = NULL;
             }
             if (finished >= started && (started >= total || hr_now_s() >= deadline))
@@ -411,6 +407,7 @@ int main(int argc, char **argv)
                 curl_easy_cleanup(xs[s].easy);
                 curl_slist_free_all(xs[s].hdr);
                 free(xs[s].body);
+                hr_sse_free(&xs[s].sse);
             }
         free(xs);
         free(prompt);
