@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "base/utf8.h"
 #include "tmpl/jinja.h"
 
 /* ---- buffers ---------------------------------------------------------- */
@@ -44,41 +45,12 @@ void hr_api_buf_free(hr_api_buf *b)
     b->len = b->cap = 0;
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    unsigned min;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF)
-        len = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4)
-        len = 4, min = 0x10000;
-    else
-        return 0;
-    if (n < len)
-        return 0;
-    unsigned cp = c & (0x3F >> (len - 1));
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
 bool hr_api_utf8_sanitize(const char *s, size_t n, hr_api_buf *out)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, run = 0;
     while (i < n) {
-        size_t l = utf8_seq(u + i, n - i);
+        size_t l = hr_utf8_len(u + i, n - i);
         if (l) {
             i += l;
             continue;
@@ -893,23 +865,9 @@ static hr_status parse_body(const hr_api_model *m, hr_api_kind kind, json_t *o, 
     return HR_OK;
 }
 
-/* Offset of the first invalid UTF-8 byte, or len. */
-static size_t utf8_invalid_at(const char *s, size_t len)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < len) {
-        size_t l = utf8_seq(u + i, len - i);
-        if (!l)
-            return i;
-        i += l;
-    }
-    return len;
-}
-
 static bool check_utf8(const char *body, size_t len, hr_api_error *e)
 {
-    size_t bad = utf8_invalid_at(body, len);
+    size_t bad = hr_utf8_valid_prefix(body, len);
     if (bad == len)
         return true;
     hr_api_error_set(e, 400, NULL, NULL, "the request body is not valid UTF-8 (byte 0x%02x at offset %zu)",
