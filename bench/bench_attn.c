@@ -14,15 +14,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "cpu/attn.h"
 #include "cpu/cpu.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int parse_list(const char *s, int *out, int max)
 {
@@ -102,11 +96,11 @@ int main(int argc, char **argv)
             double best = 1e30;
             for (int rep = 0; rep < 3; rep++) {
                 long calls = 0;
-                double t0 = now_s(), t;
+                double t0 = hr_now_s(), t;
                 do {
                     f(q, (size_t)group * dim, nt, n_pos, group, dim, dim, 0.125f, &kv, out, (size_t)group * dim);
                     calls++;
-                } while ((t = now_s() - t0) < tmin);
+                } while ((t = hr_now_s() - t0) < tmin);
                 if (t / (double)calls < best)
                     best = t / (double)calls;
             }

@@ -23,6 +23,8 @@
 
 #include <curl/curl.h>
 
+#include "base/clock.h"
+
 typedef struct {
     double t0, tfirst, tend;
     long code;
@@ -30,19 +32,12 @@ typedef struct {
     bool used;
 } slot;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static size_t on_write(char *p, size_t sz, size_t n, void *ud)
 {
     slot *s = ud;
     (void)p;
     if (s->tfirst == 0)
-        s->tfirst = now_s();
+        s->tfirst = hr_now_s();
     return sz * n;
 }
 
@@ -121,15 +116,15 @@ int main(int argc, char **argv)
     h = curl_slist_append(h, "Expect:");
     CURLM *m = curl_multi_init();
     curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, 2048L);
-    double t_start = now_s(), interval = 1.0 / rate, per_round = seconds / rounds;
+    double t_start = hr_now_s(), interval = 1.0 / rate, per_round = seconds / rounds;
     int started = 0, running = 0, failed = 0;
     while (started < total || running) {
-        double now = now_s();
+        double now = hr_now_s();
         while (started < total && t_start + started * interval <= now) {
             int round = (int)((started * interval) / (per_round / 2));
             slot *sl = &slots[started];
             sl->side = round % 2;
-            sl->t0 = now_s();
+            sl->t0 = hr_now_s();
             sl->used = true;
             CURL *e = curl_easy_init();
             easies[started] = e;
@@ -152,22 +147,22 @@ int main(int argc, char **argv)
                 continue;
             slot *sl;
             curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&sl);
-            sl->tend = now_s();
+            sl->tend = hr_now_s();
             curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &sl->code);
             if (msg->data.result != CURLE_OK || sl->code != 200)
                 failed++;
             curl_multi_remove_handle(m, msg->easy_handle);
             curl_easy_cleanup(msg->easy_handle);
         }
-        double next = started < total ? t_start + started * interval - now_s() : 0.05;
+        double next = started < total ? t_start + started * interval - hr_now_s() : 0.05;
         int ms = next > 0 ? (int)(next * 1000) : 0;
         if (ms > 50)
             ms = 50;
         curl_multi_poll(m, NULL, 0, ms, NULL);
-        if (now_s() - t_start > seconds + 60)
+        if (hr_now_s() - t_start > seconds + 60)
             break;
     }
-    double wall = now_s() - t_start;
+    double wall = hr_now_s() - t_start;
     double *lat[2], *ttfb[2];
     int n[2] = {0, 0};
     for (int s = 0; s < 2; s++) {

@@ -19,17 +19,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "cpu/cpu.h"
 #include "cpu/matmul.h"
 #include "cpu/pool.h"
 #include "quant/quant.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static uint64_t rng = 88172645463325252ull;
 static float frand(void)
@@ -162,12 +156,12 @@ int main(int argc, char **argv)
                         double best = 1e30;
                         for (int rep = 0; rep < 3; rep++) {
                             int calls = 0;
-                            const double t0 = now_s();
+                            const double t0 = hr_now_s();
                             double dt;
                             do {
                                 MM();
                                 calls++;
-                                dt = now_s() - t0;
+                                dt = hr_now_s() - t0;
                             } while (dt < min_time);
                             if (dt / calls < best)
                                 best = dt / calls;

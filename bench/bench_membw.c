@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
+
 typedef struct {
     const uint64_t *p;
     size_t n;
@@ -37,13 +39,6 @@ static void *reader(void *arg)
         a0 += p[i];
     s->sum = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
     return NULL;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 int main(int argc, char **argv)
@@ -85,7 +80,7 @@ int main(int argc, char **argv)
         slice sl[256];
         double best = 1e30;
         for (long r = 0; r < reps; r++) {
-            double t0 = now_s();
+            double t0 = hr_now_s();
             for (int t = 0; t < nt; t++) {
                 size_t a = n * (size_t)t / (size_t)nt, b = n * (size_t)(t + 1) / (size_t)nt;
                 sl[t] = (slice){.p = buf + a, .n = b - a};
@@ -97,7 +92,7 @@ int main(int argc, char **argv)
             reader(&sl[0]);
             for (int t = 1; t < nt; t++)
                 pthread_join(th[t], NULL);
-            double dt = now_s() - t0;
+            double dt = hr_now_s() - t0;
             for (int t = 0; t < nt; t++)
                 check += sl[t].sum;
             if (dt < best)

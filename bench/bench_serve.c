@@ -35,16 +35,12 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "base/clock.h"
+#include "upstream/sse.h"
+
 #define MAX_LEVELS 16
 #define MAX_INFLIGHT 1024
 #define MAX_BUF (1u << 20)
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 typedef struct {
     double *v;
@@ -83,26 +79,24 @@ typedef struct {
     CURL *easy;
     struct curl_slist *hdr;
     char *body;
-    char buf[8192];
-    size_t len;
+    hr_sse sse;
     double t0, first, last;
     long completion_tokens, prompt_tokens, cached_tokens, index;
     bool failed, done_seen;
     vec *itl;
 } xfer;
 
-static void on_line(xfer *x, const char *line)
+static bool on_event(void *ud, const char *line, size_t len)
 {
-    if (strncmp(line, "data: ", 6))
-        return;
-    line += 6;
+    xfer *x = ud;
+    (void)len;
     if (!strcmp(line, "[DONE]")) {
         x->done_seen = true;
-        return;
+        return true;
     }
     json_t *o = json_loads(line, 0, NULL);
     if (!o)
-        return;
+        return true;
     if (json_object_get(o, "error"))
         x->failed = true;
     json_t *u = json_object_get(o, "usage");
@@ -115,7 +109,7 @@ static void on_line(xfer *x, const char *line)
     json_t *c0 = json_array_get(json_object_get(o, "choices"), 0);
     const char *text = json_string_value(json_object_get(c0, "text"));
     if (text && *text) {
-        double t = now_s();
+        double t = hr_now_s();
         if (x->first == 0)
             x->first = t;
         else
@@ -123,22 +117,17 @@ static void on_line(xfer *x, const char *line)
         x->last = t;
     }
     json_decref(o);
+    return true;
 }
 
 static size_t on_data(char *p, size_t sz, size_t nm, void *ud)
 {
     xfer *x = ud;
     size_t n = sz * nm;
-    for (size_t i = 0; i < n; i++) {
-        char c = p[i];
-        if (c == '\n') {
-            x->buf[x->len] = 0;
-            if (x->len)
-                on_line(x, x->buf);
-            x->len = 0;
-        } else if (x->len + 1 < sizeof x->buf) {
-            x->buf[x->len++] = c;
-        }
+    hr_err err;
+    if (hr_sse_feed(&x->sse, p, n, on_event, x, &err) != HR_OK) {
+        x->failed = true;
+        return 0;
     }
     return n;
 }
@@ -304,19 +293,20 @@ int main(int argc, char **argv)
         long prompt_sum = 0, cached_sum = 0;
         long started = 0, finished = 0, failed = 0, gen_total = 0, prompt_seen = 0;
         int running = 0;
-        double t_start = now_s(), deadline = t_start + max_seconds;
+        double t_start = hr_now_s(), deadline = t_start + max_seconds;
         /* a prompt of about prompt_tokens words, different per request */
         size_t pcap = (size_t)(words + shared_words) * 12 + 128;
         char *prompt = malloc(pcap);
         for (;;) {
             /* keep `conc` in flight */
-            for (int s = 0; s < conc && started < total && now_s() < deadline; s++) {
+            for (int s = 0; s < conc && started < total && hr_now_s() < deadline; s++) {
                 xfer *x = &xs[s];
                 if (x->easy)
                     continue;
-                if (started < conc && now_s() < t_start + ramp * (double)started / (double)conc)
+                if (started < conc && hr_now_s() < t_start + ramp * (double)started / (double)conc)
                     break; /* ramping up */
                 memset(x, 0, sizeof *x);
+                hr_sse_init(&x->sse, 1u << 20);
                 x->itl = &itl;
                 x->index = started;
                 size_t pl = 0;
@@ -351,7 +341,7 @@ int main(int argc, char **argv)
                 curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
                 curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, (long)(max_seconds * 1000) + 5000);
                 curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
-                x->t0 = now_s();
+                x->t0 = hr_now_s();
                 curl_multi_add_handle(multi, x->easy);
                 started++;
             }
@@ -384,15 +374,16 @@ int main(int argc, char **argv)
                 curl_easy_cleanup(x->easy);
                 curl_slist_free_all(x->hdr);
                 free(x->body);
+                hr_sse_free(&x->sse);
                 x->easy = NULL;
             }
-            if (finished >= started && (started >= total || now_s() >= deadline))
+            if (finished >= started && (started >= total || hr_now_s() >= deadline))
                 break;
-            if (now_s() > deadline + 10)
+            if (hr_now_s() > deadline + 10)
                 break; /* stragglers past their curl timeout: give up */
             curl_multi_poll(multi, NULL, 0, 50, NULL);
         }
-        double wall = now_s() - t_start;
+        double wall = hr_now_s() - t_start;
         printf("%-6d %6ld %6ld %9.2f %10.1f %10.4f %10.4f %10.4f %10.4f %8ld", conc, finished, failed, wall,
                (double)gen_total / wall, pct(&ttft, 50), pct(&ttft, 99), pct(&itl, 50), pct(&itl, 99), prompt_seen);
         if (shared_prefix) {
@@ -416,6 +407,7 @@ int main(int argc, char **argv)
                 curl_easy_cleanup(xs[s].easy);
                 curl_slist_free_all(xs[s].hdr);
                 free(xs[s].body);
+                hr_sse_free(&xs[s].sse);
             }
         free(xs);
         free(prompt);

@@ -6,14 +6,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "tmpl/jinja.h"
 
-static double now_us(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
-}
 
 static char *slurp(const char *path, size_t *n)
 {
@@ -58,21 +53,21 @@ int main(int argc, char **argv)
         if (!src) { fprintf(stderr, "cannot read %s\n", path); rc = 1; continue; }
         hr_err err = {0};
         hr_tmpl *t = NULL;
-        double a = now_us();
+        double a = (hr_now_s() * 1e6);
         for (int i = 0; i < iters; i++) {
             hr_tmpl_free(t);
             t = NULL;
             if (hr_tmpl_parse(src, n, &t, &err) != HR_OK) { fprintf(stderr, "%s: %s\n", files[f], err.msg); return 1; }
         }
-        double parse = (now_us() - a) / iters;
+        double parse = ((hr_now_s() * 1e6) - a) / iters;
         size_t bytes = 0;
-        a = now_us();
+        a = (hr_now_s() * 1e6);
         for (int i = 0; i < iters; i++) {
             char *out = NULL;
             if (hr_tmpl_render(t, ctx, &o, &out, &bytes, &err) != HR_OK) { fprintf(stderr, "%s: %s\n", files[f], err.msg); return 1; }
             free(out);
         }
-        double render = (now_us() - a) / iters;
+        double render = ((hr_now_s() * 1e6) - a) / iters;
         printf("%-40s 20 messages -> %5zu bytes  render %7.1f us  parse %7.1f us\n", files[f], bytes, render, parse);
         hr_tmpl_free(t);
         free(src);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "gguf/gguf.h"
 #include "tok/vocab.h"
 
@@ -182,12 +183,6 @@ static void gen_mixed(buf_t *out, const buf_t *en, const buf_t *code, const buf_
     }
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void bench_one(const hr_vocab *v, const char *label, const buf_t *t)
 {
@@ -196,12 +191,12 @@ static void bench_one(const hr_vocab *v, const char *label, const buf_t *t)
     double best = 1e30;
     hr_err err = {0};
     for (int rep = 0; rep < 3; rep++) {
-        double t0 = now();
+        double t0 = hr_now_s();
         if (hr_tok_encode(v, t->p, t->n, false, false, ids, cap, &n, &err) != HR_OK) {
             fprintf(stderr, "encode failed: %s\n", err.msg);
             exit(1);
         }
-        double dt = now() - t0;
+        double dt = hr_now_s() - t0;
         if (dt < best)
             best = dt;
     }

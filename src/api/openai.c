@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "base/utf8.h"
 #include "tmpl/jinja.h"
 
 /* ---- buffers ---------------------------------------------------------- */
@@ -44,41 +45,12 @@ void hr_api_buf_free(hr_api_buf *b)
     b->len = b->cap = 0;
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    unsigned min;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF)
-        len = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4)
-        len = 4, min = 0x10000;
-    else
-        return 0;
-    if (n < len)
-        return 0;
-    unsigned cp = c & (0x3F >> (len - 1));
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
 bool hr_api_utf8_sanitize(const char *s, size_t n, hr_api_buf *out)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, run = 0;
     while (i < n) {
-        size_t l = utf8_seq(u + i, n - i);
+        size_t l = hr_utf8_len(u + i, n - i);
         if (l) {
             i += l;
             continue;
@@ -350,8 +322,13 @@ static hr_status normalise_messages(json_t *msgs, json_t **out, hr_api_error *e)
     return HR_OK;
 }
 
-static hr_status render_messages(const hr_api_model *m, json_t *msgs, json_t *kwargs, char **out, hr_api_error *e)
+/* *plain / *n_plain: the untrusted ranges of *out (request strings), which
+ * must not become control tokens (hr_tok_encode_marked). */
+static hr_status render_messages(const hr_api_model *m, json_t *msgs, json_t *kwargs, char **out, hr_span **plain,
+                                 size_t *n_plain, hr_api_error *e)
 {
+    *plain = NULL;
+    *n_plain = 0;
     json_t *norm;
     hr_status st = normalise_messages(msgs, &norm, e);
     if (st)
@@ -359,6 +336,17 @@ static hr_status render_messages(const hr_api_model *m, json_t *msgs, json_t *kw
     if (!m->tmpl) {
         st = render_fallback(norm, out, e);
         json_decref(norm);
+        /* the fallback format has no control text: all of it is plain */
+        if (!st && (*plain = malloc(sizeof **plain))) {
+            (*plain)->off = 0;
+            (*plain)->len = strlen(*out);
+            *n_plain = 1;
+        } else if (!st) {
+            free(*out);
+            *out = NULL;
+            hr_api_error_set(e, 500, NULL, NULL, "out of memory");
+            return HR_ERR_NOMEM;
+        }
         return st;
     }
     json_t *ctx = json_object();
@@ -370,7 +358,7 @@ static hr_status render_messages(const hr_api_model *m, json_t *msgs, json_t *kw
     json_object_set_new(ctx, "eos_token", json_string(m->eos_text ? m->eos_text : ""));
     size_t len;
     hr_err err = {0};
-    st = hr_tmpl_render(m->tmpl, ctx, NULL, out, &len, &err);
+    st = hr_tmpl_render_marked(m->tmpl, ctx, NULL, hr_chat_trusted_vars, out, &len, plain, n_plain, &err);
     json_decref(ctx);
     if (st) {
         hr_api_error_set(e, 400, "messages", NULL, "the chat template failed on these messages: %s", err.msg);
@@ -386,15 +374,30 @@ hr_status hr_api_render_chat(const hr_api_model *m, const char *messages_json, s
     json_t *msgs = json_loadb(messages_json, len, 0, &je);
     if (!msgs)
         return BAD("messages", "invalid JSON: %s", je.text);
-    hr_status st = render_messages(m, msgs, NULL, out, e);
+    hr_span *plain;
+    size_t n_plain;
+    hr_status st = render_messages(m, msgs, NULL, out, &plain, &n_plain, e);
+    free(plain);
     json_decref(msgs);
     return st;
 }
 
 /* ---- tokenizing ------------------------------------------------------- */
 
+static hr_status encode_marked(const hr_api_model *m, const char *text, size_t len, bool add_special,
+                               bool parse_special, const hr_span *plain, size_t n_plain, int32_t **ids, int32_t *n,
+                               hr_api_error *e);
+
 static hr_status encode(const hr_api_model *m, const char *text, size_t len, bool add_special, bool parse_special,
                         int32_t **ids, int32_t *n, hr_api_error *e)
+{
+    return encode_marked(m, text, len, add_special, parse_special, NULL, 0, ids, n, e);
+}
+
+/* plain: untrusted ranges of a rendered chat (parse_special only) */
+static hr_status encode_marked(const hr_api_model *m, const char *text, size_t len, bool add_special,
+                               bool parse_special, const hr_span *plain, size_t n_plain, int32_t **ids, int32_t *n,
+                               hr_api_error *e)
 {
     size_t cap = len + 16, got = 0;
     int32_t *buf = malloc(cap * sizeof *buf);
@@ -403,7 +406,9 @@ static hr_status encode(const hr_api_model *m, const char *text, size_t len, boo
         return HR_ERR_NOMEM;
     }
     hr_err err = {0};
-    hr_status st = hr_tok_encode(m->vocab, text, len, add_special, parse_special, buf, cap, &got, &err);
+    hr_status st = parse_special && plain
+             ? hr_tok_encode_marked(m->vocab, text, len, add_special, plain, n_plain, buf, cap, &got, &err)
+             : hr_tok_encode(m->vocab, text, len, add_special, parse_special, buf, cap, &got, &err);
     if (st == HR_ERR_LIMIT && got > cap) {
         int32_t *nb = realloc(buf, got * sizeof *buf);
         if (!nb) {
@@ -413,7 +418,9 @@ static hr_status encode(const hr_api_model *m, const char *text, size_t len, boo
         }
         buf = nb;
         cap = got;
-        st = hr_tok_encode(m->vocab, text, len, add_special, parse_special, buf, cap, &got, &err);
+        st = parse_special && plain
+             ? hr_tok_encode_marked(m->vocab, text, len, add_special, plain, n_plain, buf, cap, &got, &err)
+             : hr_tok_encode(m->vocab, text, len, add_special, parse_special, buf, cap, &got, &err);
     }
     if (st) {
         free(buf);
@@ -609,13 +616,15 @@ static hr_status ids_prompt(const hr_api_model *m, json_t *a, hr_api_prompt *p, 
     return HR_OK;
 }
 
+/* parse_special: a rendered chat, whose untrusted ranges are plain[n_plain] */
 static hr_status text_prompt(const hr_api_model *m, const char *s, size_t len, bool parse_special,
-                             hr_api_prompt *p, hr_api_error *e)
+                             const hr_span *plain, size_t n_plain, hr_api_prompt *p, hr_api_error *e)
 {
     hr_status st;
     if (parse_special) {
         /* rendered chat: BOS only if the template did not write it */
-        st = encode(m, s, len, false, true, &p->ids, &p->n, e);
+        static const hr_span none = {0, 0};
+        st = encode_marked(m, s, len, false, true, plain ? plain : &none, plain ? n_plain : 0, &p->ids, &p->n, e);
         if (st)
             return st;
         int32_t bos = hr_vocab_bos(m->vocab);
@@ -652,7 +661,7 @@ static hr_status parse_prompts(const hr_api_model *m, json_t *o, hr_api_request 
         return BAD("prompt", "'prompt' is required");
     if (json_is_string(v)) {
         r->n_prompts = 1;
-        return text_prompt(m, json_string_value(v), json_string_length(v), false, &r->prompts[0], e);
+        return text_prompt(m, json_string_value(v), json_string_length(v), false, NULL, 0, &r->prompts[0], e);
     }
     if (!json_is_array(v))
         return BAD("prompt", "'prompt' must be a string, an array of strings, or token ids");
@@ -671,7 +680,7 @@ static hr_status parse_prompts(const hr_api_model *m, json_t *o, hr_api_request 
         hr_status st;
         r->n_prompts = (int32_t)i + 1;
         if (json_is_string(x) && json_is_string(first))
-            st = text_prompt(m, json_string_value(x), json_string_length(x), false, &r->prompts[i], e);
+            st = text_prompt(m, json_string_value(x), json_string_length(x), false, NULL, 0, &r->prompts[i], e);
         else if (json_is_array(x) && json_is_array(first))
             st = ids_prompt(m, x, &r->prompts[i], e);
         else
@@ -789,12 +798,16 @@ static hr_status parse_body(const hr_api_model *m, hr_api_kind kind, json_t *o, 
         json_t *kw2 = json_is_object(kw) ? json_deep_copy(kw) : json_object();
         if (json_is_string(effort))
             json_object_set(kw2, "reasoning_effort", effort);
-        st = render_messages(m, msgs, kw2, &r->rendered, e);
+        hr_span *plain;
+        size_t n_plain;
+        st = render_messages(m, msgs, kw2, &r->rendered, &plain, &n_plain, e);
         json_decref(kw2);
         if (st)
             return st;
         r->n_prompts = 1;
-        if ((st = text_prompt(m, r->rendered, strlen(r->rendered), true, &r->prompts[0], e)))
+        st = text_prompt(m, r->rendered, strlen(r->rendered), true, plain, n_plain, &r->prompts[0], e);
+        free(plain);
+        if (st)
             return st;
         if (m->reasoning) {
             r->reasoning = true;
@@ -852,23 +865,9 @@ static hr_status parse_body(const hr_api_model *m, hr_api_kind kind, json_t *o, 
     return HR_OK;
 }
 
-/* Offset of the first invalid UTF-8 byte, or len. */
-static size_t utf8_invalid_at(const char *s, size_t len)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < len) {
-        size_t l = utf8_seq(u + i, len - i);
-        if (!l)
-            return i;
-        i += l;
-    }
-    return len;
-}
-
 static bool check_utf8(const char *body, size_t len, hr_api_error *e)
 {
-    size_t bad = utf8_invalid_at(body, len);
+    size_t bad = hr_utf8_valid_prefix(body, len);
     if (bad == len)
         return true;
     hr_api_error_set(e, 400, NULL, NULL, "the request body is not valid UTF-8 (byte 0x%02x at offset %zu)",

@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cpu/cpu.h"
@@ -36,13 +37,6 @@ static void usage(FILE *f)
             "  -d, --n-depth N          tokens already in the context before each test (default 0)\n"
             "  --no-warmup              skip the untimed warm-up run\n"
             "  --json                   print a JSON array (llama-bench's key names) instead of a table\n");
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static bool parse_list(const char *opt, const char *s, long long min, long long max, long long *out, int *n)
@@ -198,9 +192,9 @@ static hr_status run_test(bench_ctx *c, int32_t n_prompt, int32_t n_gen, int32_t
         hr_kv_seq_clear(c->kv, 0);
         if (depth && (st = run_batch(c, 0, depth, err)))
             return st;
-        double t0 = now_s();
+        double t0 = hr_now_s();
         st = n_prompt ? run_batch(c, depth, n_prompt, err) : run_decode(c, depth, n_gen, err);
-        double t1 = now_s();
+        double t1 = hr_now_s();
         if (st)
             return st;
         samples_ns[r] = (t1 - t0) * 1e9;

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/runner.h"
@@ -28,13 +29,6 @@ static void usage(FILE *f)
             "  -c, --ctx-size N       context length (default: the model's)\n"
             "  -t, --threads N        compute threads (default 1)\n"
             "  --ignore-eos           keep generating past end-of-generation tokens\n");
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* Encodes the prompt text with BOS/EOS as the vocabulary says. */
@@ -178,7 +172,7 @@ int cmd_run(int argc, char **argv)
         hr_sampler_accept(smp, ids[i]);
     }
     want[n_prompt - 1] = true;
-    double t0 = now_s();
+    double t0 = hr_now_s();
     hr_batch b = {.n_tokens = (int32_t)n_prompt, .token = ids, .pos = pos, .seq = seq, .logits = want};
     hr_status st = hr_engine_forward(r.engine, r.kv, &b, logits, &err);
     free(pos);
@@ -188,7 +182,7 @@ int cmd_run(int argc, char **argv)
         cli_fail("run", "%s", err.msg);
         goto done;
     }
-    double t1 = now_s();
+    double t1 = hr_now_s();
     char text[512];
     long long n_gen = 0;
     for (int32_t p = (int32_t)n_prompt; n_gen < n_predict; p++) {
@@ -215,7 +209,7 @@ int cmd_run(int argc, char **argv)
     if (len < sizeof text)
         fwrite(text, 1, len, stdout);
     fflush(stdout);
-    double t2 = now_s();
+    double t2 = hr_now_s();
     fprintf(stderr, "\nhearth run: prompt %zu tokens in %.3f s (%.1f t/s), generated %lld tokens in %.3f s (%.1f t/s)\n",
             n_prompt, t1 - t0, (double)n_prompt / (t1 - t0 + 1e-9), n_gen, t2 - t1, (double)n_gen / (t2 - t1 + 1e-9));
     rc = 0;

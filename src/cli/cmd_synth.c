@@ -4,6 +4,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "synth/synth.h"
@@ -42,17 +43,10 @@ typedef struct {
     double t0, last;
 } progress_state;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void progress(void *ud, uint64_t done, uint64_t total)
 {
     progress_state *ps = ud;
-    double t = now_s();
+    double t = hr_now_s();
     if (t - ps->last < 0.5 && done < total)
         return;
     ps->last = t;
@@ -113,7 +107,7 @@ int cmd_synth(int argc, char **argv)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         threads = n > 0 ? n : 1;
     }
-    progress_state ps = {.t0 = now_s()};
+    progress_state ps = {.t0 = hr_now_s()};
     hr_synth_params p = {.model = m,
                          .ftype = ft,
                          .vocab_path = vocab,
@@ -127,6 +121,6 @@ int cmd_synth(int argc, char **argv)
         return cli_fail("synth", "%s", err.msg);
     if (!quiet)
         fprintf(stderr, "hearth synth: wrote %s (%s %s, %.1f MB of tensors) in %.1f s\n", out, m->name,
-                hr_ftype_name(ft), hr_synth_tensor_bytes(m, ft) / 1e6, now_s() - ps.t0);
+                hr_ftype_name(ft), hr_synth_tensor_bytes(m, ft) / 1e6, hr_now_s() - ps.t0);
     return 0;
 }

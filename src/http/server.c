@@ -1,5 +1,6 @@
 /* server.c - libmicrohttpd front end: routing, auth, body caps, streaming. */
 #include "http/server.h"
+#include "base/clock.h"
 #include "route/router.h"
 #include "store/usage.h"
 
@@ -106,13 +107,6 @@ struct conn {
     bool listed;
     conn *prev, *next;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static uint64_t next_rand(hr_http *h)
 {
@@ -337,7 +331,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             c->out_off += n;
             if (c->out_off == c->out.len)
                 c->out.len = c->out_off = 0;
-            c->last_write = now_s();
+            c->last_write = hr_now_s();
             return (ssize_t)n;
         }
         if (c->end_written)
@@ -370,7 +364,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         bool tick = c->tick;
         c->tick = false;
         pthread_mutex_unlock(&c->mu);
-        if (tick && now_s() - c->last_write >= 0.2) {
+        if (tick && hr_now_s() - c->last_write >= 0.2) {
             hr_api_buf_puts(&c->out, ": keep-alive\n\n");
             continue;
         }
@@ -463,7 +457,7 @@ static mhd_result start_generation(conn *c, hr_sched *s, const hr_api_model *m, 
     c->streaming = c->rq->stream;
     if (!c->streaming)
         return nonstream_step(c);
-    c->last_write = now_s();
+    c->last_write = hr_now_s();
     struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, stream_read, c, NULL);
     if (!r)
         return MHD_NO;
@@ -526,7 +520,7 @@ static void meter_upstream(conn *c, int status, const char *finish)
         .completion_tokens = ct,
         .reasoning_tokens = st.have_usage ? st.reasoning_tokens : 0,
         .ttft_s = st.ttft_s >= 0 ? st.ttft_s + (c->call_t0 - c->t0) : -1.0,
-        .duration_s = now_s() - c->t0,
+        .duration_s = hr_now_s() - c->t0,
         .status = status,
         .finish_reason = finish ? finish : st.done && !st.complete ? "error" : st.finish_reason,
         .stream = c->client_stream,
@@ -617,7 +611,7 @@ static mhd_result next_target(conn *c)
             .notify = on_notify,
             .ctx = c,
         };
-        c->call_t0 = now_s();
+        c->call_t0 = hr_now_s();
         c->call = hr_upstream_start(hr_router_upstream(r), &rq);
         free(body);
         if (!c->call)
@@ -644,7 +638,7 @@ static ssize_t up_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
             c->out_off += n;
             if (c->out_off == c->out.len)
                 c->out.len = c->out_off = 0;
-            c->last_write = now_s();
+            c->last_write = hr_now_s();
             return (ssize_t)n;
         }
         if (c->end_written)
@@ -656,7 +650,7 @@ static ssize_t up_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         pthread_mutex_unlock(&c->mu);
         size_t n = hr_up_call_read(c->call, buf, max);
         if (n) {
-            c->last_write = now_s();
+            c->last_write = hr_now_s();
             return (ssize_t)n;
         }
         hr_up_state st;
@@ -686,7 +680,7 @@ static ssize_t up_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         bool tick = c->tick;
         c->tick = false;
         pthread_mutex_unlock(&c->mu);
-        if (tick && now_s() - c->last_write >= 0.2) {
+        if (tick && hr_now_s() - c->last_write >= 0.2) {
             hr_api_buf_puts(&c->out, ": keep-alive\n\n");
             continue;
         }
@@ -715,7 +709,7 @@ static mhd_result up_step(conn *c)
             /* first bytes: commit to this target and stream */
             c->up_committed = true;
             c->streaming = true;
-            c->last_write = now_s();
+            c->last_write = hr_now_s();
             c->out.max = 1u << 20;
             struct MHD_Response *r =
                 MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, up_stream_read, c, NULL);
@@ -1058,7 +1052,7 @@ static mhd_result on_request(void *cls, struct MHD_Connection *mc, const char *u
             return MHD_NO;
         c->h = h;
         c->mc = mc;
-        c->t0 = now_s();
+        c->t0 = hr_now_s();
         struct timespec wall;
         clock_gettime(CLOCK_REALTIME, &wall);
         c->t0_ms = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
@@ -1133,7 +1127,7 @@ static void meter(hr_http *h, conn *c, bool unfinished)
         .completion_tokens = u.completion_tokens,
         .reasoning_tokens = reasoning,
         .ttft_s = c->nreq && u.completion_tokens ? u.ttft_s : -1.0,
-        .duration_s = now_s() - c->t0,
+        .duration_s = hr_now_s() - c->t0,
         .status = c->status,
         .finish_reason = finish,
         .stream = c->rq ? c->rq->stream : false,
@@ -1189,7 +1183,7 @@ static void routed_end(hr_http *h, conn *c, bool unfinished)
             .model = model,
             .text = text,
             .ttft_s = ttft,
-            .total_s = now_s() - c->t0,
+            .total_s = hr_now_s() - c->t0,
             .prompt_tokens = pt,
             .completion_tokens = ct,
             .status = c->status,
@@ -1235,7 +1229,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     if (!h->p.quiet && c->nreq) {
         fprintf(stderr, "hearth serve: %s %d %s%s %.3f s\n", c->route == R_CHAT ? "chat" : "completion",
                 c->status, c->streaming ? "stream" : "", unfinished ? " (client gone, cancelled)" : "",
-                now_s() - c->t0);
+                hr_now_s() - c->t0);
     }
     hr_api_request_free(c->rq);
     hr_api_resp_free(c->resp);
@@ -1388,8 +1382,8 @@ void hr_http_stop(hr_http *h, double grace_s)
         for (int i = 0; i < c->nreq; i++)
             hr_req_cancel(c->reqs[i]);
     pthread_mutex_unlock(&h->mu);
-    double t0 = now_s();
-    while (atomic_load(&h->n_gen) > 0 && now_s() - t0 < grace_s) {
+    double t0 = hr_now_s();
+    while (atomic_load(&h->n_gen) > 0 && hr_now_s() - t0 < grace_s) {
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }

@@ -1,5 +1,6 @@
 /* measure.c - hardware probes and an engine decode timing (see measure.h). */
 #include "report/measure.h"
+#include "base/clock.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -14,13 +15,6 @@
 #include "engine/kvcache.h"
 #include "model/model.h"
 #include "quant/quant.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -99,9 +93,9 @@ hr_status hr_measure_cpu(int32_t threads, uint32_t wtype, int64_t k_hint, hr_cpu
     read_ctx rc = {.buf = buf, .n = n};
     double best = 1e30;
     for (int rep = 0; rep < 5; rep++) {
-        double t0 = now_s();
+        double t0 = hr_now_s();
         hr_pool_run(pool, read_part, &rc);
-        double dt = now_s() - t0;
+        double dt = hr_now_s() - t0;
         if (dt < best)
             best = dt;
     }
@@ -146,18 +140,18 @@ hr_status hr_measure_cpu(int32_t threads, uint32_t wtype, int64_t k_hint, hr_cpu
     best = 1e30;
     hr_matmul(pool, w, wtype, row, K, N, x, 1, y, scratch); /* warm-up */
     for (int rep = 0; rep < 8; rep++) {
-        double t0 = now_s();
+        double t0 = hr_now_s();
         hr_matmul(pool, w, wtype, row, K, N, x, 1, y, scratch);
-        double dt = now_s() - t0;
+        double dt = hr_now_s() - t0;
         if (dt < best)
             best = dt;
     }
     out->gemv_Bps = (double)row * (double)N / best;
     best = 1e30;
     for (int rep = 0; rep < 3; rep++) {
-        double t0 = now_s();
+        double t0 = hr_now_s();
         hr_matmul(pool, w, wtype, row, K, N, x, T, y, scratch);
-        double dt = now_s() - t0;
+        double dt = hr_now_s() - t0;
         if (dt < best)
             best = dt;
     }
@@ -249,14 +243,14 @@ hr_status hr_measure_decode(const char *path, int32_t threads, int32_t prompt, i
     if (st != HR_OK)
         goto done;
     /* decode: greedy on the logits, one token per step; each step timed */
-    double t0 = now_s(), best_step = 1e30;
+    double t0 = hr_now_s(), best_step = 1e30;
     double *times = malloc(sizeof(double) * (size_t)steps);
     if (!times) {
         st = hr_err_set(err, HR_ERR_NOMEM, "out of memory");
         goto done;
     }
     for (int32_t i = 0; i < steps; i++) {
-        double ts = now_s();
+        double ts = hr_now_s();
         int32_t best = 0;
         for (int32_t v = 1; v < hp->n_vocab; v++)
             if (logits[v] > logits[best])
@@ -267,11 +261,11 @@ hr_status hr_measure_decode(const char *path, int32_t threads, int32_t prompt, i
             free(times);
             goto done;
         }
-        times[i] = now_s() - ts;
+        times[i] = hr_now_s() - ts;
         if (times[i] < best_step)
             best_step = times[i];
     }
-    out->seconds = now_s() - t0;
+    out->seconds = hr_now_s() - t0;
     qsort(times, (size_t)steps, sizeof *times, cmp_double);
     out->median_step_s = times[steps / 2];
     out->best_step_s = best_step;

@@ -5,14 +5,20 @@
 #include "gguf/gguf.h"
 #include "tmpl/jinja.h"
 
-hr_status hr_chat_render(const char *tmpl, const json_t *messages, const json_t *tools,
-                         bool add_generation_prompt, const char *bos_token, const char *eos_token,
-                         const json_t *extra, const hr_tmpl_opts *opts, char **out, size_t *out_len,
-                         hr_err *err)
+const char *const hr_chat_trusted_vars[] = {"bos_token", "eos_token", "add_generation_prompt", NULL};
+
+static hr_status chat_render(const char *tmpl, const json_t *messages, const json_t *tools,
+                             bool add_generation_prompt, const char *bos_token, const char *eos_token,
+                             const json_t *extra, const hr_tmpl_opts *opts, char **out, size_t *out_len,
+                             hr_span **spans, size_t *n_spans, hr_err *err)
 {
     *out = NULL;
     if (out_len)
         *out_len = 0;
+    if (spans)
+        *spans = NULL;
+    if (n_spans)
+        *n_spans = 0;
     if (!tmpl)
         return hr_err_set(err, HR_ERR_INVALID, "no chat template");
     if (!json_is_array(messages))
@@ -34,10 +40,33 @@ hr_status hr_chat_render(const char *tmpl, const json_t *messages, const json_t 
     hr_tmpl *t = NULL;
     hr_status s = hr_tmpl_parse(tmpl, strlen(tmpl), &t, err);
     if (s == HR_OK)
-        s = hr_tmpl_render(t, ctx, opts, out, out_len, err);
+        s = spans ? hr_tmpl_render_marked(t, ctx, opts, hr_chat_trusted_vars, out, out_len, spans, n_spans, err)
+                  : hr_tmpl_render(t, ctx, opts, out, out_len, err);
     hr_tmpl_free(t);
     json_decref(ctx);
     return s;
+}
+
+hr_status hr_chat_render(const char *tmpl, const json_t *messages, const json_t *tools,
+                         bool add_generation_prompt, const char *bos_token, const char *eos_token,
+                         const json_t *extra, const hr_tmpl_opts *opts, char **out, size_t *out_len,
+                         hr_err *err)
+{
+    return chat_render(tmpl, messages, tools, add_generation_prompt, bos_token, eos_token, extra, opts, out,
+                       out_len, NULL, NULL, err);
+}
+
+hr_status hr_chat_render_marked(const char *tmpl, const json_t *messages, const json_t *tools,
+                                bool add_generation_prompt, const char *bos_token, const char *eos_token,
+                                const json_t *extra, const hr_tmpl_opts *opts, char **out, size_t *out_len,
+                                hr_span **spans, size_t *n_spans, hr_err *err)
+{
+    if (!spans || !n_spans) {
+        *out = NULL;
+        return hr_err_set(err, HR_ERR_INVALID, "hr_chat_render_marked: no place for the spans");
+    }
+    return chat_render(tmpl, messages, tools, add_generation_prompt, bos_token, eos_token, extra, opts, out,
+                       out_len, spans, n_spans, err);
 }
 
 /* A GGUF string as a malloc'd NUL-terminated copy. */

@@ -21,6 +21,7 @@
 
 #include <jansson.h>
 
+#include "base/span.h"
 #include "base/status.h"
 
 typedef struct hr_tmpl hr_tmpl;
@@ -55,6 +56,20 @@ void hr_tmpl_free(hr_tmpl *t);
 hr_status hr_tmpl_render(const hr_tmpl *t, const json_t *ctx, const hr_tmpl_opts *opts,
                          char **out, size_t *out_len, hr_err *err);
 
+/* Renders like hr_tmpl_render and also says which bytes of the output are
+ * untrusted: those that come from strings of the context (message content,
+ * tool definitions, any request string, object keys too), except the
+ * members named in `trusted` (a NULL-terminated list, may be NULL), such as
+ * bos_token. The template's own text is trusted. Concatenation (~, +,
+ * output) keeps the ranges exact; a new string that a filter, method,
+ * slice or operator makes from untrusted input is untrusted as a whole.
+ * A tokenizer must not make control tokens from untrusted bytes
+ * (hr_tok_encode_marked). *spans (malloc'd, NULL when none; sorted,
+ * disjoint) and *n_spans describe them. */
+hr_status hr_tmpl_render_marked(const hr_tmpl *t, const json_t *ctx, const hr_tmpl_opts *opts,
+                                const char *const *trusted, char **out, size_t *out_len, hr_span **spans,
+                                size_t *n_spans, hr_err *err);
+
 /* The same with the context given as JSON text (an object). Unlike jansson,
  * this reader accepts NUL bytes in object keys; duplicate keys keep the last
  * value, as Python's json module does. */
@@ -70,6 +85,17 @@ hr_status hr_chat_render(const char *tmpl, const json_t *messages, const json_t 
                          bool add_generation_prompt, const char *bos_token,
                          const char *eos_token, const json_t *extra,
                          const hr_tmpl_opts *opts, char **out, size_t *out_len, hr_err *err);
+
+/* The same, and the untrusted ranges of the output as hr_tmpl_render_marked
+ * gives them: everything from messages, tools and extra; bos_token,
+ * eos_token and add_generation_prompt are trusted. */
+hr_status hr_chat_render_marked(const char *tmpl, const json_t *messages, const json_t *tools,
+                                bool add_generation_prompt, const char *bos_token, const char *eos_token,
+                                const json_t *extra, const hr_tmpl_opts *opts, char **out, size_t *out_len,
+                                hr_span **spans, size_t *n_spans, hr_err *err);
+
+/* The context members hr_chat_render_marked trusts (NULL-terminated). */
+extern const char *const hr_chat_trusted_vars[];
 
 /* Reads a model's chat template (tokenizer.chat_template) and, when the file
  * has them, the text of its BOS and EOS tokens (tokenizer.ggml.bos_token_id /

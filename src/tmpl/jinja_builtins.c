@@ -724,7 +724,17 @@ static bool str_to_int(const char *p, int base, int64_t *out)
 
 /* ---------------------------------------------------------------- filters */
 
+static jv filter_impl(jstate *st, int id, jv v, jv *args, size_t nargs, const char **kwn, jv *kwv, size_t nkw);
+
+/* New strings a filter makes out of untrusted input are untrusted
+ * (jt_derive); values it passes through keep their marks. */
 jv jb_filter(jstate *st, int id, jv v, jv *args, size_t nargs, const char **kwn, jv *kwv, size_t nkw)
+{
+    jv r = filter_impl(st, id, v, args, nargs, kwn, kwv, nkw);
+    return st->mark ? jt_derive(st, r, &v, 1, args, nargs, kwv, nkw) : r;
+}
+
+static jv filter_impl(jstate *st, int id, jv v, jv *args, size_t nargs, const char **kwn, jv *kwv, size_t nkw)
 {
     switch (id) {
     case F_ABS: {
@@ -1609,7 +1619,18 @@ static jv call_method(jstate *st, jfunc *fn, jv *args, size_t nargs, const char 
     jx_type(st, "TypeError: unsupported method '%s'", mname);
 }
 
+static jv call_impl(jstate *st, jfunc *fn, jv *args, size_t nargs, const char **kwn, jv *kwv, size_t nkw);
+
 jv jb_call_builtin(jstate *st, jfunc *fn, jv *args, size_t nargs, const char **kwn, jv *kwv, size_t nkw)
+{
+    jv r = call_impl(st, fn, args, nargs, kwn, kwv, nkw);
+    if (!st->mark)
+        return r;
+    jv self = fn->kind == JF_METHOD ? fn->self : jv_none();
+    return jt_derive(st, r, &self, 1, args, nargs, kwv, nkw);
+}
+
+static jv call_impl(jstate *st, jfunc *fn, jv *args, size_t nargs, const char **kwn, jv *kwv, size_t nkw)
 {
     if (fn->kind == JF_CYCLE) {
         if (!nargs) jx_type(st, "TypeError: no items for cycling given");

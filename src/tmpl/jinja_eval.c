@@ -97,7 +97,7 @@ jv jx_iter_list(jstate *st, jv v)
         for (size_t i = 0; i < s->len;) {
             int32_t cp;
             size_t k = ju_decode(s->p + i, s->len - i, &cp);
-            jl_push(st, l, jv_strn(st, s->p + i, k));
+            jl_push(st, l, s->taint ? jv_strn_untrusted(st, s->p + i, k) : jv_strn(st, s->p + i, k));
             i += k;
         }
         return l;
@@ -131,7 +131,27 @@ static int64_t ifloordiv(int64_t a, int64_t b)
     return q;
 }
 
+static jv arith_impl(jstate *st, int op, jv a, jv b);
+
+/* str + str keeps the untrusted ranges of both; any other result made from
+ * an untrusted string is untrusted as a whole */
 static jv arith(jstate *st, int op, jv a, jv b)
+{
+    if (st->mark && op == OP_ADD && a.t == JV_STR && b.t == JV_STR) {
+        jsb sb;
+        jsb_init(st, &sb, a.u.s->len + b.u.s->len + 1);
+        jv_write_str(st, &sb, a);
+        jv_write_str(st, &sb, b);
+        return jsb_take(st, &sb);
+    }
+    jv r = arith_impl(st, op, a, b);
+    if (!st->mark)
+        return r;
+    jv in[2] = {a, b};
+    return jt_derive(st, r, in, 2, NULL, 0, NULL, 0);
+}
+
+static jv arith_impl(jstate *st, int op, jv a, jv b)
 {
     if (a.t == JV_UNDEF) undefined_error(st, a);
     if (b.t == JV_UNDEF) undefined_error(st, b);
@@ -194,6 +214,7 @@ static jv arith(jstate *st, int op, jv a, jv b)
             jstr *x = jx_alloc(st, sizeof(jstr) + n + 1);
             x->len = n;
             x->ncp = -1;
+            x->taint = NULL;
             memcpy(x->p, a.u.s->p, a.u.s->len);
             memcpy(x->p + a.u.s->len, b.u.s->p, b.u.s->len);
             x->p[n] = 0;
@@ -509,13 +530,28 @@ jv jx_call(jstate *st, jv callee, jv *args, size_t nargs, const char **kwn, jv *
 
 /* A filter chain: f->a is the operand expression, another filter of the
  * chain, or NULL for a filter block / block set, whose operand is `base`. */
+/* Applied in a loop, innermost first: a chain is as long as the parser allows
+ * (JP_MAX_TREE), and one C frame per filter is not needed. */
 static jv apply_filter(jstate *st, jscope *sc, const jnode *f, jv base)
 {
-    jv v = !f->a ? base : f->a->kind == N_FILTER ? apply_filter(st, sc, f->a, base) : eval(st, sc, f->a);
-    jargs a;
-    eval_args(st, sc, f, &a);
-    st->line = f->line;
-    return jb_filter(st, f->id, v, a.pos, a.npos, a.kwn, a.kwv, a.nkw);
+    enter(st);
+    size_t k = 0;
+    for (const jnode *g = f; g && g->kind == N_FILTER; g = g->a)
+        k++;
+    const jnode **chain = jx_alloc(st, k * sizeof *chain);
+    k = 0;
+    const jnode *g = f;
+    for (; g && g->kind == N_FILTER; g = g->a)
+        chain[k++] = g;
+    jv v = g ? eval(st, sc, g) : base;
+    while (k--) {
+        jargs a;
+        eval_args(st, sc, chain[k], &a);
+        st->line = chain[k]->line;
+        v = jb_filter(st, chain[k]->id, v, a.pos, a.npos, a.kwn, a.kwv, a.nkw);
+    }
+    st->depth--;
+    return v;
 }
 
 /* ---------------------------------------------------------------- eval */
@@ -564,10 +600,12 @@ static jv eval(jstate *st, jscope *sc, const jnode *n)
             s[2] = n->b->c ? eval(st, sc, n->b->c) : jv_none();
             st->line = n->line;
             r = do_slice(st, o, s);
+            if (st->mark) r = jt_derive(st, r, &o, 1, s, 3, NULL, 0);
         } else {
             jv k = eval(st, sc, n->b);
             st->line = n->line;
             r = jx_getitem(st, o, k);
+            if (st->mark) r = jt_derive(st, r, &o, 1, &k, 1, NULL, 0);
         }
         break;
     }
@@ -858,11 +896,16 @@ void hr_tmpl_free(hr_tmpl *t)
 }
 
 static hr_status render(const hr_tmpl *t, const json_t *ctx, const char *ctx_text, size_t ctx_len,
-                        const hr_tmpl_opts *opts, char **out, size_t *out_len, hr_err *err)
+                        const hr_tmpl_opts *opts, const char *const *trusted, hr_span **spans, size_t *n_spans,
+                        char **out, size_t *out_len, hr_err *err)
 {
     *out = NULL;
     if (out_len)
         *out_len = 0;
+    if (spans)
+        *spans = NULL;
+    if (n_spans)
+        *n_spans = 0;
     if (!t)
         return hr_err_set(err, HR_ERR_INVALID, "no template");
     if (ctx && !json_is_object(ctx))
@@ -882,6 +925,7 @@ static hr_status render(const hr_tmpl *t, const json_t *ctx, const char *ctx_tex
     st->max_macro_depth = o.max_macro_depth ? o.max_macro_depth : 100;
     st->clock = o.clock;
     st->clock_ud = o.clock_ud;
+    st->mark = spans != NULL;
     if (setjmp(st->jb)) {
         hr_status s = st->st;
         ja_free(&st->arena);
@@ -896,6 +940,11 @@ static hr_status render(const hr_tmpl *t, const json_t *ctx, const char *ctx_tex
     } else {
         c = ctx ? jv_from_json(st, ctx) : jv_newdict(st, JV_DICT, 0);
     }
+    for (size_t i = 0; st->mark && trusted && trusted[i]; i++) {
+        jv tv;
+        if (jd_getn(c.u.d, trusted[i], strlen(trusted[i]), &tv) && tv.t == JV_STR)
+            jd_set(st, c.u.d, jv_cstr(st, trusted[i]), jv_strn(st, tv.u.s->p, tv.u.s->len));
+    }
     st->ctx = c.u.d;
     jsb buf;
     jsb_init(st, &buf, 4096);
@@ -903,7 +952,20 @@ static hr_status render(const hr_tmpl *t, const json_t *ctx, const char *ctx_tex
     jscope *root = scope_new(st, NULL);
     exec_body(st, root, t->body, t->nbody);
     char *res = malloc(buf.n + 1);
-    if (!res) {
+    hr_span *sp = NULL;
+    if (res && spans && buf.nsp) {
+        sp = malloc(buf.nsp * sizeof *sp);
+        if (sp) {
+            for (size_t i = 0; i < buf.nsp; i++) {
+                sp[i].off = buf.sp[i].off;
+                sp[i].len = buf.sp[i].len;
+            }
+            *spans = sp;
+            *n_spans = buf.nsp;
+        }
+    }
+    if (!res || (spans && buf.nsp && !sp)) {
+        free(res);
         ja_free(&st->arena);
         free(st);
         return hr_err_set(err, HR_ERR_NOMEM, "out of memory");
@@ -921,13 +983,24 @@ static hr_status render(const hr_tmpl *t, const json_t *ctx, const char *ctx_tex
 hr_status hr_tmpl_render(const hr_tmpl *t, const json_t *ctx, const hr_tmpl_opts *opts, char **out,
                          size_t *out_len, hr_err *err)
 {
-    return render(t, ctx, NULL, 0, opts, out, out_len, err);
+    return render(t, ctx, NULL, 0, opts, NULL, NULL, NULL, out, out_len, err);
+}
+
+hr_status hr_tmpl_render_marked(const hr_tmpl *t, const json_t *ctx, const hr_tmpl_opts *opts,
+                                const char *const *trusted, char **out, size_t *out_len, hr_span **spans,
+                                size_t *n_spans, hr_err *err)
+{
+    if (!spans || !n_spans) {
+        *out = NULL;
+        return hr_err_set(err, HR_ERR_INVALID, "hr_tmpl_render_marked: no place for the spans");
+    }
+    return render(t, ctx, NULL, 0, opts, trusted, spans, n_spans, out, out_len, err);
 }
 
 hr_status hr_tmpl_render_json(const hr_tmpl *t, const char *ctx_json, size_t len, const hr_tmpl_opts *opts,
                               char **out, size_t *out_len, hr_err *err)
 {
     if (!ctx_json)
-        return render(t, NULL, NULL, 0, opts, out, out_len, err);
-    return render(t, NULL, ctx_json, len, opts, out, out_len, err);
+        return render(t, NULL, NULL, 0, opts, NULL, NULL, NULL, out, out_len, err);
+    return render(t, NULL, ctx_json, len, opts, NULL, NULL, NULL, out, out_len, err);
 }

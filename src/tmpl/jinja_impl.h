@@ -53,10 +53,20 @@ typedef struct {
     } u;
 } jv;
 
+/* Untrusted byte ranges of a string (sorted, disjoint, not adjacent). */
+typedef struct {
+    size_t off, len;
+} jspan;
+typedef struct {
+    size_t n;
+    jspan r[];
+} jspans;
+
 struct jstr {
     size_t len;
-    int64_t ncp; /* code points, -1 if not yet known */
-    char p[];    /* NUL-terminated */
+    int64_t ncp;          /* code points, -1 if not yet known */
+    const jspans *taint;  /* bytes from untrusted context strings; NULL: none */
+    char p[];             /* NUL-terminated */
 };
 
 struct jlist {
@@ -153,6 +163,8 @@ typedef struct jstate jstate;
 typedef struct {
     char *p;
     size_t n, cap;
+    jspan *sp; /* untrusted ranges of p (marked renders only) */
+    size_t nsp, capsp;
 } jsb;
 
 /* ---- render state ---- */
@@ -177,6 +189,7 @@ struct jstate {
     void *clock_ud;
     int line;
     int loopctl; /* 0, 1 break, 2 continue */
+    bool mark;   /* track untrusted text (hr_tmpl_render_marked) */
 };
 
 /* ---- errors (never return) ---- */
@@ -219,6 +232,19 @@ jv jsb_take(jstate *st, jsb *b);
 void jv_write_str(jstate *st, jsb *b, jv v);  /* Python str() */
 void jv_write_repr(jstate *st, jsb *b, jv v); /* Python repr() */
 jv jv_to_str(jstate *st, jv v);
+
+/* ---- untrusted text (marked renders; no-ops otherwise) ----
+ * Strings of the context are untrusted (but for the names the caller
+ * trusts); the template's own text is not. Concatenation and output keep
+ * the ranges exact; anything else that makes a new string out of inputs of
+ * which any is untrusted makes it wholly untrusted (jt_derive). */
+jv jv_strn_untrusted(jstate *st, const char *s, size_t n);
+void jsb_mark(jstate *st, jsb *b, size_t from, size_t to); /* [from, to) untrusted */
+bool jt_has(jv v);                                         /* any untrusted string inside (shallow for str) */
+/* r computed from the inputs: every string inside r that is not one of
+ * the inputs' own strings becomes wholly untrusted if any input has
+ * untrusted text. Returns r or a copy. */
+jv jt_derive(jstate *st, jv r, const jv *in1, size_t n1, const jv *in2, size_t n2, const jv *in3, size_t n3);
 void jfmt_float(char *buf, size_t cap, double f); /* Python repr of a float */
 
 typedef struct {

@@ -27,6 +27,12 @@ typedef struct {
 } tok;
 
 #define JP_MAX_DEPTH 200
+/* The deepest AST the parser accepts. Chains (`x|f|f...`, `a.b.c...`,
+ * `1+1+...`, `f()()...`, `a if b if c...`) are parsed by loops, not
+ * recursion, so JP_MAX_DEPTH does not see them; every later walk of the tree
+ * (the evaluator, uses_name) recurses once per level, so the height is
+ * bounded here. The evaluator's own default depth limit (500) is lower. */
+#define JP_MAX_TREE 1000
 
 typedef struct {
     jarena *ar;
@@ -1231,8 +1237,31 @@ static bool uses_name(const jnode *n, const char *nm)
     return false;
 }
 
-static void macro_flags(jnode *n)
+/* Fails when the subtree under n is deeper than JP_MAX_TREE. The recursion
+ * stops at the limit, so it is itself bounded. */
+static void check_height(jparser *p, const jnode *n, int d)
 {
+    if (!n)
+        return;
+    if (d > JP_MAX_TREE)
+        pfail(p, n->line, "expression nested too deeply (more than %d levels: a chain of filters, "
+              "attributes, calls or operators?)", JP_MAX_TREE);
+    const jnode *kids[] = {n->a, n->b, n->c, n->d, n->e};
+    for (size_t i = 0; i < 5; i++)
+        check_height(p, kids[i], d + 1);
+    for (size_t i = 0; i < n->n; i++)
+        check_height(p, n->list[i], d + 1);
+    for (size_t i = 0; i < n->n2; i++)
+        check_height(p, n->list2[i], d + 1);
+    for (size_t i = 0; i < n->nbody; i++)
+        check_height(p, n->body[i], d + 1);
+    for (size_t i = 0; i < n->nels; i++)
+        check_height(p, n->els[i], d + 1);
+}
+
+static void macro_flags(jparser *p, jnode *n)
+{
+    check_height(p, n, 0); /* before uses_name walks it */
     n->id = 0;
     for (size_t i = 0; i < n->nbody; i++) {
         if (uses_name(n->body[i], "varargs"))
@@ -1362,7 +1391,7 @@ static jnode *parse_stmt(jparser *p)
         p->loop_depth = 0;
         n->body = parse_body(p, ends, &n->nbody, &w);
         p->loop_depth = ld;
-        macro_flags(n);
+        macro_flags(p, n);
     } else if (is_name(t, "call")) {
         adv(p);
         n = mk(p, N_CALLBLOCK, line);
@@ -1379,7 +1408,7 @@ static jnode *parse_stmt(jparser *p)
         p->loop_depth = 0;
         n->body = parse_body(p, ends, &n->nbody, &w);
         p->loop_depth = ld;
-        macro_flags(n);
+        macro_flags(p, n);
     } else if (is_name(t, "filter")) {
         adv(p);
         n = mk(p, N_FILTERBLOCK, line);
@@ -1516,6 +1545,8 @@ hr_status jp_parse(hr_tmpl *t, const char *src, size_t len, hr_err *err)
     lex(p);
     const char *w = NULL;
     t->body = parse_body(p, NULL, &t->nbody, &w);
+    for (size_t i = 0; i < t->nbody; i++)
+        check_height(p, t->body[i], 0);
     free(p->t);
     free(p);
     return HR_OK;

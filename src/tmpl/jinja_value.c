@@ -121,6 +121,7 @@ jv jv_strn(jstate *st, const char *s, size_t n)
     jstr *x = jx_alloc(st, sizeof(jstr) + n + 1);
     x->len = n;
     x->ncp = -1;
+    x->taint = NULL;
     if (n)
         memcpy(x->p, s, n);
     x->p[n] = 0;
@@ -130,6 +131,19 @@ jv jv_strn(jstate *st, const char *s, size_t n)
 }
 
 jv jv_cstr(jstate *st, const char *s) { return jv_strn(st, s, strlen(s)); }
+
+jv jv_strn_untrusted(jstate *st, const char *s, size_t n)
+{
+    jv v = jv_strn(st, s, n);
+    if (st->mark && n) {
+        jspans *t = jx_alloc(st, sizeof(jspans) + sizeof(jspan));
+        t->n = 1;
+        t->r[0].off = 0;
+        t->r[0].len = n;
+        v.u.s->taint = t;
+    }
+    return v;
+}
 
 jv jv_newlist(jstate *st, uint8_t type, size_t cap)
 {
@@ -242,7 +256,7 @@ jv jv_from_json(jstate *st, const json_t *j)
             k = json_object_iter_key(it);
             size_t kl = json_object_iter_key_len(it);
             val = json_object_iter_value(it);
-            jv kv = jv_strn(st, k, kl);
+            jv kv = jv_strn_untrusted(st, k, kl);
             /* JSON objects from jansson have unique keys: append directly */
             d.u.d->k[d.u.d->n] = kv;
             d.u.d->v[d.u.d->n++] = jv_from_json(st, val);
@@ -259,7 +273,7 @@ jv jv_from_json(jstate *st, const json_t *j)
         return l;
     }
     case JSON_STRING:
-        return jv_strn(st, json_string_value(j), json_string_length(j));
+        return jv_strn_untrusted(st, json_string_value(j), json_string_length(j));
     case JSON_INTEGER:
         return jv_int((int64_t)json_integer_value(j));
     case JSON_REAL:
@@ -452,6 +466,43 @@ void jsb_init(jstate *st, jsb *b, size_t cap)
     b->cap = cap < 16 ? 16 : cap;
     b->p = jx_alloc(st, b->cap);
     b->n = 0;
+    b->sp = NULL;
+    b->nsp = b->capsp = 0;
+}
+
+void jsb_mark(jstate *st, jsb *b, size_t from, size_t to)
+{
+    if (!st->mark || to <= from)
+        return;
+    if (b->nsp) {
+        jspan *last = &b->sp[b->nsp - 1];
+        if (from <= last->off + last->len) { /* spans are added left to right */
+            if (to > last->off + last->len)
+                last->len = to - last->off;
+            return;
+        }
+    }
+    if (b->nsp == b->capsp) {
+        size_t nc = b->capsp ? b->capsp * 2 : 8;
+        jspan *ns = jx_alloc(st, nc * sizeof *ns);
+        if (b->nsp)
+            memcpy(ns, b->sp, b->nsp * sizeof *ns);
+        b->sp = ns;
+        b->capsp = nc;
+    }
+    b->sp[b->nsp].off = from;
+    b->sp[b->nsp].len = to - from;
+    b->nsp++;
+}
+
+/* s's bytes, and its untrusted ranges, appended to b */
+static void jsb_add_str(jstate *st, jsb *b, const jstr *s)
+{
+    size_t at = b->n;
+    jsb_add(st, b, s->p, s->len);
+    if (s->taint)
+        for (size_t i = 0; i < s->taint->n; i++)
+            jsb_mark(st, b, at + s->taint->r[i].off, at + s->taint->r[i].off + s->taint->r[i].len);
 }
 
 static void jsb_grow(jstate *st, jsb *b, size_t need)
@@ -498,8 +549,14 @@ void jsb_addf(jstate *st, jsb *b, const char *fmt, ...)
 
 jv jsb_take(jstate *st, jsb *b)
 {
-    /* the builder's buffer becomes the string when there's room for the header */
-    return jv_strn(st, b->p, b->n);
+    jv v = jv_strn(st, b->p, b->n);
+    if (b->nsp) {
+        jspans *t = jx_alloc(st, sizeof(jspans) + b->nsp * sizeof(jspan));
+        t->n = b->nsp;
+        memcpy(t->r, b->sp, b->nsp * sizeof(jspan));
+        v.u.s->taint = t;
+    }
+    return v;
 }
 
 /* ---------------------------------------------------------------- printing */
@@ -579,6 +636,7 @@ static bool py_printable(int32_t c)
 
 static void write_str_repr(jstate *st, jsb *b, const jstr *s)
 {
+    size_t at = b->n;
     bool has_sq = memchr(s->p, '\'', s->len) != NULL, has_dq = memchr(s->p, '"', s->len) != NULL;
     char q = has_sq && !has_dq ? '"' : '\'';
     jsb_addc(st, b, q);
@@ -604,6 +662,8 @@ static void write_str_repr(jstate *st, jsb *b, const jstr *s)
         i += k;
     }
     jsb_addc(st, b, q);
+    if (s->taint)
+        jsb_mark(st, b, at, b->n);
 }
 
 static void write_seq(jstate *st, jsb *b, jv v)
@@ -653,7 +713,7 @@ static void write_common(jstate *st, jsb *b, jv v)
 
 void jv_write_str(jstate *st, jsb *b, jv v)
 {
-    if (v.t == JV_STR) jsb_add(st, b, v.u.s->p, v.u.s->len);
+    if (v.t == JV_STR) jsb_add_str(st, b, v.u.s);
     else if (v.t == JV_UNDEF) return;
     else write_common(st, b, v);
 }
@@ -730,7 +790,12 @@ static void json_key(jstate *st, jsb *b, jv k, const jjson_opts *o)
 {
     char tmp[64];
     switch (k.t) {
-    case JV_STR: jw_string(st, b, k.u.s->p, k.u.s->len, o->ensure_ascii); return;
+    case JV_STR: {
+        size_t at = b->n;
+        jw_string(st, b, k.u.s->p, k.u.s->len, o->ensure_ascii);
+        if (k.u.s->taint) jsb_mark(st, b, at, b->n);
+        return;
+    }
     case JV_BOOL: jsb_add(st, b, k.u.b ? "\"true\"" : "\"false\"", k.u.b ? 6 : 7); return;
     case JV_NONE: jsb_add(st, b, "\"null\"", 6); return;
     case JV_INT: jsb_addf(st, b, "\"%" PRId64 "\"", k.u.i); return;
@@ -761,7 +826,12 @@ void jv_write_json(jstate *st, jsb *b, jv v, const jjson_opts *o, int level)
         else if (isinf(v.u.f)) jsb_addf(st, b, "%s", v.u.f < 0 ? "-Infinity" : "Infinity");
         else { jfmt_float(tmp, sizeof tmp, v.u.f); jsb_add(st, b, tmp, strlen(tmp)); }
         return;
-    case JV_STR: jw_string(st, b, v.u.s->p, v.u.s->len, o->ensure_ascii); return;
+    case JV_STR: {
+        size_t at = b->n;
+        jw_string(st, b, v.u.s->p, v.u.s->len, o->ensure_ascii);
+        if (v.u.s->taint) jsb_mark(st, b, at, b->n);
+        return;
+    }
     case JV_LIST: case JV_TUPLE: {
         jlist *l = v.u.l;
         if (l->n == 0) { jsb_add(st, b, "[]", 2); return; }
@@ -887,6 +957,7 @@ static jv pj_string(jpj *p)
         default: pj_fail(p, "bad escape");
         }
     }
+    jsb_mark(p->st, &b, 0, b.n); /* context strings are untrusted */
     return jsb_take(p->st, &b);
 }
 
@@ -983,4 +1054,148 @@ jv jv_parse_json(jstate *st, const char *s, size_t n)
     pj_ws(&p);
     if (p.i != n) pj_fail(&p, "trailing data");
     return v;
+}
+
+/* ---------------------------------------------------------------- untrusted text */
+
+static bool js_all_untrusted(const jstr *s)
+{
+    return s->len == 0 || (s->taint && s->taint->n == 1 && s->taint->r[0].off == 0 && s->taint->r[0].len == s->len);
+}
+
+/* Deep walks stop at this depth (values nested deeper are refused). */
+#define JT_MAX_DEPTH 256
+
+static bool jt_has_d(jstate *st, jv v, unsigned d)
+{
+    if (d > JT_MAX_DEPTH)
+        jx_fail(st, HR_ERR_LIMIT, "value nested too deeply");
+    switch (v.t) {
+    case JV_STR: return v.u.s->taint != NULL;
+    case JV_LIST: case JV_TUPLE: case JV_GEN:
+        for (size_t i = 0; i < v.u.l->n; i++)
+            if (jt_has_d(st, v.u.l->v[i], d + 1)) return true;
+        return false;
+    case JV_DICT: case JV_NS:
+        for (size_t i = 0; i < v.u.d->n; i++)
+            if (jt_has_d(st, v.u.d->k[i], d + 1) || jt_has_d(st, v.u.d->v[i], d + 1)) return true;
+        return false;
+    case JV_FUNC: return v.u.fn->kind == JF_METHOD && jt_has_d(st, v.u.fn->self, d + 1);
+    default: return false;
+    }
+}
+
+bool jt_has(jv v) { return v.t == JV_STR && v.u.s->taint; }
+
+/* Does r hold a string that is not wholly untrusted? */
+static bool jt_needs(jstate *st, jv v, unsigned d)
+{
+    if (d > JT_MAX_DEPTH)
+        jx_fail(st, HR_ERR_LIMIT, "value nested too deeply");
+    switch (v.t) {
+    case JV_STR: return !js_all_untrusted(v.u.s);
+    case JV_LIST: case JV_TUPLE: case JV_GEN:
+        for (size_t i = 0; i < v.u.l->n; i++)
+            if (jt_needs(st, v.u.l->v[i], d + 1)) return true;
+        return false;
+    case JV_DICT: case JV_NS:
+        for (size_t i = 0; i < v.u.d->n; i++)
+            if (jt_needs(st, v.u.d->k[i], d + 1) || jt_needs(st, v.u.d->v[i], d + 1)) return true;
+        return false;
+    default: return false;
+    }
+}
+
+typedef struct {
+    const void **p;
+    size_t n, cap;
+} jt_set;
+
+static void set_add(jstate *st, jt_set *s, const void *x)
+{
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 16;
+        const void **np = jx_alloc(st, nc * sizeof *np);
+        if (s->n) memcpy(np, s->p, s->n * sizeof *np);
+        s->p = np;
+        s->cap = nc;
+    }
+    s->p[s->n++] = x;
+}
+
+/* the input's strings and containers, by identity */
+static void collect(jstate *st, jt_set *s, jv v, unsigned d)
+{
+    if (d > JT_MAX_DEPTH)
+        jx_fail(st, HR_ERR_LIMIT, "value nested too deeply");
+    switch (v.t) {
+    case JV_STR: set_add(st, s, v.u.s); return;
+    case JV_LIST: case JV_TUPLE: case JV_GEN:
+        set_add(st, s, v.u.l);
+        for (size_t i = 0; i < v.u.l->n; i++) collect(st, s, v.u.l->v[i], d + 1);
+        return;
+    case JV_DICT: case JV_NS:
+        set_add(st, s, v.u.d);
+        for (size_t i = 0; i < v.u.d->n; i++) {
+            collect(st, s, v.u.d->k[i], d + 1);
+            collect(st, s, v.u.d->v[i], d + 1);
+        }
+        return;
+    case JV_FUNC:
+        if (v.u.fn->kind == JF_METHOD) collect(st, s, v.u.fn->self, d + 1);
+        return;
+    default: return;
+    }
+}
+
+static int ptr_cmp(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (const void *const *)a, y = (uintptr_t) * (const void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+static bool set_has(const jt_set *s, const void *x)
+{
+    return bsearch(&x, s->p, s->n, sizeof *s->p, ptr_cmp) != NULL;
+}
+
+static jv taint_new(jstate *st, const jt_set *in, jv v, unsigned d)
+{
+    switch (v.t) {
+    case JV_STR:
+        if (js_all_untrusted(v.u.s) || set_has(in, v.u.s)) return v;
+        return jv_strn_untrusted(st, v.u.s->p, v.u.s->len);
+    case JV_LIST: case JV_TUPLE: case JV_GEN: {
+        if (set_has(in, v.u.l)) return v; /* an input's own container */
+        for (size_t i = 0; i < v.u.l->n; i++) v.u.l->v[i] = taint_new(st, in, v.u.l->v[i], d + 1);
+        return v; /* a new container: changed in place */
+    }
+    case JV_DICT: case JV_NS: {
+        if (set_has(in, v.u.d)) return v;
+        for (size_t i = 0; i < v.u.d->n; i++) {
+            v.u.d->k[i] = taint_new(st, in, v.u.d->k[i], d + 1);
+            v.u.d->v[i] = taint_new(st, in, v.u.d->v[i], d + 1);
+        }
+        return v;
+    }
+    default: return v;
+    }
+}
+
+jv jt_derive(jstate *st, jv r, const jv *in1, size_t n1, const jv *in2, size_t n2, const jv *in3, size_t n3)
+{
+    if (!st->mark || !jt_needs(st, r, 0))
+        return r;
+    bool any = false;
+    for (size_t i = 0; i < n1 && !any; i++) any = jt_has_d(st, in1[i], 0);
+    for (size_t i = 0; i < n2 && !any; i++) any = jt_has_d(st, in2[i], 0);
+    for (size_t i = 0; i < n3 && !any; i++) any = jt_has_d(st, in3[i], 0);
+    if (!any)
+        return r;
+    jt_set in = {0};
+    for (size_t i = 0; i < n1; i++) collect(st, &in, in1[i], 0);
+    for (size_t i = 0; i < n2; i++) collect(st, &in, in2[i], 0);
+    for (size_t i = 0; i < n3; i++) collect(st, &in, in3[i], 0);
+    if (in.n) qsort(in.p, in.n, sizeof *in.p, ptr_cmp);
+    return taint_new(st, &in, r, 0);
 }

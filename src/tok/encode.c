@@ -2,8 +2,9 @@
  *
  * 1. Invalid UTF-8 is repaired (U+FFFD per maximal invalid subpart).
  * 2. Special-token text is split out, leftmost-longest: user-defined tokens
- *    always (as Hugging Face's added tokens are), control/unknown tokens only
- *    when the caller asks for parse_special.
+ *    always (as Hugging Face's added tokens are; not the ones flagged no_raw),
+ *    control/unknown tokens only when the caller asks for parse_special, and
+ *    then not inside the spans hr_tok_encode_marked is given.
  * 3. Each plain fragment goes to the model: SentencePiece BPE by scores, or
  *    byte-level BPE by merge rank after the pre-tokenizer. */
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -393,19 +394,17 @@ void hr_spm_fragment(const hr_vocab *v, hr_scratch *sc, const char *s, size_t n,
 
 /* ---- special tokens and the driver ---------------------------------------- */
 
-static inline bool special_allowed(const hr_vocab *v, int32_t id, bool parse_special)
-{
-    return parse_special || v->type[id] == HR_TOKEN_USER_DEFINED;
-}
-
-/* Id of the longest allowed special token at s (n bytes left), or -1. */
-static int32_t special_at(const hr_vocab *v, const char *s, size_t n, bool parse_special, size_t *len)
+/* Id of the longest allowed special token at s (n bytes left), or -1.
+ * The first `trusted` bytes may hold control tokens; beyond them only
+ * user-defined tokens that may come from raw text are allowed. */
+static int32_t special_at(const hr_vocab *v, const char *s, size_t n, size_t trusted, size_t *len)
 {
     unsigned c = (unsigned char)s[0];
     for (int32_t k = v->special_first[c]; k < v->special_first[c + 1]; k++) {
         int32_t id = v->special[k];
         size_t l = v->text_off[id + 1] - v->text_off[id];
-        if (l <= n && special_allowed(v, id, parse_special) && memcmp(v->text + v->text_off[id], s, l) == 0) {
+        bool ok = l <= trusted || (v->type[id] == HR_TOKEN_USER_DEFINED && !v->no_raw[id]);
+        if (l <= n && ok && memcmp(v->text + v->text_off[id], s, l) == 0) {
             *len = l;
             return id;
         }
@@ -424,24 +423,74 @@ static void encode_plain(const hr_vocab *v, hr_scratch *sc, const char *s, size_
     *prev_special = false;
 }
 
-hr_status hr_tok_encode(const hr_vocab *v, const char *text, size_t len, bool add_special, bool parse_special,
-                        int32_t *out, size_t cap, size_t *n_out, hr_err *err)
+/* Repairs invalid UTF-8 piece by piece between span boundaries, so that
+ * the spans can be moved onto the repaired text (*spans_out, malloc'd). */
+static char *sanitize_marked(const char *text, size_t len, const hr_span *sp, size_t nsp, size_t *out_len,
+                             hr_span **spans_out)
+{
+    *spans_out = malloc((nsp ? nsp : 1) * sizeof **spans_out);
+    char *res = NULL;
+    size_t rn = 0;
+    if (!*spans_out)
+        return NULL;
+    size_t pos = 0;
+    for (size_t k = 0; k <= 2 * nsp; k++) {
+        size_t end = k == 2 * nsp ? len : (k & 1) ? sp[k / 2].off + sp[k / 2].len : sp[k / 2].off;
+        size_t fl = 0;
+        char *piece = end > pos ? hr_utf8_sanitize(text + pos, end - pos, &fl) : NULL;
+        if (end > pos && !piece)
+            goto fail;
+        char *nr = realloc(res, rn + fl + 1);
+        if (!nr) {
+            free(piece);
+            goto fail;
+        }
+        res = nr;
+        if (fl)
+            memcpy(res + rn, piece, fl);
+        free(piece);
+        if (k < 2 * nsp) {
+            if (k & 1)
+                (*spans_out)[k / 2].len = rn + fl - (*spans_out)[k / 2].off;
+            else
+                (*spans_out)[k / 2].off = rn + fl;
+        }
+        rn += fl;
+        pos = end;
+    }
+    *out_len = rn;
+    return res;
+fail:
+    free(res);
+    free(*spans_out);
+    *spans_out = NULL;
+    return NULL;
+}
+
+static hr_status encode(const hr_vocab *v, const char *text, size_t len, bool add_special, bool parse_special,
+                        const hr_span *plain, size_t n_plain, int32_t *out, size_t cap, size_t *n_out, hr_err *err)
 {
     if (n_out)
         *n_out = 0;
-    if (!v || (!text && len) || (!out && cap) || !n_out)
+    if (!v || (!text && len) || (!out && cap) || !n_out || (n_plain && !plain))
         return hr_err_set(err, HR_ERR_INVALID, "hr_tok_encode: bad arguments");
     if (len > HR_TOK_MAX_INPUT)
         return hr_err_set(err, HR_ERR_LIMIT, "text of %zu bytes exceeds the tokenizer's limit of %zu bytes", len,
                           HR_TOK_MAX_INPUT);
+    for (size_t k = 0; k < n_plain; k++)
+        if (plain[k].off > len || plain[k].len > len - plain[k].off ||
+            (k && plain[k].off < plain[k - 1].off + plain[k - 1].len))
+            return hr_err_set(err, HR_ERR_INVALID, "hr_tok_encode_marked: spans must be sorted, disjoint and inside the text");
     char *fixed = NULL;
+    hr_span *moved = NULL;
     if (len && !hr_utf8_valid(text, len)) {
         size_t fl;
-        fixed = hr_utf8_sanitize(text, len, &fl);
+        fixed = sanitize_marked(text, len, plain, n_plain, &fl, &moved);
         if (!fixed)
             return hr_err_set(err, HR_ERR_NOMEM, "out of memory");
         text = fixed;
         len = fl;
+        plain = moved;
     }
     hr_sink sink = {out, cap, 0};
     hr_scratch sc = {0};
@@ -459,10 +508,17 @@ hr_status hr_tok_encode(const hr_vocab *v, const char *text, size_t len, bool ad
     if (add_special && v->add_bos && v->bos >= 0)
         hr_sink_put(&sink, v->bos);
     bool prev_special = true;
-    size_t start = 0;
+    size_t start = 0, si = 0;
     for (size_t i = 0; i < len && v->n_special > 0;) {
+        /* bytes from i on that may hold control tokens */
+        size_t trusted = 0;
+        if (parse_special) {
+            while (si < n_plain && plain[si].off + plain[si].len <= i)
+                si++;
+            trusted = si == n_plain ? len - i : plain[si].off > i ? plain[si].off - i : 0;
+        }
         size_t l;
-        int32_t id = special_at(v, text + i, len - i, parse_special, &l);
+        int32_t id = special_at(v, text + i, len - i, trusted, &l);
         if (id < 0) {
             i++;
             continue;
@@ -492,5 +548,19 @@ done:
     free(sc.sym);
     free(sc.heap);
     free(fixed);
+    free(moved);
     return st;
+}
+
+hr_status hr_tok_encode(const hr_vocab *v, const char *text, size_t len, bool add_special, bool parse_special,
+                        int32_t *out, size_t cap, size_t *n_out, hr_err *err)
+{
+    return encode(v, text, len, add_special, parse_special, NULL, 0, out, cap, n_out, err);
+}
+
+hr_status hr_tok_encode_marked(const hr_vocab *v, const char *text, size_t len, bool add_special,
+                               const hr_span *plain, size_t n_plain, int32_t *out, size_t cap, size_t *n_out,
+                               hr_err *err)
+{
+    return encode(v, text, len, add_special, true, plain, n_plain, out, cap, n_out, err);
 }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/utf8.h"
 #include "tok/vocab.h"
 
 /* Pre-tokenizers of byte-level BPE vocabularies (tokenizer.ggml.pre). */
@@ -68,6 +69,11 @@ struct hr_vocab {
     bool add_bos, add_eos, add_space_prefix;
     bool ignore_merges;
     uint8_t *eog; /* n flags */
+    /* n flags: user-defined tokens that are still never split out of text
+     * that may not produce control tokens: end-of-generation, the special
+     * ids, and SentencePiece's <s> </s> <unk> <pad> (Phi-3's GGUF types its
+     * `</s>` user-defined, as its tokenizer.json marks it non-special). */
+    uint8_t *no_raw;
 
     /* SPM: the characters (UTF-8 bytes packed in a uint32) that some token
      * has right before a U+2581; text is cut before any other U+2581. */
@@ -122,18 +128,7 @@ static inline int32_t hr_merge_rank_(const hr_vocab *v, int32_t l, int32_t r, in
     }
 }
 
-/* UTF-8 helpers (utf8.c). */
-
-/* Length of the valid UTF-8 sequence at s (1..4), 0 if the bytes there do
- * not start a valid sequence; *incomplete set when the bytes are a valid
- * prefix cut off by the end. *bad gets the length of the maximal invalid
- * subpart when 0 is returned. */
-size_t hr_utf8_seq(const unsigned char *s, size_t n, bool *incomplete, size_t *bad);
-/* true if all n bytes are valid UTF-8. */
-bool hr_utf8_valid(const char *s, size_t n);
-/* Copy of s with each maximal invalid subpart replaced by U+FFFD; malloc'd,
- * length in *out_len. NULL on allocation failure. */
-char *hr_utf8_sanitize(const char *s, size_t n, size_t *out_len);
+/* UTF-8 helpers: base/utf8.h. */
 
 /* Pre-tokenizer (pretok.c). */
 hr_status hr_pretok_init(hr_vocab *v, const char *pre_name, hr_err *err);

@@ -365,6 +365,12 @@ static hr_status build_decoded(hr_vocab *v)
     return HR_OK;
 }
 
+static bool type_is_integer(hr_gguf_type t)
+{
+    return t == HR_GGUF_U8 || t == HR_GGUF_I8 || t == HR_GGUF_U16 || t == HR_GGUF_I16 || t == HR_GGUF_U32 ||
+           t == HR_GGUF_I32 || t == HR_GGUF_U64 || t == HR_GGUF_I64;
+}
+
 hr_status hr_vocab_load(const hr_gguf *g, hr_vocab **out, hr_err *err)
 {
     *out = NULL;
@@ -392,6 +398,12 @@ hr_status hr_vocab_load(const hr_gguf *g, hr_vocab **out, hr_err *err)
         total += toks->v.arr.items[i].v.s.len;
     if (total >= UINT32_MAX / 2)
         return hr_err_set(err, HR_ERR_FORMAT, "token texts too large");
+    /* Token types are small integers; a float array would reach a
+     * float-to-int conversion that is undefined for NaN and huge values. */
+    const hr_gguf_value *types = hr_gguf_get_arr(g, "tokenizer.ggml.token_type", HR_GGUF_ARRAY);
+    if (types && !type_is_integer(types->v.arr.elem))
+        return hr_err_set(err, HR_ERR_FORMAT, "tokenizer.ggml.token_type must be an array of integers, not %s",
+                          hr_gguf_type_name(types->v.arr.elem));
 
     hr_vocab *v = calloc(1, sizeof *v);
     if (!v)
@@ -414,10 +426,7 @@ hr_status hr_vocab_load(const hr_gguf *g, hr_vocab **out, hr_err *err)
     }
     v->text_off[n] = o;
 
-    const hr_gguf_value *types = hr_gguf_get_arr(g, "tokenizer.ggml.token_type", HR_GGUF_ARRAY);
     if (types && types->v.arr.n != (uint64_t)n)
-        types = NULL;
-    if (types && (types->v.arr.elem == HR_GGUF_STRING || types->v.arr.elem == HR_GGUF_ARRAY))
         types = NULL;
     for (int32_t i = 0; i < n; i++) {
         int64_t t = types ? hr_gguf_arr_i64(types, (uint64_t)i) : HR_TOKEN_NORMAL;
@@ -530,6 +539,22 @@ hr_status hr_vocab_load(const hr_gguf *g, hr_vocab **out, hr_err *err)
     if (v->eom >= 0)
         v->eog[v->eom] = 1;
 
+    v->no_raw = calloc((size_t)n, 1);
+    if (!v->no_raw)
+        goto nomem;
+    static const char *const k_marker_texts[] = {"<s>", "</s>", "<unk>", "<pad>"};
+    for (int32_t i = 0; i < n; i++) {
+        if (v->type[i] != HR_TOKEN_USER_DEFINED)
+            continue;
+        bool marker = false;
+        size_t tl = v->text_off[i + 1] - v->text_off[i];
+        for (size_t k = 0; k < sizeof k_marker_texts / sizeof k_marker_texts[0]; k++)
+            if (tl == strlen(k_marker_texts[k]) && !memcmp(v->text + v->text_off[i], k_marker_texts[k], tl))
+                marker = true;
+        v->no_raw[i] = marker || v->eog[i] || i == v->bos || i == v->eos || i == v->eot || i == v->eom ||
+                       i == v->pad || i == v->unk;
+    }
+
     v->add_space_prefix = spm;
     hr_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix);
     if (!spm)
@@ -574,6 +599,7 @@ void hr_vocab_free(hr_vocab *v)
     free(v->merges);
     free(v->special);
     free(v->eog);
+    free(v->no_raw);
     free(v);
 }
 

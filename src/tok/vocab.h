@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/span.h"
 #include "base/status.h"
 #include "gguf/gguf.h"
 
@@ -60,12 +61,24 @@ bool hr_vocab_is_eog(const hr_vocab *v, int32_t id);
 
 /* Encodes `len` bytes of text. add_special: add BOS/EOS as the metadata says.
  * parse_special: recognise special-token text such as "<|im_start|>"
- * (only chat templates ask for this; raw user text must not).
+ * (only chat templates ask for this; raw user text must not). Without it,
+ * user-defined tokens are still recognised (as Hugging Face does), except
+ * end-of-generation / special-id ones and <s> </s> <unk> <pad>.
  * Writes up to `cap` ids to `out` and the total count to *n_out; if the
  * total exceeds cap, returns HR_ERR_LIMIT (call again with a larger buffer).
  * Invalid UTF-8 is documented in docs/TOKENIZER.md. */
 hr_status hr_tok_encode(const hr_vocab *v, const char *text, size_t len, bool add_special,
                         bool parse_special, int32_t *out, size_t cap, size_t *n_out, hr_err *err);
+
+/* Encodes a rendered chat prompt: special-token text written by the
+ * template becomes control tokens (as with parse_special), but not where it
+ * overlaps one of the `n_plain` spans (sorted, disjoint byte ranges of
+ * `text`: message content and other request strings), which are
+ * tokenized as with parse_special off. Text is not cut at span boundaries,
+ * so benign content gives the same ids as hr_tok_encode with parse_special. */
+hr_status hr_tok_encode_marked(const hr_vocab *v, const char *text, size_t len, bool add_special,
+                               const hr_span *plain, size_t n_plain, int32_t *out, size_t cap, size_t *n_out,
+                               hr_err *err);
 
 /* Appends the decoded bytes of one token to buf (at most cap bytes) and
  * returns the number of bytes the piece has (may exceed cap: then nothing

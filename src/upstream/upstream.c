@@ -1,5 +1,8 @@
 /* upstream.c - the libcurl multi I/O thread (see upstream.h). */
 #include "upstream/upstream.h"
+#include "base/clock.h"
+#include "upstream/sse.h"
+#include "upstream/upstream_impl.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -70,8 +73,7 @@ struct hr_up_call {
     char errbuf[CURL_ERROR_SIZE];
     bool active, got_headers, raw, saw_done, fatal;
     char fatal_msg[200];
-    ubuf ev;     /* partial SSE event */
-    size_t scan; /* where to continue looking for the event end */
+    hr_sse sse;  /* the stream's event reader */
     ubuf body_in; /* raw body (non-stream or error status) */
     hr_up_call *prev, *next;
 };
@@ -87,13 +89,6 @@ struct hr_upstream {
     atomic_int n_in_flight;
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void call_unref(hr_up_call *c)
 {
     if (atomic_fetch_sub(&c->refs, 1) != 1)
@@ -103,7 +98,7 @@ static void call_unref(hr_up_call *c)
     free(c->auth);
     free(c->out.p);
     free(c->text.p);
-    free(c->ev.p);
+    hr_sse_free(&c->sse);
     free(c->body_in.p);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->nmu);
@@ -210,48 +205,16 @@ static void set_fatal(hr_up_call *c, const char *msg)
     }
 }
 
-/* One complete SSE event (without its blank line). Called with mu. */
-static void sse_event(hr_up_call *c, const char *p, size_t n)
+/* One SSE event's data (its data lines joined). Called with mu. */
+static void sse_event(hr_up_call *c, const char *d, size_t dlen)
 {
-    /* data lines joined by \n */
-    ubuf data = {0};
-    bool has_data = false;
-    size_t i = 0;
-    while (i < n) {
-        size_t j = i;
-        while (j < n && p[j] != '\n')
-            j++;
-        size_t l = j - i;
-        if (l && p[i + l - 1] == '\r')
-            l--;
-        if (l >= 5 && !memcmp(p + i, "data:", 5)) {
-            size_t k = i + 5;
-            if (k < i + l && p[k] == ' ')
-                k++;
-            if (has_data)
-                ubuf_put(&data, "\n", 1, HR_UP_MAX_EVENT + 1);
-            if (!ubuf_put(&data, p + k, i + l - k, HR_UP_MAX_EVENT + 1) && i + l > k) {
-                set_fatal(c, "out of memory reading an upstream event");
-                free(data.p);
-                return;
-            }
-            has_data = true;
-        }
-        i = j + 1;
-    }
-    if (!has_data) { /* a comment or an event without data */
-        free(data.p);
-        return;
-    }
-    const char *d = data.p ? data.p : "";
     bool forward = true;
     if (!strcmp(d, "[DONE]")) {
         c->saw_done = true;
     } else {
-        json_t *j = json_loadb(d, data.len, 0, NULL);
+        json_t *j = json_loadb(d, dlen, 0, NULL);
         if (!json_is_object(j)) {
             json_decref(j);
-            free(data.p);
             set_fatal(c, "the upstream sent an event that is not a JSON object");
             return;
         }
@@ -271,54 +234,37 @@ static void sse_event(hr_up_call *c, const char *p, size_t n)
             if (json_array_size(ch) == 0 && json_is_object(u) && c->drop_usage)
                 forward = false;
             if (read_choice(c, ch, true) && c->st.ttft_s < 0)
-                c->st.ttft_s = now_s() - c->t0;
+                c->st.ttft_s = hr_now_s() - c->t0;
         }
         json_decref(j);
     }
     if (forward) {
-        if (!ubuf_put(&c->out, "data: ", 6, SIZE_MAX) || !ubuf_put(&c->out, d, data.len, SIZE_MAX) ||
+        if (!ubuf_put(&c->out, "data: ", 6, SIZE_MAX) || !ubuf_put(&c->out, d, dlen, SIZE_MAX) ||
             !ubuf_put(&c->out, "\n\n", 2, SIZE_MAX))
             set_fatal(c, "out of memory forwarding an upstream event");
         else
-            c->st.n_total += data.len + 8;
+            c->st.n_total += dlen + 8;
     }
-    free(data.p);
 }
 
-/* Feeds stream bytes; events are cut at a blank line (\n\n or \r\n\r\n). */
+static bool on_event(void *ud, const char *d, size_t len)
+{
+    hr_up_call *c = ud;
+    pthread_mutex_lock(&c->mu);
+    sse_event(c, d, len);
+    pthread_mutex_unlock(&c->mu);
+    return !c->fatal;
+}
+
+/* Feeds stream bytes to the event reader (upstream/sse.h). */
 static void sse_feed(hr_up_call *c, const char *p, size_t n)
 {
-    if (!ubuf_put(&c->ev, p, n, HR_UP_MAX_EVENT + CURL_MAX_WRITE_SIZE + 4)) {
+    hr_err err;
+    hr_status st = hr_sse_feed(&c->sse, p, n, on_event, c, &err);
+    if (st == HR_ERR_LIMIT)
         set_fatal(c, "an upstream event is larger than 1 MiB");
-        return;
-    }
-    size_t start = 0, i = c->scan;
-    while (i < c->ev.len && !c->fatal) {
-        if (c->ev.p[i] == '\n') {
-            size_t end = 0;
-            if (i + 1 < c->ev.len && c->ev.p[i + 1] == '\n')
-                end = i + 2;
-            else if (i + 2 < c->ev.len && c->ev.p[i + 1] == '\r' && c->ev.p[i + 2] == '\n')
-                end = i + 3;
-            if (end) {
-                pthread_mutex_lock(&c->mu);
-                sse_event(c, c->ev.p + start, i - start);
-                pthread_mutex_unlock(&c->mu);
-                start = i = end;
-                continue;
-            }
-        }
-        i++;
-    }
-    if (start) {
-        memmove(c->ev.p, c->ev.p + start, c->ev.len - start);
-        c->ev.len -= start;
-        i -= start;
-    }
-    /* a partial last line ending in \n or \r may still become a delimiter */
-    c->scan = i >= 2 ? i - 2 : 0;
-    if (c->ev.len > HR_UP_MAX_EVENT)
-        set_fatal(c, "an upstream event is larger than 1 MiB");
+    else if (st)
+        set_fatal(c, "out of memory reading an upstream event");
 }
 
 static size_t on_header(char *p, size_t sz, size_t n, void *ud)
@@ -410,7 +356,7 @@ static void finish(hr_upstream *u, hr_up_call *c, CURLcode rc, const char *why, 
     if (!st->status)
         st->status = (int)code;
     st->done = true;
-    st->total_s = now_s() - c->t0;
+    st->total_s = hr_now_s() - c->t0;
     if (why) {
         st->failed = true;
         st->timed_out = timed_out;
@@ -578,7 +524,7 @@ static void *io_main(void *arg)
                 finish(u, c, msg->data.result, NULL, false);
         }
         /* first-byte deadlines */
-        double now = now_s(), wait = 1.0;
+        double now = hr_now_s(), wait = 1.0;
         for (hr_up_call *c = u->active, *next; c; c = next) {
             next = c->next;
             if (c->got_headers)
@@ -683,7 +629,8 @@ hr_up_call *hr_upstream_start(hr_upstream *u, const hr_up_req *r)
     c->ctx = r->ctx;
     c->st.ttft_s = -1;
     c->st.total_s = -1;
-    c->t0 = now_s();
+    c->t0 = hr_now_s();
+    hr_sse_init(&c->sse, HR_UP_MAX_EVENT);
     if (!push_cmd(u, CMD_START, c)) {
         atomic_store(&c->refs, 1);
         call_unref(c);
@@ -762,4 +709,55 @@ void hr_upstream_stats_of(hr_upstream *u, hr_upstream_stats *out)
     out->timeouts = atomic_load(&u->n_timeouts);
     out->paused = atomic_load(&u->n_paused);
     out->in_flight = atomic_load(&u->n_in_flight);
+}
+
+/* ---- without a network (upstream_impl.h) ------------------------------ */
+
+hr_status hr_up_parse_stream(const char *p, size_t n, const size_t *cuts, size_t ncuts, bool drop_usage,
+                             hr_up_parsed *out, hr_err *err)
+{
+    memset(out, 0, sizeof *out);
+    hr_up_call *c = calloc(1, sizeof *c);
+    if (!c)
+        return hr_err_set(err, HR_ERR_NOMEM, "out of memory");
+    atomic_init(&c->refs, 1);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->nmu, NULL);
+    c->stream = true;
+    c->drop_usage = drop_usage;
+    c->st.status = 200;
+    c->st.ttft_s = -1;
+    c->st.total_s = -1;
+    c->t0 = hr_now_s();
+    hr_sse_init(&c->sse, HR_UP_MAX_EVENT);
+    size_t at = 0;
+    for (size_t k = 0; k <= ncuts && !c->fatal; k++) {
+        size_t end = k < ncuts && cuts[k] >= at && cuts[k] <= n ? cuts[k] : n;
+        sse_feed(c, p + at, end - at);
+        at = end;
+    }
+    hr_up_call_state(c, &out->st);
+    out->fatal = c->fatal;
+    snprintf(out->fatal_msg, sizeof out->fatal_msg, "%s", c->fatal_msg);
+    out->out_len = c->out.len - c->out.off;
+    out->out = malloc(out->out_len + 1);
+    out->text = hr_up_call_text(c);
+    hr_status st = HR_OK;
+    if (!out->out || !out->text) {
+        hr_up_parsed_free(out);
+        st = hr_err_set(err, HR_ERR_NOMEM, "out of memory");
+    } else {
+        if (out->out_len)
+            memcpy(out->out, c->out.p + c->out.off, out->out_len);
+        out->out[out->out_len] = 0;
+    }
+    call_unref(c);
+    return st;
+}
+
+void hr_up_parsed_free(hr_up_parsed *r)
+{
+    free(r->out);
+    free(r->text);
+    r->out = r->text = NULL;
 }

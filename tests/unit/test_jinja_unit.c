@@ -271,6 +271,67 @@ static void test_limits(void **state)
                  "{\"messages\":[{\"content\":\"a\"}]}", NULL, HR_ERR_FORMAT, "undefined");
 }
 
+/* pre + unit * n + post, malloc'd */
+static char *repeat(const char *pre, const char *unit, int n, const char *post)
+{
+    size_t lu = strlen(unit), lp = strlen(pre);
+    char *s = malloc(lp + lu * (size_t)n + strlen(post) + 1);
+    assert_non_null(s);
+    memcpy(s, pre, lp);
+    for (int i = 0; i < n; i++)
+        memcpy(s + lp + lu * (size_t)i, unit, lu);
+    strcpy(s + lp + lu * (size_t)n, post);
+    return s;
+}
+
+/* Audit finding 3: a chain of 100,000 filters (or attributes, calls,
+ * operators...) is built by a loop in the parser, and every walk of the
+ * tree recursed once per link: SIGSEGV. Each form of chain is now a syntax
+ * error past the parser's bound; nesting forms already had one. */
+static void test_hostile_chains(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *pre, *unit, *post;
+    } chains[] = {
+        {"{{ 'a'", "|upper", " }}"},
+        {"{{ 'a'", "|replace('a', 'b')", " }}"},
+        {"{% filter upper", "|upper", " %}x{% endfilter %}"},
+        {"{% set v | upper", "|upper", " %}x{% endset %}{{ v }}"},
+        {"{% macro m() %}{{ 'a'", "|upper", " }}{% endmacro %}{{ m() }}"},
+        {"{% macro m() %}{{ 1", "+1", " }}{% endmacro %}{{ m() }}"},
+        {"{{ x", ".a", " }}"},
+        {"{{ x", "[0]", " }}"},
+        {"{{ x", "()", " }}"},
+        {"{{ 1", "+1", " }}"},
+        {"{{ 1", "*1", " }}"},
+        {"{{ 1", "**1", " }}"},
+        {"{{ 1", " and 1", " }}"},
+        {"{{ 1", " or 1", " }}"},
+        {"{{ 1", " if 1", " }}"},
+        {"{% if 0 %}", "{% elif 0 %}", "{% endif %}"},
+        {"{{ ", "(", "1 }}"},
+        {"{{ ", "-", "1 }}"},
+        {"{{ ", "not ", "1 }}"},
+        {"{{ ", "[", " }}"},
+        {"{{ ", "{1: ", " }}"},
+        {"", "{% if 1 %}", ""},
+        {"", "{% for i in [1] %}", ""},
+    };
+    for (size_t i = 0; i < sizeof chains / sizeof chains[0]; i++) {
+        char *src = repeat(chains[i].pre, chains[i].unit, 100000, chains[i].post);
+        expect_error(src, "{\"x\": {\"a\": 1}}", NULL, HR_ERR_FORMAT, "nested too deeply");
+        free(src);
+    }
+    /* a long chain under the bound still renders, without recursion per filter */
+    char *src = repeat("{{ 'a'", "|upper|lower", 450, "|upper }}");
+    expect_out(src, NULL, "A");
+    free(src);
+    src = repeat("{{ ('x'", " ~ 'y'", 5000, ") | length }}");
+    expect_out(src, NULL, "5001");
+    free(src);
+}
+
 static void test_semantics(void **state)
 {
     (void)state;
@@ -370,6 +431,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unit_cases),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_hostile_chains),
         cmocka_unit_test(test_semantics),
         cmocka_unit_test(test_chat_render),
         cmocka_unit_test(test_gguf_template),

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "cpu/pool.h"
 
 #define MAX_T 16
@@ -41,13 +42,6 @@ static void body(void *vctx, int ith, int nth)
         s += i * 0.5;
     c->sink[ith] = s;
     atomic_fetch_add(&c->calls, 1);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static void many_runs(int n, unsigned runs)
@@ -85,9 +79,9 @@ static void test_rapid_runs(void **state)
 static void test_oversubscribed(void **state)
 {
     (void)state;
-    const double t0 = now_s();
+    const double t0 = hr_now_s();
     many_runs(8, 3000);
-    const double dt = now_s() - t0;
+    const double dt = hr_now_s() - t0;
     print_message("8 threads, 3000 runs: %.3f s\n", dt);
     assert_true(dt < 20.0);
 }

@@ -1,10 +1,11 @@
-/* utf8.c - UTF-8 validation and repair for the tokenizer.
+/* utf8.c - UTF-8 validation and repair (utf8.h).
  *
- * Invalid input is repaired, not rejected: every maximal invalid subpart
- * (Unicode's "maximal subpart" practice, as in the W3C/WHATWG decoders) is
- * replaced by U+FFFD before encoding. See docs/TOKENIZER.md. */
-#include "tok/tok_internal.h"
+ * The tokenizer repairs invalid input rather than rejecting it: every
+ * maximal invalid subpart is replaced by U+FFFD before encoding (see
+ * docs/TOKENIZER.md); request parsing rejects it. */
+#include "base/utf8.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,7 +54,14 @@ size_t hr_utf8_seq(const unsigned char *s, size_t n, bool *incomplete, size_t *b
     return need;
 }
 
-bool hr_utf8_valid(const char *str, size_t n)
+size_t hr_utf8_len(const unsigned char *s, size_t n)
+{
+    bool inc;
+    size_t bad;
+    return hr_utf8_seq(s, n, &inc, &bad);
+}
+
+size_t hr_utf8_valid_prefix(const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0;
@@ -76,10 +84,15 @@ bool hr_utf8_valid(const char *str, size_t n)
         size_t bad;
         size_t k = hr_utf8_seq(s + i, n - i, &inc, &bad);
         if (k == 0)
-            return false;
+            return i;
         i += k;
     }
-    return true;
+    return n;
+}
+
+bool hr_utf8_valid(const char *s, size_t n)
+{
+    return hr_utf8_valid_prefix(s, n) == n;
 }
 
 char *hr_utf8_sanitize(const char *str, size_t n, size_t *out_len)
