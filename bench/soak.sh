@@ -53,7 +53,7 @@ trap cleanup EXIT
 FAKE_PID=$!
 PIDS+=("$FAKE_PID")
 for _ in $(seq 1 100); do
-  FPORT=$(sed -n 's/.*listening on \([0-9]*\).*/\1/p' "$TMPD/fake.log")
+  FPORT=$(sed -n 's/.*listening on \([0-9]*\).*/\1/p' "$TMPD/fake.log" 2>/dev/null)
   [ -n "$FPORT" ] && break
   sleep 0.05
 done
@@ -68,7 +68,7 @@ JSON
 SPID=$!
 PIDS+=("$SPID")
 for _ in $(seq 1 300); do
-  PORT=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMPD/server.log" | head -n1)
+  PORT=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMPD/server.log" 2>/dev/null | head -n1)
   [ -n "$PORT" ] && grep -q "ready:" "$TMPD/server.log" && break
   kill -0 "$SPID" 2>/dev/null || { cat "$TMPD/server.log" >&2; exit 1; }
   sleep 0.1
