@@ -149,11 +149,25 @@ void hr_sampler_accept(hr_sampler *s, int32_t token)
 
 int32_t hr_argmax(const float *x, int32_t n)
 {
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
+    /* The largest value first, in 8 independent lanes (a running index
+     * would make every step wait for the last), then its first position.
+     * NaNs never win, as with a plain `>` scan; a NaN at 0 gives 0. */
+    float m[8];
+    for (int l = 0; l < 8; l++)
+        m[l] = x[0];
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++)
+            m[l] = x[i + l] > m[l] ? x[i + l] : m[l];
+    for (; i < n; i++)
+        m[0] = x[i] > m[0] ? x[i] : m[0];
+    float mx = m[0];
+    for (int l = 1; l < 8; l++)
+        mx = m[l] > mx ? m[l] : mx;
+    for (i = 0; i < n; i++)
+        if (x[i] == mx)
+            return i;
+    return 0;
 }
 
 static int cand_desc(const void *a, const void *b)

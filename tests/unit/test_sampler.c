@@ -42,6 +42,26 @@ static void test_greedy(void **state)
     assert_int_equal(hr_sampler_sample(s, m), want);
     assert_int_equal((want * 37) % NV, 63);
     hr_sampler_free(s);
+
+    /* hr_argmax: every length and position (lanes and tail), first of ties, NaN never wins */
+    float x[29];
+    for (int n = 1; n <= 29; n++)
+        for (int at = 0; at < n; at++) {
+            for (int i = 0; i < n; i++)
+                x[i] = (float)((i * 7) % 5) - 10.0f;
+            x[at] = 1.0f;
+            if (at + 1 < n)
+                x[n - 1] = 1.0f; /* a later tie loses */
+            if (at > 1)
+                x[at - 1] = NAN; /* (at x[0] it would win: see below) */
+            assert_int_equal(hr_argmax(x, n), at);
+        }
+    for (int i = 0; i < 29; i++)
+        x[i] = -INFINITY;
+    assert_int_equal(hr_argmax(x, 29), 0);
+    x[0] = NAN;
+    x[20] = 5.0f;
+    assert_int_equal(hr_argmax(x, 29), 0); /* as a plain `>` scan from x[0] */
 }
 
 static void test_seed_reproducible(void **state)
