@@ -23,9 +23,19 @@
  * reports the prefix cache's effect: the level's first request's TTFT
  * (cold), the TTFT p50/p99 of the requests sent after that first token
  * arrived (warm: the prefix is computed by then), their ratio, and the
- * share of prompt tokens the server reported as cached. */
+ * share of prompt tokens the server reported as cached.
+ *
+ * Chaos for soak runs (bench/soak.sh), chosen per request index so a run
+ * is reproducible:
+ *   --drop-fraction F   that share of requests closes the connection
+ *                       mid-stream, after 1..8 text chunks (not failures)
+ *   --slow-fraction F   that share of the others reads at --slow-bps
+ *                       bytes/s (default 2000): a slow reader
+ *   --alt-model M --alt-fraction F   that share names model M (a route)
+ * and a last line "# totals: ..." sums every level's client-side counts. */
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,7 +92,8 @@ typedef struct {
     hr_sse sse;
     double t0, first, last;
     long completion_tokens, prompt_tokens, cached_tokens, index;
-    bool failed, done_seen;
+    int chunks, drop_after; /* text chunks seen; close after that many (0: never) */
+    bool failed, done_seen, dropped, tag; /* tag: sent to the alt model */
     vec *itl;
 } xfer;
 
@@ -109,6 +120,7 @@ static bool on_event(void *ud, const char *line, size_t len)
     json_t *c0 = json_array_get(json_object_get(o, "choices"), 0);
     const char *text = json_string_value(json_object_get(c0, "text"));
     if (text && *text) {
+        x->chunks++;
         double t = hr_now_s();
         if (x->first == 0)
             x->first = t;
@@ -124,6 +136,10 @@ static size_t on_data(char *p, size_t sz, size_t nm, void *ud)
 {
     xfer *x = ud;
     size_t n = sz * nm;
+    if (x->drop_after > 0 && x->chunks >= x->drop_after && !x->done_seen) {
+        x->dropped = true;
+        return 0; /* curl closes the connection */
+    }
     hr_err err;
     if (hr_sse_feed(&x->sse, p, n, on_event, x, &err) != HR_OK) {
         x->failed = true;
@@ -164,9 +180,20 @@ static const char *const k_words[] = {"the", "little", "dog", "ran", "to", "a", 
                                       "bird", "who", "was", "happy", "sun", "day", "girl", "named", "Lily",
                                       "played", "with", "her", "ball", "in", "park", "mom", "said", "good"};
 
+/* a uniform number in [0, 1) from a request index and a salt */
+static double pick(long idx, unsigned salt)
+{
+    uint64_t z = (uint64_t)idx * 0x9e3779b97f4a7c15ull + salt * 0xbf58476d1ce4e5b9ull + 1;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
 int main(int argc, char **argv)
 {
-    const char *url = "http://127.0.0.1:8080", *model = NULL, *key = NULL;
+    const char *url = "http://127.0.0.1:8080", *model = NULL, *key = NULL, *alt_model = NULL;
+    double drop_frac = 0, slow_frac = 0, alt_frac = 0, slow_bps = 2000;
     int levels[MAX_LEVELS] = {1, 4, 16, 64}, n_levels = 4;
     long requests = 0, prompt_tokens = 128, gen_tokens = 64, shared_prefix = 0;
     double max_seconds = 120, temperature = 0, ramp = 0;
@@ -199,12 +226,24 @@ int main(int argc, char **argv)
             ramp = atof(argv[++i]);
         else if (!strcmp(a, "--shared-prefix") && v)
             shared_prefix = atol(argv[++i]);
+        else if (!strcmp(a, "--drop-fraction") && v)
+            drop_frac = atof(argv[++i]);
+        else if (!strcmp(a, "--slow-fraction") && v)
+            slow_frac = atof(argv[++i]);
+        else if (!strcmp(a, "--slow-bps") && v)
+            slow_bps = atof(argv[++i]);
+        else if (!strcmp(a, "--alt-model") && v)
+            alt_model = argv[++i];
+        else if (!strcmp(a, "--alt-fraction") && v)
+            alt_frac = atof(argv[++i]);
         else if (!strcmp(a, "--no-ignore-eos"))
             ignore_eos = false;
         else {
             fprintf(stderr, "usage: bench_serve [--url U] [--levels 1,4,16,64] [--requests N] [--prompt-tokens 128]\n"
                             "       [--gen-tokens 64] [--max-seconds 120] [--model M] [--api-key K]\n"
-                            "       [--no-ignore-eos] [--temperature T] [--shared-prefix N] [--ramp S]\n");
+                            "       [--no-ignore-eos] [--temperature T] [--shared-prefix N] [--ramp S]\n"
+                            "       [--drop-fraction F] [--slow-fraction F] [--slow-bps B]\n"
+                            "       [--alt-model M --alt-fraction F]\n");
             return 2;
         }
     }
@@ -219,7 +258,8 @@ int main(int argc, char **argv)
         }
     if (prompt_tokens < 1 || prompt_tokens > 100000 || gen_tokens < 1 || gen_tokens > 100000 || max_seconds <= 0 ||
         max_seconds > 3600 || requests < 0 || requests > 100000 || shared_prefix < 0 || shared_prefix > 100000 ||
-        ramp < 0 || ramp > 600) {
+        ramp < 0 || ramp > 600 || !(drop_frac >= 0 && drop_frac <= 1) || !(slow_frac >= 0 && slow_frac <= 1) ||
+        !(alt_frac >= 0 && alt_frac <= 1) || (alt_frac > 0 && !alt_model) || !(slow_bps >= 1)) {
         fprintf(stderr, "bench_serve: out-of-range option\n");
         return 2;
     }
@@ -282,6 +322,8 @@ int main(int argc, char **argv)
         printf(" %10s %6s %10s %10s %7s %7s", "ttft_first", "warm", "warm_p50", "warm_p99", "ratio", "cached");
     printf("\n");
     int rc = 0;
+    long all_req = 0, all_ok = 0, all_failed = 0, all_dropped = 0, all_slow = 0, all_alt = 0, all_alt_ok = 0,
+         all_alt_dropped = 0;
     unsigned run_nonce = (unsigned)time(NULL) ^ (unsigned)getpid();
     for (int l = 0; l < n_levels; l++) {
         int conc = levels[l];
@@ -325,7 +367,10 @@ int main(int argc, char **argv)
                 json_t *req = json_pack("{s:s,s:i,s:b,s:f,s:b,s:{s:b}}", "prompt", prompt, "max_tokens", (int)gen_tokens,
                                         "ignore_eos", ignore_eos, "temperature", temperature, "stream", 1,
                                         "stream_options", "include_usage", 1);
-                if (model)
+                bool alt = alt_frac > 0 && pick(started, 3) < alt_frac;
+                if (alt)
+                    json_object_set_new(req, "model", json_string(alt_model));
+                else if (model)
                     json_object_set_new(req, "model", json_string(model));
                 x->body = json_dumps(req, JSON_COMPACT);
                 json_decref(req);
@@ -341,6 +386,15 @@ int main(int argc, char **argv)
                 curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
                 curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, (long)(max_seconds * 1000) + 5000);
                 curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
+                x->tag = alt;
+                if (pick(started, 1) < drop_frac) {
+                    x->drop_after = 1 + (int)(pick(started, 2) * 8);
+                } else if (pick(started, 4) < slow_frac) {
+                    curl_easy_setopt(x->easy, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)slow_bps);
+                    curl_easy_setopt(x->easy, CURLOPT_BUFFERSIZE, 1024L);
+                    all_slow++;
+                }
+                all_alt += alt;
                 x->t0 = hr_now_s();
                 curl_multi_add_handle(multi, x->easy);
                 started++;
@@ -355,9 +409,15 @@ int main(int argc, char **argv)
                 curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
                 long code = 0;
                 curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &code);
-                if (msg->data.result != CURLE_OK || code != 200 || x->failed || !x->done_seen) {
+                all_req++;
+                if (x->dropped) {
+                    all_dropped++;
+                    all_alt_dropped += x->tag;
+                } else if (msg->data.result != CURLE_OK || code != 200 || x->failed || !x->done_seen) {
                     failed++;
                 } else {
+                    all_ok++;
+                    all_alt_ok += x->tag;
                     gen_total += x->completion_tokens;
                     prompt_seen = x->prompt_tokens;
                     if (x->first > 0)
@@ -401,6 +461,7 @@ int main(int argc, char **argv)
         fflush(stdout);
         if (failed)
             rc = 1;
+        all_failed += failed;
         for (int s = 0; s < conc; s++)
             if (xs[s].easy) {
                 curl_multi_remove_handle(multi, xs[s].easy);
@@ -418,6 +479,8 @@ int main(int argc, char **argv)
         free(ttfts);
         curl_multi_cleanup(multi);
     }
+    printf("# totals: requests %ld ok %ld failed %ld dropped %ld slow %ld alt %ld alt_ok %ld alt_dropped %ld\n",
+           all_req, all_ok, all_failed, all_dropped, all_slow, all_alt, all_alt_ok, all_alt_dropped);
     curl_global_cleanup();
     return rc;
 }

@@ -4,7 +4,12 @@
  * repetition / presence / frequency penalties over the recent history,
  * then greedy (temperature <= 0) or top-k -> top-p -> min-p -> temperature
  * -> a draw from the seeded RNG. Same seed, same logits, same history:
- * same token, on every machine. */
+ * same token, on every machine.
+ *
+ * No call sorts the vocabulary: top-k selects with a heap, min-p sorts only
+ * the tokens above its threshold, and top-p and untruncated sampling find
+ * their token by a quickselect on probability mass. A sampler touches only
+ * its own object, so different samplers may run on different threads. */
 #ifndef HR_SAMPLE_SAMPLER_H
 #define HR_SAMPLE_SAMPLER_H
 
@@ -43,13 +48,16 @@ int32_t hr_sampler_sample(hr_sampler *s, float *logits);
 /* Appends a token to the history the penalties look at (prompt tokens too). */
 void hr_sampler_accept(hr_sampler *s, int32_t token);
 
-/* Probability of each candidate after the chain, for logprobs: fills up to
- * n entries of ids/logprobs with the most likely tokens of the last call to
- * hr_sampler_sample (log-softmax of the penalised logits at temperature 1). */
+/* Logprobs report the model's own distribution, as OpenAI's do: the
+ * log-softmax of the logits exactly as passed to the last
+ * hr_sampler_sample call, before logit bias, penalties, temperature and
+ * truncation, so they do not depend on the sampling parameters. */
+
+/* Fills up to n entries of ids/logprobs with the most likely tokens of the
+ * last call (highest first, lowest id on ties); returns how many. */
 int32_t hr_sampler_top_logprobs(const hr_sampler *s, int32_t n, int32_t *ids, float *logprobs);
 
-/* Log-probability of `token` under the last call's penalised logits
- * (log-softmax at temperature 1), as OpenAI's logprobs report it. */
+/* Log-probability of `token` under the last call's logits. */
 float hr_sampler_logprob(const hr_sampler *s, int32_t token);
 
 /* argmax with the lowest id on ties. */
