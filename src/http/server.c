@@ -95,6 +95,7 @@ struct conn {
     char *fwd_body;            /* the body for the local engine when it differs from the client's */
     size_t fwd_len;
     hr_budget_hold hold;
+    bool unauthenticated;      /* refused 401: no usage row */
     int last_fail_status;      /* of the last failed target, for the final error */
     bool last_fail_timeout;
     char last_fail[300];
@@ -903,6 +904,7 @@ static char *metrics_text(hr_http *h)
                (double)atomic_load(&h->n_gen));
     if (h->p.router)
         hr_router_metrics(h->p.router, put_line, &b);
+    hr_usage_metrics(h->p.usage, put_line, &b);
     hr_sched *s = atomic_load(&h->sched);
     put_metric(&b, "hearth_ready", "gauge", "1 once the model is loaded.", s ? 1 : 0);
     if (s) {
@@ -1073,6 +1075,7 @@ static mhd_result on_request(void *cls, struct MHD_Connection *mc, const char *u
         if (post_route != c->post && !(c->route == R_HEALTH && !strcmp(method, MHD_HTTP_METHOD_HEAD)))
             return fail(c, 405, NULL, "%.200s needs %s, not %.16s", url, post_route ? "POST" : "GET", method);
         if (!authorized(c)) {
+            c->unauthenticated = true;
             hr_api_error e;
             hr_api_error_set(&e, 401, NULL, "invalid_api_key",
                              "Incorrect or missing API key; send 'Authorization: Bearer <key>'");
@@ -1110,6 +1113,10 @@ static void meter(hr_http *h, conn *c, bool unfinished)
 {
     if (!h->p.usage || (c->route != R_CHAT && c->route != R_COMPLETIONS) || !c->post)
         return;
+    if (c->unauthenticated) { /* counted, not stored: anonymous clients must not grow the log */
+        hr_usage_skip_unauthenticated(h->p.usage);
+        return;
+    }
     if (c->call) {
         meter_upstream(c, c->status ? c->status : 499, unfinished ? "cancelled" : NULL);
         return;
