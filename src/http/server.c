@@ -828,7 +828,13 @@ static mhd_result routed_generation(conn *c, hr_sched *s, const hr_api_model *m)
         int64_t prompt = (int64_t)(c->body.len / 2) + 1, out = (int64_t)max_tokens * n;
         double usd = c->rt ? hr_router_max_cost(r, c->rt, prompt, out) : 0;
         char msg[400];
-        if (!hr_budget_reserve(bg, c->key_id, prompt + out, usd, &c->hold, msg, sizeof msg)) {
+        hr_budget_verdict bv = hr_budget_reserve_ex(bg, c->key_id, prompt + out, usd, &c->hold, msg, sizeof msg);
+        if (bv == HR_BUDGET_UNAVAILABLE) { /* the shared ledger is down: fail closed */
+            hr_api_error e;
+            hr_api_error_set(&e, 503, NULL, "budget_unavailable", "%s", msg);
+            return reply_error(c, &e, false);
+        }
+        if (bv != HR_BUDGET_OK) {
             hr_router_count_budget_refusal(r);
             hr_api_error e;
             hr_api_error_set(&e, 429, NULL, "budget_exceeded", "%s", msg);
@@ -905,6 +911,8 @@ static char *metrics_text(hr_http *h)
     if (h->p.router)
         hr_router_metrics(h->p.router, put_line, &b);
     hr_usage_metrics(h->p.usage, put_line, &b);
+    if (h->p.router)
+        hr_budget_metrics(hr_router_budget(h->p.router), put_line, &b);
     hr_sched *s = atomic_load(&h->sched);
     put_metric(&b, "hearth_ready", "gauge", "1 once the model is loaded.", s ? 1 : 0);
     if (s) {
