@@ -151,6 +151,13 @@ static hr_usage_params params(void)
     return p;
 }
 
+static int restore_fsize(void **state)
+{
+    (void)state;
+    set_fsize(RLIM_INFINITY);
+    return 0;
+}
+
 /* Writes refused by the kernel: buffered to the bound, drops counted,
  * logged once per episode, written after recovery. */
 static void test_writes_refused(void **state)
@@ -300,7 +307,7 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_writes_refused),
+        cmocka_unit_test_teardown(test_writes_refused, restore_fsize),
         cmocka_unit_test(test_folder_removed),
         cmocka_unit_test(test_file_removed),
         cmocka_unit_test(test_unauthenticated_counted),
