@@ -576,7 +576,6 @@ static hr_budget_verdict fleet_fail(hr_budget *b, const PGresult *r, char *msg, 
     char m[512];
     pg_msg(b->pg, r, m, sizeof m);
     b->pg_errors++;
-    b->unavailable++;
     if (PQstatus(b->pg) == CONNECTION_OK)
         exec_cmd(b->pg, "ROLLBACK");
     else if (!b->pg_down) {
@@ -586,6 +585,10 @@ static hr_budget_verdict fleet_fail(hr_budget *b, const PGresult *r, char *msg, 
     snprintf(msg, cap, "the budget ledger is unavailable (%s); retry later", m);
     return HR_BUDGET_UNAVAILABLE;
 }
+
+static hr_budget_verdict fleet_txn(hr_budget *b, int ai, const char *kid, const hr_budget_rule *rule, int32_t day,
+                                   int32_t month, int64_t tokens, double usd, hr_budget_hold *h, char *msg,
+                                   size_t cap);
 
 static hr_budget_verdict fleet_reserve(hr_budget *b, const char *key_id, int64_t tokens, double usd,
                                        hr_budget_hold *h, char *msg, size_t cap)
@@ -605,17 +608,35 @@ static hr_budget_verdict fleet_reserve(hr_budget *b, const char *key_id, int64_t
     pthread_mutex_unlock(&b->mu);
 
     pthread_mutex_lock(&b->pg_mu);
-    if (!pg_ready(b)) {
-        b->unavailable++;
-        pthread_mutex_unlock(&b->pg_mu);
-        snprintf(msg, cap, "the budget ledger is unavailable (the database cannot be reached); retry later");
-        return HR_BUDGET_UNAVAILABLE;
+    hr_budget_verdict v = HR_BUDGET_UNAVAILABLE;
+    bool tried = false;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!pg_ready(b))
+            break;
+        tried = true;
+        v = fleet_txn(b, ai, kid, rule, day, month, tokens, usd, h, msg, cap);
+        if (v != HR_BUDGET_UNAVAILABLE || PQstatus(b->pg) == CONNECTION_OK)
+            break;
+        b->pg_next_try_ms = 0; /* the connection was lost since the last call (a restart): one fresh try */
     }
+    if (v == HR_BUDGET_UNAVAILABLE) {
+        b->unavailable++;
+        if (!tried)
+            snprintf(msg, cap, "the budget ledger is unavailable (the database cannot be reached); retry later");
+    }
+    pthread_mutex_unlock(&b->pg_mu);
+    return v;
+}
+
+/* The reservation's transaction; with pg_mu. */
+static hr_budget_verdict fleet_txn(hr_budget *b, int ai, const char *kid, const hr_budget_rule *rule, int32_t day,
+                                   int32_t month, int64_t tokens, double usd, hr_budget_hold *h, char *msg,
+                                   size_t cap)
+{
     PGresult *r = PQexec(b->pg, "BEGIN");
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         hr_budget_verdict v = fleet_fail(b, r, msg, cap);
         PQclear(r);
-        pthread_mutex_unlock(&b->pg_mu);
         return v;
     }
     PQclear(r);
@@ -629,7 +650,6 @@ static hr_budget_verdict fleet_reserve(hr_budget *b, const char *key_id, int64_t
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 2) {
         hr_budget_verdict v = fleet_fail(b, r, msg, cap);
         PQclear(r);
-        pthread_mutex_unlock(&b->pg_mu);
         return v;
     }
     int64_t tok_day = 0, tok_month = 0;
@@ -671,9 +691,7 @@ static hr_budget_verdict fleet_reserve(hr_budget *b, const char *key_id, int64_t
         int64_t st = 0;
         double su = 0;
         if (!seed_window(b, kid, seeds[i].from, seeds[i].to, &st, &su)) {
-            hr_budget_verdict v = fleet_fail(b, NULL, msg, cap);
-            pthread_mutex_unlock(&b->pg_mu);
-            return v;
+            return fleet_fail(b, NULL, msg, cap);
         }
         if (st || su) {
             char a1[32], a2[48];
@@ -687,7 +705,6 @@ static hr_budget_verdict fleet_reserve(hr_budget *b, const char *key_id, int64_t
             if (PQresultStatus(r) != PGRES_COMMAND_OK) {
                 hr_budget_verdict v = fleet_fail(b, r, msg, cap);
                 PQclear(r);
-                pthread_mutex_unlock(&b->pg_mu);
                 return v;
             }
             PQclear(r);
@@ -717,7 +734,6 @@ static hr_budget_verdict fleet_reserve(hr_budget *b, const char *key_id, int64_t
     if (what) {
         /* undo; a fresh row's seed goes with it and is taken again next time */
         exec_cmd(b->pg, "ROLLBACK"); /* a lost connection rolls back too */
-        pthread_mutex_unlock(&b->pg_mu);
         refusal(msg, cap, rule, what, used, limit, what[0] == 't' ? (double)tokens : usd);
         return HR_BUDGET_REFUSED;
     }
@@ -725,19 +741,17 @@ static hr_budget_verdict fleet_reserve(hr_budget *b, const char *key_id, int64_t
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         hr_budget_verdict v = fleet_fail(b, r, msg, cap);
         PQclear(r);
-        pthread_mutex_unlock(&b->pg_mu);
         return v;
     }
     PQclear(r);
     pthread_mutex_lock(&b->mu);
-    a = &b->acc[ai];
+    account *a = &b->acc[ai];
     account_of(b, a->key_id, day, month); /* roll */
     a->tok_day = tok_day;
     a->usd_day = usd_day;
     a->tok_month = tok_month;
     a->usd_month = usd_month;
     pthread_mutex_unlock(&b->mu);
-    pthread_mutex_unlock(&b->pg_mu);
     *h = (hr_budget_hold){.account = ai, .tokens = tokens, .usd = usd, .day = day, .month = month, .fleet = true};
     return HR_BUDGET_OK;
 }
