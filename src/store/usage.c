@@ -602,7 +602,7 @@ void hr_usage_metrics(hr_usage_db *db, void (*put)(void *ctx, const char *line),
     put_one(put, ctx, "hearth_usage_db_up", "gauge", "1 while usage-log writes succeed, 0 while they fail.",
             st.connected ? 1 : 0);
     put_one(put, ctx, "hearth_usage_unauthenticated_total", "counter",
-            "Requests refused with 401, counted here instead of stored as usage rows.", (double)st.unauthenticated);
+            "Generation requests refused with 401, counted here instead of stored as usage rows.", (double)st.unauthenticated);
     put_one(put, ctx, "hearth_usage_pairs_dropped_total", "counter", "Pilot pairs not stored: queue full.",
             (double)st.pairs_dropped);
     put_one(put, ctx, "hearth_usage_pairs_failed_total", "counter", "Pilot pairs given up after a write error.",
