@@ -22,6 +22,7 @@
 #include "cli/cli.h"
 #include "http/server.h"
 #include "model/model.h"
+#include "route/budget.h"
 #include "route/router.h"
 #include "sched/sched.h"
 #include "store/usage.h"
@@ -283,11 +284,17 @@ int cmd_serve(int argc, char **argv)
         goto done;
     }
     if (rcfg) {
-        hr_router_params rp = {.cfg = rcfg, .usage = usage_db, /* budgets are seeded from a SQLite log only (not yet from PostgreSQL) */
-                               .usage_path = usage_db && !strstr(usage_path, "://") ? usage_path : NULL,
+        /* budgets: seeded from a SQLite log; with a PostgreSQL log the ledger lives there, shared by replicas */
+        bool pg_log = usage_db && strstr(usage_path, "://");
+        hr_router_params rp = {.cfg = rcfg, .usage = usage_db,
+                               .usage_path = usage_db && !pg_log ? usage_path : NULL,
                                .seed = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 16};
         if (hr_router_new(&rp, &router, &err)) {
             cli_fail("serve", "--config %s: %s", config_path, err.msg);
+            goto stop;
+        }
+        if (pg_log && hr_budget_attach_pg(hr_router_budget(router), usage_path, &err)) {
+            cli_fail("serve", "%s", err.msg);
             goto stop;
         }
     }

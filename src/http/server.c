@@ -96,6 +96,7 @@ struct conn {
     char *fwd_body;            /* the body for the local engine when it differs from the client's */
     size_t fwd_len;
     hr_budget_hold hold;
+    bool unauthenticated;      /* refused 401: no usage row */
     int last_fail_status;      /* of the last failed target, for the final error */
     bool last_fail_timeout;
     char last_fail[300];
@@ -821,7 +822,13 @@ static mhd_result routed_generation(conn *c, hr_sched *s, const hr_api_model *m)
         int64_t prompt = (int64_t)(c->body.len / 2) + 1, out = (int64_t)max_tokens * n;
         double usd = c->rt ? hr_router_max_cost(r, c->rt, prompt, out) : 0;
         char msg[400];
-        if (!hr_budget_reserve(bg, c->key_id, prompt + out, usd, &c->hold, msg, sizeof msg)) {
+        hr_budget_verdict bv = hr_budget_reserve_ex(bg, c->key_id, prompt + out, usd, &c->hold, msg, sizeof msg);
+        if (bv == HR_BUDGET_UNAVAILABLE) { /* the shared ledger is down: fail closed */
+            hr_api_error e;
+            hr_api_error_set(&e, 503, NULL, "budget_unavailable", "%s", msg);
+            return reply_error(c, &e, false);
+        }
+        if (bv != HR_BUDGET_OK) {
             hr_router_count_budget_refusal(r);
             hr_api_error e;
             hr_api_error_set(&e, 429, NULL, "budget_exceeded", "%s", msg);
@@ -897,6 +904,9 @@ static char *metrics_text(hr_http *h)
                (double)atomic_load(&h->n_gen));
     if (h->p.router)
         hr_router_metrics(h->p.router, put_line, &b);
+    hr_usage_metrics(h->p.usage, put_line, &b);
+    if (h->p.router)
+        hr_budget_metrics(hr_router_budget(h->p.router), put_line, &b);
     hr_sched *s = atomic_load(&h->sched);
     put_metric(&b, "hearth_ready", "gauge", "1 once the model is loaded.", s ? 1 : 0);
     if (s) {
@@ -1067,6 +1077,7 @@ static mhd_result on_request(void *cls, struct MHD_Connection *mc, const char *u
         if (post_route != c->post && !(c->route == R_HEALTH && !strcmp(method, MHD_HTTP_METHOD_HEAD)))
             return fail(c, 405, NULL, "%.200s needs %s, not %.16s", url, post_route ? "POST" : "GET", method);
         if (!authorized(c)) {
+            c->unauthenticated = true;
             hr_api_error e;
             hr_api_error_set(&e, 401, NULL, "invalid_api_key",
                              "Incorrect or missing API key; send 'Authorization: Bearer <key>'");
@@ -1104,6 +1115,10 @@ static void meter(hr_http *h, conn *c, bool unfinished)
 {
     if (!h->p.usage || (c->route != R_CHAT && c->route != R_COMPLETIONS) || !c->post)
         return;
+    if (c->unauthenticated) { /* counted, not stored: anonymous clients must not grow the log */
+        hr_usage_skip_unauthenticated(h->p.usage);
+        return;
+    }
     if (c->call) {
         meter_upstream(c, c->status ? c->status : 499, unfinished ? "cancelled" : NULL);
         return;

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,26 @@ struct hr_usage_db {
     bool write_failed;     /* since the last flush */
     char write_error[HR_ERR_MSG_MAX];
     hr_usage_stats st;
+    /* the current failure episode (writer's, under mu) */
+    bool failing;
+    bool drop_logged;      /* a drop was logged this episode */
+    int64_t fail_since_ms;
+    uint64_t fail_dropped0, fail_failed0; /* counters when the episode began */
 };
+
+static void say(hr_usage_db *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(hr_usage_db *db, const char *fmt, ...)
+{
+    char line[HR_ERR_MSG_MAX + 256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (db->p.log)
+        db->p.log(db->p.log_ctx, line);
+    else
+        fprintf(stderr, "hearth: %s\n", line);
+}
 
 hr_usage_params hr_usage_defaults(void)
 {
@@ -218,6 +238,15 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&db->mu);
         if (s == HR_OK) {
             resolve(db, n, np, true);
+            if (db->failing || db->drop_logged) {
+                db->failing = false;
+                db->drop_logged = false;
+                say(db,
+                    "usage log: writing again after %.1f s; %d rows of the backlog written, %llu rows lost "
+                    "meanwhile (hearth_usage_rows_dropped_total, hearth_usage_rows_failed_total)",
+                    (double)(mono_ms() - db->fail_since_ms) / 1000.0, n,
+                    (unsigned long long)(db->st.dropped - db->fail_dropped0 + db->st.failed - db->fail_failed0));
+            }
             db->st.connected = true;
             retrying = false;
             backoff_ms = 250;
@@ -226,6 +255,22 @@ static void *writer_main(void *arg)
         }
         if (!db->write_failed)
             snprintf(db->write_error, sizeof db->write_error, "%s", err.msg);
+        db->st.write_errors++;
+        if (!db->failing) {
+            db->failing = true;
+            if (!db->drop_logged) {
+                db->fail_since_ms = mono_ms();
+                db->fail_dropped0 = db->st.dropped;
+                db->fail_failed0 = db->st.failed;
+            }
+            db->st.episodes++;
+            if (retry)
+                say(db, "usage log: cannot write (%s); keeping up to %d rows in memory and retrying", err.msg,
+                    db->p.queue_rows);
+            else
+                say(db, "usage log: cannot write (%s); %d rows given up (hearth_usage_rows_failed_total)", err.msg,
+                    n);
+        }
         if (!retry) {
             db->write_failed = true;
             resolve(db, n, np, false);
@@ -295,6 +340,8 @@ hr_status hr_usage_open(const char *target, const hr_usage_params *pp, hr_usage_
             p.queue_pairs = pp->queue_pairs;
         if (pp->flush_wait_ms > 0)
             p.flush_wait_ms = pp->flush_wait_ms;
+        p.log = pp->log;
+        p.log_ctx = pp->log_ctx;
     }
     if (!target || !*target)
         return hr_err_set(err, HR_ERR_INVALID, "usage log: no database path");
@@ -355,6 +402,16 @@ bool hr_usage_record(hr_usage_db *db, const hr_usage_row *r)
     pthread_mutex_lock(&db->mu);
     if (db->stop || db->count == db->p.queue_rows) {
         db->st.dropped++;
+        if (!db->drop_logged && !db->stop) {
+            db->drop_logged = true;
+            if (!db->failing) { /* the episode starts here (the database is slow, or not failed yet) */
+                db->fail_since_ms = mono_ms();
+                db->fail_dropped0 = db->st.dropped - 1;
+                db->fail_failed0 = db->st.failed;
+            }
+            say(db, "usage log: queue full (%d rows): dropping rows until writes catch up "
+                    "(hearth_usage_rows_dropped_total)", db->p.queue_rows);
+        }
         pthread_mutex_unlock(&db->mu);
         return false;
     }
@@ -495,7 +552,61 @@ void hr_usage_stats_of(hr_usage_db *db, hr_usage_stats *out)
         return;
     pthread_mutex_lock(&db->mu);
     *out = db->st;
+    out->buffered = db->count;
+    out->capacity = db->p.queue_rows;
     pthread_mutex_unlock(&db->mu);
+}
+
+void hr_usage_skip_unauthenticated(hr_usage_db *db)
+{
+    if (!db)
+        return;
+    pthread_mutex_lock(&db->mu);
+    db->st.unauthenticated++;
+    pthread_mutex_unlock(&db->mu);
+}
+
+static void put_one(void (*put)(void *, const char *), void *ctx, const char *name, const char *type,
+                    const char *help, double v)
+{
+    char line[512];
+    snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
+    put(ctx, line);
+}
+
+void hr_usage_metrics(hr_usage_db *db, void (*put)(void *ctx, const char *line), void *ctx)
+{
+    if (!db)
+        return;
+    hr_usage_stats st;
+    hr_usage_stats_of(db, &st);
+    put_one(put, ctx, "hearth_usage_rows_recorded_total", "counter", "Usage rows accepted into the write queue.",
+            (double)st.recorded);
+    put_one(put, ctx, "hearth_usage_rows_written_total", "counter", "Usage rows committed to the database.",
+            (double)st.written);
+    put_one(put, ctx, "hearth_usage_rows_dropped_total", "counter",
+            "Usage rows not stored because the write queue was full (the database failing or too slow).",
+            (double)st.dropped);
+    put_one(put, ctx, "hearth_usage_rows_failed_total", "counter",
+            "Usage rows given up after a write error (or still unwritten at shutdown).", (double)st.failed);
+    put_one(put, ctx, "hearth_usage_write_errors_total", "counter", "Failed usage-log write attempts.",
+            (double)st.write_errors);
+    put_one(put, ctx, "hearth_usage_write_retries_total", "counter",
+            "Usage-log writes retried after a failure that may heal.", (double)st.retries);
+    put_one(put, ctx, "hearth_usage_write_episodes_total", "counter", "Times usage-log writes started failing.",
+            (double)st.episodes);
+    put_one(put, ctx, "hearth_usage_rows_buffered", "gauge", "Usage rows queued in memory, not yet written.",
+            (double)st.buffered);
+    put_one(put, ctx, "hearth_usage_queue_capacity", "gauge", "Usage rows the queue holds before dropping.",
+            (double)st.capacity);
+    put_one(put, ctx, "hearth_usage_db_up", "gauge", "1 while usage-log writes succeed, 0 while they fail.",
+            st.connected ? 1 : 0);
+    put_one(put, ctx, "hearth_usage_unauthenticated_total", "counter",
+            "Generation requests refused with 401, counted here instead of stored as usage rows.", (double)st.unauthenticated);
+    put_one(put, ctx, "hearth_usage_pairs_dropped_total", "counter", "Pilot pairs not stored: queue full.",
+            (double)st.pairs_dropped);
+    put_one(put, ctx, "hearth_usage_pairs_failed_total", "counter", "Pilot pairs given up after a write error.",
+            (double)st.pairs_failed);
 }
 
 /* ---- readers ---- */

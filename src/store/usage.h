@@ -102,6 +102,11 @@ typedef struct {
     int32_t queue_pairs;  /* pilot pair queue capacity (default 1024; a pair holds up to 128 KiB of text) */
     int32_t flush_wait_ms;/* while the database is unreachable, how long flush / close keep retrying
                              before counting the queued rows as failed (default 5000) */
+    /* Where the episode lines go (one when writes start failing, one when
+     * they work again, one when rows start being dropped); NULL: stderr,
+     * prefixed "hearth: ". */
+    void (*log)(void *ctx, const char *line);
+    void *log_ctx;
 } hr_usage_params;
 
 hr_usage_params hr_usage_defaults(void);
@@ -109,10 +114,19 @@ hr_usage_params hr_usage_defaults(void);
 /* Opens (creating if needed) the log at `target` and starts the writer.
  * Migrates an older schema; refuses a newer one, a file that is not a
  * database, or one whose usage table has an unexpected layout. p may be NULL
- * (defaults). A PostgreSQL target must be reachable now (a bad URL or a
- * server that refuses is an error here); if it goes away later, rows stay
- * queued (up to the cap, then dropped and counted) while the writer
- * reconnects with backoff. */
+ * (defaults). The target must be writable now (a bad URL, a server that
+ * refuses, a missing folder is an error here).
+ *
+ * Faults later on: when a write fails in a way that may heal (PostgreSQL
+ * gone, full or read-only; a SQLite file on a full or read-only
+ * filesystem, or removed or replaced under the server, folder included),
+ * the batch stays queued and the writer tries again with backoff (250 ms
+ * doubling to 5 s), reopening the database (a removed SQLite file is
+ * created afresh at the same path once its folder exists again). The queue
+ * is the bound: while it is full new rows are dropped and counted. Only a
+ * batch that can never be written (a constraint) is given up at once
+ * (counted as failed). Each episode is logged once when it starts, once
+ * when rows start being dropped, and once when writes work again. */
 hr_status hr_usage_open(const char *target, const hr_usage_params *p, hr_usage_db **out, hr_err *err);
 
 /* Enqueues a copy of the row. Never blocks on I/O; returns false (and counts
@@ -138,11 +152,29 @@ typedef struct {
     uint64_t failed;    /* lost to a write error */
     uint64_t batches;   /* transactions committed */
     uint64_t pairs_recorded, pairs_written, pairs_dropped, pairs_failed;
-    uint64_t retries;   /* writes retried after the connection to the database was lost */
-    bool connected;     /* false while the database is unreachable (PostgreSQL) */
+    uint64_t retries;   /* writes retried after a failure that may heal */
+    bool connected;     /* false while writes fail (database unreachable, disk full, read-only, removed) */
+    uint64_t write_errors;     /* failed write attempts (each retry counts) */
+    uint64_t episodes;         /* times writes started failing */
+    int32_t buffered;          /* rows queued now, not yet written */
+    int32_t capacity;          /* the queue's size (p.queue_rows) */
+    uint64_t unauthenticated;  /* requests refused 401, counted instead of stored (hr_usage_skip_unauthenticated) */
 } hr_usage_stats;
 
 void hr_usage_stats_of(hr_usage_db *db, hr_usage_stats *out);
+
+/* Counts a request that gets no row because its client did not
+ * authenticate (a 401): anonymous clients must not grow the log. */
+void hr_usage_skip_unauthenticated(hr_usage_db *db);
+
+/* The log's counters as Prometheus text, one line at a time, for /metrics:
+ * hearth_usage_rows_{recorded,written,dropped,failed}_total,
+ * hearth_usage_write_errors_total, hearth_usage_write_retries_total,
+ * hearth_usage_write_episodes_total, hearth_usage_rows_buffered,
+ * hearth_usage_queue_capacity, hearth_usage_db_up,
+ * hearth_usage_unauthenticated_total, hearth_usage_pairs_{dropped,failed}_total.
+ * db NULL: nothing. */
+void hr_usage_metrics(hr_usage_db *db, void (*put)(void *ctx, const char *line), void *ctx);
 
 /* The stored identifier of an API key: "xxh64:" + 16 hex digits of
  * XXH64(key, seed 0x6865617274682d6b). The key text is never stored.

@@ -437,6 +437,20 @@ static bool copy_in(PGconn *c, const char *sql, const buf *data, PGresult **fail
     return ok;
 }
 
+/* Errors the same batch may get past later (SQLSTATE classes): 08
+ * connection, 40 serialization / deadlock, 53 insufficient resources (disk
+ * full, out of memory, too many connections), 57 operator intervention
+ * (shutdown), 58 system error (I/O), 25006 read-only transaction (a
+ * standby, default_transaction_read_only). */
+static bool transient(const PGresult *r)
+{
+    const char *code = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (!code || strlen(code) != 5)
+        return false;
+    return !strncmp(code, "08", 2) || !strncmp(code, "40", 2) || !strncmp(code, "53", 2) ||
+           !strncmp(code, "57", 2) || !strncmp(code, "58", 2) || !strcmp(code, "25006");
+}
+
 static hr_status sink_write(hr_usage_sink *base, const hr_usage_qrow *rows, int32_t n, hr_usage_qpair *const *pairs,
                             int32_t np, bool *retry, hr_err *err)
 {
@@ -483,10 +497,10 @@ static hr_status sink_write(hr_usage_sink *base, const hr_usage_qrow *rows, int3
     PQclear(r);
     goto out;
 fail:
+    if (PQstatus(s->conn) != CONNECTION_OK || transient(r))
+        *retry = true; /* lost the server, or it is full / read-only / shutting down: try again later */
     PQclear(r);
-    if (PQstatus(s->conn) != CONNECTION_OK)
-        *retry = true; /* lost the server: try the same batch again later */
-    else
+    if (PQstatus(s->conn) == CONNECTION_OK)
         exec_ok(s->conn, "ROLLBACK", NULL);
 out:
     free(ub.p);

@@ -1,18 +1,23 @@
 /* usage_sqlite.c - the SQLite sink of the usage log: schema migrations
  * (PRAGMA user_version), WAL journal, one transaction per batch; and the
  * read-only queries behind `hearth cost` and `hearth pilot report`. */
+#include <errno.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "store/usage_impl.h"
 
 typedef struct {
     hr_usage_sink base;
-    sqlite3 *db;
+    sqlite3 *db; /* NULL after a failed write: reopened before the next */
     sqlite3_stmt *ins, *ins_pair;
+    int busy_ms;
+    dev_t dev;   /* the file opened, to notice it removed or replaced */
+    ino_t ino;
     char path[512];
 } sqlite_sink;
 
@@ -165,13 +170,52 @@ static void bind_opt(sqlite3_stmt *st, int k, double v)
         sqlite3_bind_double(st, k, v);
 }
 
+static void close_handle(sqlite_sink *s)
+{
+    sqlite3_finalize(s->ins);
+    sqlite3_finalize(s->ins_pair);
+    sqlite3_close(s->db);
+    s->ins = s->ins_pair = NULL;
+    s->db = NULL;
+}
+
+static hr_status open_handle(sqlite_sink *s, hr_err *err);
+
+/* A failed write: the message, whether waiting may help, and the handle
+ * closed so that the next try reopens the file (after ENOSPC, EROFS or a
+ * removed directory a fresh handle is the reliable way back). Only errors
+ * of the rows themselves (constraints, types) are hopeless. */
+static hr_status write_error(sqlite_sink *s, hr_err *err, bool *retry, const char *what)
+{
+    int rc = sqlite3_extended_errcode(s->db);
+    hr_status e = db_fail(s->db, err, HR_ERR_IO, s->path, what);
+    int prim = rc & 0xff;
+    *retry = !(prim == SQLITE_CONSTRAINT || prim == SQLITE_MISMATCH || prim == SQLITE_TOOBIG ||
+               prim == SQLITE_RANGE);
+    if (*retry)
+        close_handle(s);
+    else
+        exec_ok(s->db, "ROLLBACK");
+    return e;
+}
+
 static hr_status sink_write(hr_usage_sink *base, const hr_usage_qrow *rows, int32_t n, hr_usage_qpair *const *pairs,
                             int32_t np, bool *retry, hr_err *err)
 {
     sqlite_sink *s = (sqlite_sink *)base;
-    *retry = false; /* a local file: a failed write will not heal by waiting */
+    *retry = true; /* full disk, read-only, vanished file: may heal; see write_error() */
+    struct stat st0;
+    if (s->db && (stat(s->path, &st0) || st0.st_dev != s->dev || st0.st_ino != s->ino)) {
+        /* removed or replaced under us: writing on would fill a file no one can read */
+        close_handle(s);
+    }
+    if (!s->db) {
+        hr_status o = open_handle(s, err);
+        if (o != HR_OK)
+            return o;
+    }
     if (!exec_ok(s->db, "BEGIN IMMEDIATE"))
-        return db_fail(s->db, err, HR_ERR_IO, s->path, "begin");
+        return write_error(s, err, retry, "begin");
     for (int32_t i = 0; i < n; i++) {
         const hr_usage_qrow *r = &rows[i];
         sqlite3_stmt *st = s->ins;
@@ -195,11 +239,8 @@ static hr_status sink_write(hr_usage_sink *base, const hr_usage_qrow *rows, int3
         sqlite3_bind_int(st, 15, r->estimated ? 1 : 0);
         int rc = sqlite3_step(st);
         sqlite3_reset(st);
-        if (rc != SQLITE_DONE) {
-            hr_status e = db_fail(s->db, err, HR_ERR_IO, s->path, "insert");
-            exec_ok(s->db, "ROLLBACK");
-            return e;
-        }
+        if (rc != SQLITE_DONE)
+            return write_error(s, err, retry, "insert");
     }
     for (int32_t i = 0; i < np; i++) {
         const hr_usage_qpair *q = pairs[i];
@@ -230,43 +271,33 @@ static hr_status sink_write(hr_usage_sink *base, const hr_usage_qrow *rows, int3
         bind_opt(st, k++, q->score_judge);
         int rc = sqlite3_step(st);
         sqlite3_reset(st);
-        if (rc != SQLITE_DONE) {
-            hr_status e = db_fail(s->db, err, HR_ERR_IO, s->path, "insert pair");
-            exec_ok(s->db, "ROLLBACK");
-            return e;
-        }
+        if (rc != SQLITE_DONE)
+            return write_error(s, err, retry, "insert pair");
     }
-    if (!exec_ok(s->db, "COMMIT")) {
-        hr_status e = db_fail(s->db, err, HR_ERR_IO, s->path, "commit");
-        exec_ok(s->db, "ROLLBACK");
-        return e;
-    }
+    if (!exec_ok(s->db, "COMMIT"))
+        return write_error(s, err, retry, "commit");
     return HR_OK;
 }
 
 static void sink_close(hr_usage_sink *base)
 {
     sqlite_sink *s = (sqlite_sink *)base;
-    sqlite3_finalize(s->ins);
-    sqlite3_finalize(s->ins_pair);
-    sqlite3_close(s->db);
+    close_handle(s);
     free(s);
 }
 
-hr_status hr_usage_sqlite_open(const char *path, const hr_usage_params *p, hr_usage_sink **out, hr_err *err)
+/* Opens s->path for writing: WAL, schema migrated, statements prepared,
+ * the file's identity noted. On failure nothing stays open. */
+static hr_status open_handle(sqlite_sink *s, hr_err *err)
 {
-    *out = NULL;
-    sqlite_sink *s = calloc(1, sizeof *s);
-    if (!s)
-        return hr_err_set(err, HR_ERR_NOMEM, "usage log: out of memory");
-    snprintf(s->path, sizeof s->path, "%s", path);
+    const char *path = s->path;
     hr_status st = HR_OK;
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
         SQLITE_OK) {
         st = db_fail(s->db, err, HR_ERR_IO, path, "cannot open");
         goto fail;
     }
-    sqlite3_busy_timeout(s->db, p->busy_ms);
+    sqlite3_busy_timeout(s->db, s->busy_ms);
     /* WAL: readers (reports) never block the writer; synchronous=NORMAL
      * keeps every committed batch across a process crash (kill -9); only
      * an OS crash or power loss can lose the last commits. */
@@ -304,16 +335,40 @@ hr_status hr_usage_sqlite_open(const char *path, const hr_usage_params *p, hr_us
         st = db_fail(s->db, err, HR_ERR_FORMAT, path, "the pilot_pairs table has an unexpected layout");
         goto fail;
     }
+    struct stat fs;
+    if (stat(path, &fs)) {
+        st = hr_err_set(err, HR_ERR_IO, "usage log '%s': %s", path, strerror(errno));
+        goto fail;
+    }
+    s->dev = fs.st_dev;
+    s->ino = fs.st_ino;
+    return HR_OK;
+fail:
+    close_handle(s);
+    return st;
+}
+
+hr_status hr_usage_sqlite_open(const char *path, const hr_usage_params *p, hr_usage_sink **out, hr_err *err)
+{
+    *out = NULL;
+    sqlite_sink *s = calloc(1, sizeof *s);
+    if (!s)
+        return hr_err_set(err, HR_ERR_NOMEM, "usage log: out of memory");
+    if (strlen(path) >= sizeof s->path) {
+        free(s);
+        return hr_err_set(err, HR_ERR_INVALID, "usage log: path too long");
+    }
+    snprintf(s->path, sizeof s->path, "%s", path);
+    s->busy_ms = p->busy_ms;
+    hr_status st = open_handle(s, err);
+    if (st != HR_OK) {
+        free(s);
+        return st;
+    }
     s->base.write = sink_write;
     s->base.close = sink_close;
     *out = &s->base;
     return HR_OK;
-fail:
-    sqlite3_finalize(s->ins);
-    sqlite3_finalize(s->ins_pair);
-    sqlite3_close(s->db);
-    free(s);
-    return st;
 }
 
 /* Opens the file read-only and checks it is a hearth usage log; *version
