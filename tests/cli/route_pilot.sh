@@ -5,7 +5,7 @@
 # waiting; pairs land in the usage database when the store supports them.
 . "$(dirname "$0")/../serve/lib.sh"
 . "$(dirname "$0")/../serve/route_lib.sh"
-command -v sqlite3 >/dev/null || { echo "sqlite3 missing: skipped"; exit 77; }
+command -v sqlite3 >/dev/null || missing_prereq "sqlite3 not installed"
 
 start_server a -m "$MODEL" --alias up-model
 A=$BASE

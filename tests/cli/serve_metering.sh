@@ -5,7 +5,7 @@
 # last batch window (rows of responses finished > 0.5 s before the kill are
 # all on disk).
 . "$(dirname "$0")/../serve/lib.sh"
-command -v sqlite3 >/dev/null || { echo "sqlite3 missing: skipped"; exit 77; }
+command -v sqlite3 >/dev/null || missing_prereq "sqlite3 not installed"
 
 DB=$TMPD/metering.db
 start_server metering -m "$MODEL" --usage-db "$DB" --api-key sekrit-key-1
