@@ -146,10 +146,8 @@ static void test_gguf_weights(void **state)
 {
     (void)state;
     const char *path = tu_fixture("models/synth/qwen2-Q8_0.gguf");
-    if (access(path, R_OK) != 0) {
-        print_message("skipped: %s missing\n", path);
-        skip();
-    }
+    if (access(path, R_OK) != 0)
+        TU_SKIP_OR_FAIL("fixture %s missing", path);
     hr_err err = {0};
     hr_gguf *g;
     assert_int_equal(hr_gguf_open(path, &g, &err), HR_OK);
