@@ -5,7 +5,7 @@
 # unaffected, and a restart keeps the day's usage (seeded from the log).
 . "$(dirname "$0")/../serve/lib.sh"
 . "$(dirname "$0")/../serve/route_lib.sh"
-command -v sqlite3 >/dev/null || { echo "sqlite3 missing: skipped"; exit 77; }
+command -v sqlite3 >/dev/null || missing_prereq "sqlite3 not installed"
 
 start_fake ok
 F=http://127.0.0.1:$FAKE_PORT

@@ -7,7 +7,7 @@
 # metering rows with the provider's counts, bad configs refused at start.
 . "$(dirname "$0")/../serve/lib.sh"
 . "$(dirname "$0")/../serve/route_lib.sh"
-command -v sqlite3 >/dev/null || { echo "sqlite3 missing: skipped"; exit 77; }
+command -v sqlite3 >/dev/null || missing_prereq "sqlite3 not installed"
 
 # A: the "upstream API", its own model name and key
 start_server a -m "$MODEL" --alias up-model --api-key a-secret

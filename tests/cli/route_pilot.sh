@@ -5,7 +5,7 @@
 # waiting; pairs land in the usage database when the store supports them.
 . "$(dirname "$0")/../serve/lib.sh"
 . "$(dirname "$0")/../serve/route_lib.sh"
-command -v sqlite3 >/dev/null || { echo "sqlite3 missing: skipped"; exit 77; }
+command -v sqlite3 >/dev/null || missing_prereq "sqlite3 not installed"
 
 start_server a -m "$MODEL" --alias up-model
 A=$BASE
@@ -55,19 +55,24 @@ check "shadows dropped past the queue (2)" 3 "$(m hearth_pilot_shadows_dropped_t
 check "shadows in flight" 2 "$(m hearth_pilot_shadows_in_flight)"
 stop_server "$PID"
 
-# pairs in the database (once the store has the pair table)
-tables=$(sqlite3 "$DB" .tables)
-pt=$(tr ' ' '\n' <<<"$tables" | grep -i pair | head -n 1)
-if [ -n "$pt" ]; then
-  check_true "pairs stored ($pt)" test "$(sqlite3 "$DB" "select count(*) from $pt")" -ge 6
-  check "identical pairs: exact 1, F1 1, judge 1" 3 \
-    "$(sqlite3 "$DB" "select count(*) from $pt where route='same' and score_exact=1 and score_f1=1 and score_judge=1")"
-  check "different pairs: exact 0, no judge" 2 \
-    "$(sqlite3 "$DB" "select count(*) from $pt where route='diff' and score_exact=0 and score_f1<1 and score_judge is null")"
-  check "json pair" "1.0|local|" "$(sqlite3 "$DB" "select score_json, 'local', '' from $pt where route='json'")"
-  check "pair texts and latencies" 0 \
-    "$(sqlite3 "$DB" "select count(*) from $pt where route in ('same','diff') and (primary_text='' or shadow_text='' or primary_ttft_ms is null or shadow_total_ms is null or shadow_status<>200)")"
-else
-  echo "note: this build's usage log has no pair table yet; pairs were scored (metrics) but not stored"
-fi
+# pairs in the database (the pilot_pairs table of the usage log, schema 3)
+check "pair table" pilot_pairs "$(sqlite3 "$DB" "select name from sqlite_master where type='table' and name='pilot_pairs'")"
+check "pairs stored" "diff|2 json|1 same|3" \
+  "$(sqlite3 "$DB" "select route, count(*) from pilot_pairs where route<>'slowshadow' group by route order by route" | tr '\n' ' ' | sed 's/ $//')"
+# the two hanging shadows still in flight at SIGTERM: stored unanswered (status 0)
+check "cut shadows stored" "2|0" "$(sqlite3 "$DB" "select count(*), max(shadow_status) from pilot_pairs where route='slowshadow'")"
+check "identical pairs: exact 1, F1 1, judge 1" 3 \
+  "$(sqlite3 "$DB" "select count(*) from pilot_pairs where route='same' and score_exact=1 and score_f1=1 and score_judge=1")"
+check "identical pairs: who answered" "a|up-model|local|stories260K" \
+  "$(sqlite3 "$DB" "select distinct primary_backend, primary_model, shadow_backend, shadow_model from pilot_pairs where route='same'")"
+check "different pairs: exact 0, no judge" 2 \
+  "$(sqlite3 "$DB" "select count(*) from pilot_pairs where route='diff' and score_exact=0 and score_f1<1 and score_judge is null")"
+check "different pairs: who answered" "a|up-model|fok|m" \
+  "$(sqlite3 "$DB" "select distinct primary_backend, primary_model, shadow_backend, shadow_model from pilot_pairs where route='diff'")"
+check "json pair" "1.0|fjson|m|fjson|m2|200|200" \
+  "$(sqlite3 "$DB" "select score_json, primary_backend, primary_model, shadow_backend, shadow_model, primary_status, shadow_status from pilot_pairs where route='json'")"
+check "no JSON score for non-JSON pairs" 0 \
+  "$(sqlite3 "$DB" "select count(*) from pilot_pairs where route<>'json' and score_json is not null")"
+check "pair texts and latencies" 0 \
+  "$(sqlite3 "$DB" "select count(*) from pilot_pairs where route in ('same','diff') and (primary_text='' or shadow_text='' or primary_ttft_ms is null or shadow_total_ms is null or shadow_status<>200)")"
 finish

@@ -5,8 +5,8 @@
 # and `hearth pilot report` read the same log. Skipped (77) without
 # HEARTH_TEST_PG or psql.
 . "$(dirname "$0")/../serve/lib.sh"
-[ -n "${HEARTH_TEST_PG:-}" ] || { echo "HEARTH_TEST_PG not set: skipped"; exit 77; }
-command -v psql >/dev/null || { echo "psql missing: skipped"; exit 77; }
+[ -n "${HEARTH_TEST_PG:-}" ] || missing_prereq "HEARTH_TEST_PG not set"
+command -v psql >/dev/null || missing_prereq "psql not installed"
 
 SCHEMA=hrm_$$_$RANDOM
 case "$HEARTH_TEST_PG" in *\?*) sep='&' ;; *) sep='?' ;; esac

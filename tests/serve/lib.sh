@@ -23,6 +23,12 @@ bad() { FAIL=$((FAIL + 1)); echo "FAIL: $*" >&2; }
 check() { if [ "$2" = "$3" ]; then ok; else bad "$1: expected [$2], got [$3]"; fi; }
 # check_true NAME COMMAND...
 check_true() { local n=$1; shift; if "$@"; then ok; else bad "$n"; fi; }
+# missing_prereq WHAT: a prerequisite is missing. Under CI (CI=true) that is a
+# failure (exit 1): CI must run every test; elsewhere a skip (exit 77).
+missing_prereq() {
+  if [ "${CI:-}" = true ]; then echo "FAIL: $* (required when CI=true)" >&2; exit 1; fi
+  echo "skipped: $*"; exit 77
+}
 
 # start_server NAME ARGS...: sets BASE_<NAME>-style globals BASE and PID
 start_server() {

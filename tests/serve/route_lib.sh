@@ -1,6 +1,6 @@
 # route_lib.sh - helpers for the routing tests (sourced after lib.sh).
 FAKE=${HEARTH_FAKE_UPSTREAM:-$(dirname "$BIN")/tests/fake_upstream}
-[ -x "$FAKE" ] || { echo "fake_upstream not built: skipped"; exit 77; }
+[ -x "$FAKE" ] || missing_prereq "fake_upstream not built"
 
 # start_fake NAME [ARGS...]: sets FAKE_PORT
 start_fake() {

@@ -80,7 +80,7 @@ static void test_cli_run_golden(void **state)
     (void)state;
     const char *bin = getenv("HEARTH_BIN");
     if (!bin)
-        skip();
+        TU_SKIP_OR_FAIL("HEARTH_BIN not set");
     json_t *d = golden();
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "%s run -m %s --tokens 1 -n 200 --temp 0 2>/dev/null", bin,

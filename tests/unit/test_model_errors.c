@@ -145,7 +145,7 @@ static void expect_cli_error(const char *args, const char *needle)
 {
     const char *bin = getenv("HEARTH_BIN");
     if (!bin)
-        skip();
+        TU_SKIP_OR_FAIL("HEARTH_BIN not set");
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "%s %s 2>%s/stderr.txt >/dev/null", bin, args, tmpdir);
     int rc = system(cmd);

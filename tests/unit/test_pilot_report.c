@@ -66,16 +66,6 @@ static void seed(const char *target)
     assert_int_equal(hr_usage_close(db, &err), HR_OK);
 }
 
-static void wilson(double k, double n, double *lo, double *hi)
-{
-    const double z = 1.959964;
-    double ph = k / n;
-    double centre = (ph + z * z / (2 * n)) / (1 + z * z / n);
-    double half = z / (1 + z * z / n) * sqrt(ph * (1 - ph) / n + z * z / (4 * n * n));
-    *lo = centre - half;
-    *hi = centre + half;
-}
-
 static void test_report(void **state)
 {
     (void)state;
@@ -121,9 +111,9 @@ static void test_report(void **state)
      * i = 36, 37 (F1 0.80, 0.85); i = 32, 33 JSON 0.5: disagree */
     assert_int_equal(c->agree_n, 24);
     NEAR(c->agreement, 24.0 / 38);
-    double lo, hi;
-    wilson(24, 38, &lo, &hi);
-    assert_true(fabs(c->agree_lo - lo) < 1e-9 && fabs(c->agree_hi - hi) < 1e-9);
+    /* the 95% Wilson score interval of 24/38, computed apart (Python,
+     * z = 1.959963984540054): 0.4728395956 .. 0.7661578075 */
+    assert_true(fabs(c->agree_lo - 0.4728395956) < 1e-8 && fabs(c->agree_hi - 0.7661578075) < 1e-8);
     /* primary TTFT 10..400 ms: p50 at rank 19.5 = 205 ms, p95 at rank 37.05 = 380.5 ms */
     assert_int_equal(c->primary.errors, 0);
     NEAR(c->primary.ttft_p50, 0.205);
@@ -162,6 +152,8 @@ static void test_report(void **state)
     assert_string_equal(s->route, "summarise");
     assert_int_equal(s->pairs, 30);
     NEAR(s->agreement, 1.0);
+    /* 30/30: 30 / (30 + z^2) = 0.8864866068 .. 1 */
+    assert_true(fabs(s->agree_lo - 0.8864866068) < 1e-8 && s->agree_hi == 1.0);
     NEAR(s->exact_rate, 1.0);
     /* gpt-4o $2.50 in / $10 out: 30 x (200 x 2.5 + 100 x 10) / 1e6 = $0.045; local 9000 tokens = $0.009 */
     NEAR(s->primary.cost, 0.045);
@@ -245,11 +237,51 @@ static void test_judge_and_unpriced(void **state)
     assert_true(hr_pilot_percentile(v, 0, 0.5) < 0);
 }
 
+/* The agreement interval against the published 95% Wilson score intervals
+ * of Newcombe (1998), "Two-sided confidence intervals for the single
+ * proportion", Statistics in Medicine 17, Table I (method 3), to their four
+ * decimals: 81/263, 15/148, 0/20, 1/29. */
+static void test_wilson_published(void **state)
+{
+    (void)state;
+    if (ub_pg)
+        skip(); /* no database involved */
+    static const struct { int k, n; double lo, hi; } cases[] = {
+        {81, 263, 0.2553, 0.3662}, {15, 148, 0.0624, 0.1605}, {0, 20, 0.0, 0.1611}, {1, 29, 0.0061, 0.1718}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int n = cases[ci].n;
+        hr_pilot_pair_rec *p = calloc((size_t)n, sizeof *p);
+        assert_non_null(p);
+        for (int i = 0; i < n; i++) {
+            snprintf(p[i].route, sizeof p[i].route, "r");
+            snprintf(p[i].primary_backend, sizeof p[i].primary_backend, "local");
+            snprintf(p[i].shadow_backend, sizeof p[i].shadow_backend, "local");
+            p[i].primary_status = p[i].shadow_status = 200;
+            p[i].primary_ttft_s = p[i].shadow_ttft_s = p[i].primary_total_s = p[i].shadow_total_s = -1;
+            p[i].score_json = p[i].score_judge = -1;
+            p[i].score_exact = i < cases[ci].k;
+            p[i].score_f1 = i < cases[ci].k ? 1 : 0;
+        }
+        hr_pilot_params pp = hr_pilot_defaults();
+        pp.min_pairs = 1;
+        hr_pilot_report r;
+        hr_err err = {0};
+        assert_int_equal(hr_pilot_compute(p, (size_t)n, NULL, &pp, 0, 0, &r, &err), HR_OK);
+        assert_int_equal(r.routes[0].agree_n, cases[ci].k);
+        if (!(fabs(r.routes[0].agree_lo - cases[ci].lo) <= 5e-5 && fabs(r.routes[0].agree_hi - cases[ci].hi) <= 5e-5))
+            fail_msg("%d/%d: %.5f .. %.5f, published %.4f .. %.4f", cases[ci].k, n, r.routes[0].agree_lo,
+                     r.routes[0].agree_hi, cases[ci].lo, cases[ci].hi);
+        hr_pilot_free(&r);
+        free(p);
+    }
+}
+
 int main(void)
 {
-    const struct CMUnitTest sqlite_tests[] = {cmocka_unit_test(test_report), cmocka_unit_test(test_judge_and_unpriced)};
-    const struct CMUnitTest postgres_tests[] = {cmocka_unit_test(test_report),
-                                                cmocka_unit_test(test_judge_and_unpriced)};
+    const struct CMUnitTest sqlite_tests[] = {cmocka_unit_test(test_report), cmocka_unit_test(test_judge_and_unpriced),
+                                              cmocka_unit_test(test_wilson_published)};
+    const struct CMUnitTest postgres_tests[] = {cmocka_unit_test(test_report), cmocka_unit_test(test_judge_and_unpriced),
+                                                cmocka_unit_test(test_wilson_published)};
     int failed = cmocka_run_group_tests(sqlite_tests, ub_setup_sqlite, ub_teardown_sqlite);
     failed += cmocka_run_group_tests(postgres_tests, ub_setup_pg, ub_teardown_pg);
     return failed;

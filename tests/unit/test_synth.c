@@ -439,7 +439,7 @@ static void test_cli_bench_json(void **state)
     (void)state;
     const char *bin = getenv("HEARTH_BIN");
     if (!bin)
-        skip();
+        TU_SKIP_OR_FAIL("HEARTH_BIN not set");
     const char *path = tmp_path("bench.gguf");
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "%s synth --model tiny-qwen2 --type Q4_K_M -q -o %s", bin, path);

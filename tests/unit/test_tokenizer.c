@@ -401,7 +401,7 @@ static void test_cli(void **state)
 {
     const char *bin = getenv("HEARTH_BIN");
     if (!bin)
-        skip();
+        TU_SKIP_OR_FAIL("HEARTH_BIN not set");
     char cmd[8192];
     snprintf(cmd, sizeof cmd, "'%s' tokenize -m '%s' --parse-special '<|im_start|>Hello world'", bin,
              tu_fixture("tokenizer/ggml-vocab-qwen2.gguf"));

@@ -312,8 +312,9 @@ static void test_bad_files(void **state)
 static void test_bad_pg(void **state)
 {
     (void)state;
-    if (!ub_pg || !ub_pg_base())
-        skip();
+    if (!ub_pg)
+        skip(); /* PostgreSQL only: not applicable on the SQLite pass */
+    UB_NEED_BACKEND();
     hr_usage_db *db = NULL;
     hr_err err = {0};
     hr_usage_totals t;
@@ -361,8 +362,9 @@ static double since_s(const struct timespec *t0)
 static void test_pg_outage(void **state)
 {
     (void)state;
-    if (!ub_pg || !ub_pg_base())
-        skip();
+    if (!ub_pg)
+        skip(); /* PostgreSQL only: not applicable on the SQLite pass */
+    UB_NEED_BACKEND();
     char pbuf[1024], url[1200], role[64], sql[512];
     const char *path = ub_target("outage", pbuf, sizeof pbuf);
     snprintf(role, sizeof role, "hrt_role_%ld", (long)getpid());

@@ -2,6 +2,7 @@
 #ifndef HR_TESTUTIL_H
 #define HR_TESTUTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,5 +14,20 @@ const char *tu_fixture(const char *rel);
 
 /* Reads a whole file; returns malloc'd bytes (NUL-terminated) or NULL; *size gets the length. */
 void *tu_read_file(const char *path, size_t *size);
+
+/* True under CI (CI=true in the environment, as .ci/run and scripts/test.sh
+ * set it): there a check that cannot run must fail, not skip. */
+bool tu_ci(void);
+
+/* In a cmocka test whose prerequisite (why: a printf format) is missing: a
+ * failure under CI, a skip elsewhere. */
+#define TU_SKIP_OR_FAIL(...)                                                                                          \
+    do {                                                                                                              \
+        if (tu_ci())                                                                                                  \
+            fail_msg("required when CI=true: " __VA_ARGS__);                                                          \
+        print_message("skipped: " __VA_ARGS__);                                                                       \
+        print_message("\n");                                                                                          \
+        skip();                                                                                                       \
+    } while (0)
 
 #endif

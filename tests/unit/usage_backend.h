@@ -4,7 +4,8 @@
  * A target is a fresh SQLite file in a temp folder, or a fresh schema in the
  * database named by $HEARTH_TEST_PG (reached through the URL's
  * options=-csearch_path=..., so hearth's unqualified tables land there).
- * PostgreSQL checks are skipped when HEARTH_TEST_PG is unset. */
+ * PostgreSQL checks are skipped when HEARTH_TEST_PG is unset, and fail then
+ * under CI (CI=true), where scripts/test.sh starts a server. */
 #ifndef HR_USAGE_BACKEND_H
 #define HR_USAGE_BACKEND_H
 
@@ -162,11 +163,15 @@ static inline int ub_teardown_pg(void **state)
     return 0;
 }
 
-/* In a test: skip on the PostgreSQL pass without a server. */
+/* In a test: on the PostgreSQL pass without a server, skip; under CI fail. */
 #define UB_NEED_BACKEND()                                                                                             \
     do {                                                                                                              \
-        if (ub_pg && !ub_pg_base())                                                                                   \
+        if (ub_pg && !ub_pg_base()) {                                                                                 \
+            const char *ci_ = getenv("CI");                                                                           \
+            if (ci_ && strcmp(ci_, "true") == 0)                                                                      \
+                fail_msg("HEARTH_TEST_PG not set (required when CI=true)");                                           \
             skip();                                                                                                   \
+        }                                                                                                             \
     } while (0)
 
 #endif
