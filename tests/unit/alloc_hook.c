@@ -8,6 +8,7 @@
 #include "alloc_hook.h"
 
 #include <errno.h>
+#include <execinfo.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <malloc.h>
@@ -56,6 +57,16 @@ static bool should_fail(void)
     if (n == 0 || k < n || (k > n && !atomic_load(&g_sticky)))
         return false;
     atomic_fetch_add(&g_injected, 1);
+    static int bt = -1; /* AH_BACKTRACE=1: where each injected failure happens (debugging a sweep) */
+    if (bt < 0)
+        bt = getenv("AH_BACKTRACE") != NULL;
+    if (bt) {
+        void *frames[16];
+        int nf = backtrace(frames, 16);
+        backtrace_symbols_fd(frames, nf, 2);
+        ssize_t w = write(2, "--\n", 3);
+        (void)w;
+    }
     if (atomic_load_explicit(&g_log, memory_order_relaxed)) {
         static const char msg[] = "alloc_hook: failing an allocation\n";
         ssize_t w = write(2, msg, sizeof msg - 1);

@@ -133,8 +133,8 @@ static int op_model_load(void *ctx, char *msg, size_t cap)
     hr_model *m = NULL;
     hr_err err = {0};
     if (hr_model_load(path, &m, &err)) {
-        snprintf(msg, cap, "%s", err.msg);
-        return 1;
+        snprintf(msg, cap, "%s (%s)", err.msg, hr_status_name(err.status));
+        return err.status == HR_ERR_NOMEM ? 1 : -1; /* out of memory must say so */
     }
     int ok = hr_model_hparams(m)->n_vocab == 512 && hr_vocab_n_tokens(hr_model_vocab(m)) == 512;
     hr_model_free(m);
@@ -169,6 +169,8 @@ static int op_vocab_load(void *ctx, char *msg, size_t cap)
     if (hr_gguf_open(c->path, &g, &err) || hr_vocab_load(g, &v, &err) ||
         hr_tok_encode(v, c->text, strlen(c->text), true, false, ids, 256, &n, &err)) {
         snprintf(msg, cap, "%s", err.msg); /* empty: the sweep fails */
+        if (err.status != HR_ERR_NOMEM)
+            rc = -1;
         goto out;
     }
     if (hr_vocab_n_tokens(v) != c->n_tokens || (c->n_ids && (int32_t)n != c->n_ids)) {
@@ -270,9 +272,10 @@ static int op_parse(void *ctx, char *msg, size_t cap)
         snprintf(msg, cap, "error with a request left in *out");
     else if (e.status == c->status)
         return 0; /* the expected refusal */
-    else if (e.status != 500 && e.status != 503)
+    else if (e.status != 500 && e.status != 503) {
         snprintf(msg, cap, "HTTP %d (not 500/503) for a failed allocation: %s", e.status, e.message);
-    else if (!e.message[0])
+        return -1;
+    } else if (!e.message[0])
         snprintf(msg, cap, "HTTP %d without a message", e.status);
     else
         snprintf(msg, cap, "%d %s", e.status, e.message);
@@ -351,7 +354,7 @@ static int op_render(void *ctx, char *msg, size_t cap)
     hr_tmpl_opts o = {.clock = hr_tmpl_fixed_clock, .clock_ud = &t};
     if (hr_chat_render(c->tmpl, c->messages, c->tools, true, "<s>", "</s>", NULL, &o, &out, &len, &err)) {
         snprintf(msg, cap, "%s", err.msg); /* empty: the sweep fails */
-        return 1;
+        return err.status == HR_ERR_NOMEM ? 1 : -1;
     }
     int rc = 0;
     if (c->expect && strcmp(out, c->expect)) {
