@@ -137,6 +137,7 @@ char *hr_api_error_json(const hr_api_error *e)
 }
 
 #define BAD(param, ...) (hr_api_error_set(e, 400, param, NULL, __VA_ARGS__), HR_ERR_INVALID)
+#define OOM() (hr_api_error_set(e, 500, NULL, NULL, "out of memory"), HR_ERR_NOMEM)
 
 /* ---- field readers ---------------------------------------------------- */
 
@@ -206,6 +207,17 @@ static const char *role_title(const char *r)
     return "Tool";
 }
 
+/* A failed append of `need` more bytes: the cap (400) or out of memory (500). */
+static hr_status buf_fail(hr_api_buf *b, size_t need, const char *param, const char *what, hr_api_error *e)
+{
+    bool full = b->len > b->max || need > b->max - b->len;
+    hr_api_buf_free(b);
+    if (!full)
+        return OOM();
+    hr_api_error_set(e, 400, param, NULL, "%s is too long", what);
+    return HR_ERR_LIMIT;
+}
+
 /* The fallback chat format for models without a template (docs/SERVER.md):
  * one "Role: content" line per message, then "Assistant:". */
 static hr_status render_fallback(json_t *msgs, char **out, hr_api_error *e)
@@ -217,19 +229,14 @@ static hr_status render_fallback(json_t *msgs, char **out, hr_api_error *e)
     {
         const char *role = json_string_value(json_object_get(m, "role"));
         json_t *c = json_object_get(m, "content");
+        size_t line = strlen(role_title(role)) + 3 + (json_is_string(c) ? json_string_length(c) : 0);
         if (!hr_api_buf_puts(&b, role_title(role)) || !hr_api_buf_puts(&b, ": ") ||
             (json_is_string(c) && !hr_api_buf_put(&b, json_string_value(c), json_string_length(c))) ||
-            !hr_api_buf_puts(&b, "\n")) {
-            hr_api_buf_free(&b);
-            hr_api_error_set(e, 400, "messages", NULL, "the conversation is too long");
-            return HR_ERR_LIMIT;
-        }
+            !hr_api_buf_puts(&b, "\n"))
+            return buf_fail(&b, line, "messages", "the conversation", e);
     }
-    if (!hr_api_buf_puts(&b, "Assistant:")) {
-        hr_api_buf_free(&b);
-        hr_api_error_set(e, 400, "messages", NULL, "the conversation is too long");
-        return HR_ERR_LIMIT;
-    }
+    if (!hr_api_buf_puts(&b, "Assistant:"))
+        return buf_fail(&b, 10, "messages", "the conversation", e);
     *out = b.p;
     return HR_OK;
 }
@@ -247,6 +254,8 @@ static hr_status normalise_messages(json_t *msgs, json_t **out, hr_api_error *e)
     if (nm > HR_API_MAX_MESSAGES)
         return BAD("messages", "at most %d messages (got %zu)", HR_API_MAX_MESSAGES, nm);
     json_t *res = json_array();
+    if (!res)
+        return OOM();
     char pn[64];
     size_t i;
     json_t *m;
@@ -268,9 +277,11 @@ static hr_status normalise_messages(json_t *msgs, json_t **out, hr_api_error *e)
             return BAD(pn, "%s.role must be one of system, developer, user, assistant, tool", pn);
         }
         json_t *nmsg = json_deep_copy(m);
-        json_array_append_new(res, nmsg);
-        if (!strcmp(role, "developer"))
-            json_object_set_new(nmsg, "role", json_string("system"));
+        if (!nmsg || json_array_append_new(res, nmsg) ||
+            (!strcmp(role, "developer") && json_object_set_new(nmsg, "role", json_string("system")))) {
+            json_decref(res);
+            return OOM();
+        }
         json_t *c = json_object_get(m, "content");
         if (json_is_array(c)) {
             hr_api_buf b = {.max = 16u << 20};
@@ -298,19 +309,27 @@ static hr_status normalise_messages(json_t *msgs, json_t **out, hr_api_error *e)
                 }
                 if ((j > 0 && !hr_api_buf_puts(&b, "\n")) ||
                     !hr_api_buf_put(&b, json_string_value(text), json_string_length(text))) {
-                    hr_api_buf_free(&b);
                     json_decref(res);
-                    return BAD(pn, "%s.content is too long", pn);
+                    char what[96];
+                    snprintf(what, sizeof what, "%s.content", pn);
+                    return buf_fail(&b, 1 + json_string_length(text), pn, what, e);
                 }
             }
-            json_object_set_new(nmsg, "content", json_stringn(b.p ? b.p : "", b.len));
+            int bad = json_object_set_new(nmsg, "content", json_stringn(b.p ? b.p : "", b.len));
             hr_api_buf_free(&b);
+            if (bad) {
+                json_decref(res);
+                return OOM();
+            }
         } else if (json_is_null(c) || !c) {
             if (strcmp(role, "assistant") || !json_object_get(m, "tool_calls")) {
                 json_decref(res);
                 return BAD(pn, "%s.content must be a string or a list of text parts", pn);
             }
-            json_object_set_new(nmsg, "content", json_string(""));
+            if (json_object_set_new(nmsg, "content", json_string(""))) {
+                json_decref(res);
+                return OOM();
+            }
         } else if (!json_is_string(c)) {
             json_decref(res);
             return BAD(pn, "%s.content must be a string or a list of text parts", pn);
@@ -341,7 +360,10 @@ static hr_status normalise_messages(json_t *msgs, json_t **out, hr_api_error *e)
                         return BAD(pn, "%s.tool_calls[%zu].function.arguments is not valid JSON: %s", pn, j,
                                    je.text);
                     }
-                    json_object_set_new(fn, "arguments", parsed);
+                    if (json_object_set_new(fn, "arguments", parsed)) {
+                        json_decref(res);
+                        return OOM();
+                    }
                 }
             }
         }
@@ -361,17 +383,23 @@ static hr_status render_messages(const hr_api_model *m, json_t *msgs, json_t *kw
         json_decref(norm);
         return st;
     }
+    /* a variable lost to a failed allocation would silently change the prompt */
     json_t *ctx = json_object();
-    if (json_is_object(kwargs))
-        json_object_update(ctx, kwargs);
-    json_object_set_new(ctx, "messages", norm);
-    json_object_set_new(ctx, "add_generation_prompt", json_true());
-    json_object_set_new(ctx, "bos_token", json_string(m->bos_text ? m->bos_text : ""));
-    json_object_set_new(ctx, "eos_token", json_string(m->eos_text ? m->eos_text : ""));
+    if (!ctx || (json_is_object(kwargs) && json_object_update(ctx, kwargs)) ||
+        json_object_set_new(ctx, "messages", norm) || json_object_set_new(ctx, "add_generation_prompt", json_true()) ||
+        json_object_set_new(ctx, "bos_token", json_string(m->bos_text ? m->bos_text : "")) ||
+        json_object_set_new(ctx, "eos_token", json_string(m->eos_text ? m->eos_text : ""))) {
+        if (!ctx)
+            json_decref(norm);
+        json_decref(ctx);
+        return OOM();
+    }
     size_t len;
     hr_err err = {0};
     st = hr_tmpl_render(m->tmpl, ctx, NULL, out, &len, &err);
     json_decref(ctx);
+    if (st == HR_ERR_NOMEM)
+        return OOM();
     if (st) {
         hr_api_error_set(e, 400, "messages", NULL, "the chat template failed on these messages: %s", err.msg);
         return st;
@@ -417,7 +445,8 @@ static hr_status encode(const hr_api_model *m, const char *text, size_t len, boo
     }
     if (st) {
         free(buf);
-        hr_api_error_set(e, 400, "prompt", NULL, "cannot tokenize the prompt: %s", err.msg);
+        hr_api_error_set(e, st == HR_ERR_NOMEM ? 500 : 400, st == HR_ERR_NOMEM ? NULL : "prompt", NULL,
+                         "cannot tokenize the prompt: %s", err.msg);
         return st;
     }
     if (got > INT32_MAX) {
@@ -787,8 +816,10 @@ static hr_status parse_body(const hr_api_model *m, hr_api_kind kind, json_t *o, 
             return BAD("chat_template_kwargs", "'chat_template_kwargs' must be an object");
         json_t *effort = json_object_get(o, "reasoning_effort");
         json_t *kw2 = json_is_object(kw) ? json_deep_copy(kw) : json_object();
-        if (json_is_string(effort))
-            json_object_set(kw2, "reasoning_effort", effort);
+        if (!kw2 || (json_is_string(effort) && json_object_set(kw2, "reasoning_effort", effort))) {
+            json_decref(kw2);
+            return OOM();
+        }
         st = render_messages(m, msgs, kw2, &r->rendered, e);
         json_decref(kw2);
         if (st)
