@@ -244,28 +244,35 @@ static void touch(hr_sched *s, hr_req *r)
     s->touched[s->n_touched++] = r;
 }
 
-/* Appends an event; on allocation failure the text is dropped but the event kept if possible. */
-static void emit(hr_sched *s, hr_req *r, hr_ev_kind kind, int32_t index, const char *text, size_t len,
+/* Appends an event. A text event also keeps room for the DONE events still
+ * to come (both buffers start with room for all of them, see submit), so a
+ * DONE is never lost and the consumer always sees its request end. false:
+ * out of memory, nothing appended (the caller fails the completion rather
+ * than send text with a hole in it). */
+static bool emit(hr_sched *s, hr_req *r, hr_ev_kind kind, int32_t index, const char *text, size_t len,
                  const hr_token_info *tok, int32_t n_tok, hr_finish finish)
 {
     pthread_mutex_lock(&r->mu);
     evbuf *b = &r->pending;
-    if (hr_grow((void **)&b->ev, &b->cap, b->n + 1, sizeof *b->ev)) {
+    size_t room = kind == HR_EV_DONE ? 1 : 1 + (size_t)(r->n - r->n_seq_done);
+    bool ok = hr_grow((void **)&b->ev, &b->cap, b->n + room, sizeof *b->ev) &&
+              (!len || hr_grow((void **)&b->text, &b->tcap, b->tlen + len + 1, 1)) &&
+              (!n_tok || hr_grow((void **)&b->tok, &b->captok, b->ntok + (size_t)n_tok, sizeof *b->tok));
+    if (ok) {
         ev_rec *e = &b->ev[b->n++];
         memset(e, 0, sizeof *e);
         e->kind = kind;
         e->index = index;
         e->finish = finish;
-        if (len && hr_grow((void **)&b->text, &b->tcap, b->tlen + len + 1, 1)) {
+        e->text_off = SIZE_MAX;
+        if (len) {
             e->text_off = b->tlen;
             e->text_len = len;
             memcpy(b->text + b->tlen, text, len);
             b->tlen += len;
             b->text[b->tlen++] = 0;
-        } else {
-            e->text_off = SIZE_MAX;
         }
-        if (n_tok && hr_grow((void **)&b->tok, &b->captok, b->ntok + (size_t)n_tok, sizeof *b->tok)) {
+        if (n_tok) {
             e->tok_off = b->ntok;
             e->n_tok = n_tok;
             memcpy(b->tok + b->ntok, tok, (size_t)n_tok * sizeof *tok);
@@ -274,6 +281,7 @@ static void emit(hr_sched *s, hr_req *r, hr_ev_kind kind, int32_t index, const c
     }
     pthread_mutex_unlock(&r->mu);
     touch(s, r);
+    return ok;
 }
 
 /* ---- slots and sequences ---- */
@@ -371,9 +379,10 @@ static void seq_finish_ex(hr_sched *s, seq *q, hr_finish f, bool flush)
             if (buf) {
                 memcpy(buf, q->hold, q->hold_len);
                 memcpy(buf + q->hold_len, s->text, tail);
-                emit(s, r, HR_EV_TEXT, q->index, buf, q->hold_len + tail, NULL, 0, HR_FINISH_NONE);
-                free(buf);
             }
+            if (!buf || !emit(s, r, HR_EV_TEXT, q->index, buf, q->hold_len + tail, NULL, 0, HR_FINISH_NONE))
+                f = HR_FINISH_ERROR; /* the end of the text is lost */
+            free(buf);
         }
     }
     q->hold_len = 0;
@@ -501,30 +510,29 @@ static void seq_sample(hr_sched *s, seq *q, float *logits)
     }
 
     if (!r->ignore_eos && hr_vocab_is_eog(s->vocab, tok)) {
-        if (n_info)
-            emit(s, r, HR_EV_TEXT, q->index, NULL, 0, &info, n_info, HR_FINISH_NONE);
-        seq_finish(s, q, HR_FINISH_STOP);
+        bool ok = !n_info || emit(s, r, HR_EV_TEXT, q->index, NULL, 0, &info, n_info, HR_FINISH_NONE);
+        seq_finish(s, q, ok ? HR_FINISH_STOP : HR_FINISH_ERROR);
         return;
     }
     size_t n = hr_detok_push(q->dt, tok, s->text, s->text_cap);
-    if (n >= s->text_cap)
-        n = 0; /* cannot happen for one token with a 64 KiB buffer */
-    if (!hold_append(q, s->text, n)) {
+    /* >= cap: out of memory in the detokenizer (one token's text always fits) */
+    if (n >= s->text_cap || !hold_append(q, s->text, n)) {
         seq_finish(s, q, HR_FINISH_ERROR);
         return;
     }
     size_t cut = r->n_stop ? stop_find(r, q->hold, q->hold_len) : SIZE_MAX;
     if (cut != SIZE_MAX) {
-        if (cut || n_info)
-            emit(s, r, HR_EV_TEXT, q->index, q->hold, cut, &info, n_info, HR_FINISH_NONE);
+        bool ok = !(cut || n_info) || emit(s, r, HR_EV_TEXT, q->index, q->hold, cut, &info, n_info, HR_FINISH_NONE);
         q->hold_len = 0;
-        seq_finish_ex(s, q, HR_FINISH_STOP, false); /* nothing after a stop string */
+        seq_finish_ex(s, q, ok ? HR_FINISH_STOP : HR_FINISH_ERROR, false); /* nothing after a stop string */
         return;
     }
     size_t keep = r->n_stop ? stop_holdback(r, q->hold, q->hold_len) : 0;
     size_t out = q->hold_len - keep;
-    if (out || n_info)
-        emit(s, r, HR_EV_TEXT, q->index, q->hold, out, &info, n_info, HR_FINISH_NONE);
+    if ((out || n_info) && !emit(s, r, HR_EV_TEXT, q->index, q->hold, out, &info, n_info, HR_FINISH_NONE)) {
+        seq_finish(s, q, HR_FINISH_ERROR);
+        return;
+    }
     memmove(q->hold, q->hold + out, keep);
     q->hold_len = keep;
     if (q->n_gen >= r->max_tokens || q->n_tokens >= s->p.n_ctx)
@@ -838,9 +846,14 @@ static void step(hr_sched *s)
             memcpy(s->scratch, row, (size_t)s->n_vocab * sizeof *s->scratch);
             seq_sample(s, q, s->scratch);
         }
-        if (!work)
-            for (int32_t i = 0; i < s->n_running; i++)
+        /* out of memory: fail what this step computed rather than retry it
+         * forever (finishing may remove several sequences: rescan) */
+        for (int32_t i = 0; !work && i < s->n_running; i++)
+            if (s->running[i]->take) {
                 s->running[i]->take = 0;
+                seq_finish(s, s->running[i], HR_FINISH_ERROR);
+                i = -1;
+            }
         free(work);
     }
 
@@ -1105,7 +1118,11 @@ hr_status hr_sched_submit(hr_sched *s, const hr_gen_params *p, void (*notify)(vo
     r->notify = notify;
     r->notify_ctx = ctx;
     r->t_submit = now_s();
-    if ((st = req_copy_params(s, r, p, err))) {
+    /* room for every DONE event in both buffers (see emit) */
+    if (!hr_grow((void **)&r->pending.ev, &r->pending.cap, (size_t)p->n + 1, sizeof *r->pending.ev) ||
+        !hr_grow((void **)&r->taken.ev, &r->taken.cap, (size_t)p->n + 1, sizeof *r->taken.ev))
+        st = hr_err_set(err, HR_ERR_NOMEM, "out of memory");
+    if (st || (st = req_copy_params(s, r, p, err))) {
         if (r->seqs)
             for (int32_t i = 0; i < p->n; i++)
                 seq_free(r->seqs[i]);
