@@ -240,7 +240,32 @@ int64_t ah_live(void) { return atomic_load(&g_live); }
 
 static char g_ctl_path[1024];
 
-/* SIGUSR2: re-read the control file. open/read/close and atomics only. */
+/* "alloc_hook: <what> <n>\n" on stderr with write() alone (signal-safe). */
+static void say(const char *what, uint64_t n, const char *tail)
+{
+    char buf[96];
+    size_t k = 0;
+    for (const char *p = "alloc_hook: "; *p; p++)
+        buf[k++] = *p;
+    for (const char *p = what; *p && k < 60; p++)
+        buf[k++] = *p;
+    char d[24];
+    int nd = 0;
+    do {
+        d[nd++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    while (nd)
+        buf[k++] = d[--nd];
+    for (const char *p = tail; *p && k < sizeof buf - 1; p++)
+        buf[k++] = *p;
+    buf[k++] = '\n';
+    ssize_t w = write(2, buf, k);
+    (void)w;
+}
+
+/* SIGUSR2: re-read the control file, say what was counted since the last
+ * arm, and re-arm. open/read/close/write and atomics only. */
 static void on_usr2(int sig)
 {
     (void)sig;
@@ -259,6 +284,11 @@ static void on_usr2(int sig)
             sticky = true;
     }
     atomic_store(&g_armed, false);
+    say("counted ", atomic_load(&g_count), " allocations");
+    if (n)
+        say("armed ", n, sticky ? "+" : "");
+    else
+        say("disarmed ", 0, "");
     atomic_store(&g_scope, AH_ALL_THREADS);
     atomic_store(&g_sticky, sticky);
     atomic_store(&g_target, n);
