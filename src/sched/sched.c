@@ -130,6 +130,7 @@ struct hr_req {
     bool touched;
     bool prefix_waited; /* counted once in stats.prefix_waits */
     hr_req *next; /* submit queue link */
+    hr_req *touch_next, *drop_next;
 };
 
 struct seq {
@@ -177,12 +178,10 @@ struct hr_sched {
     bool *b_logits;
     float *logits; /* (max_running, n_vocab) */
     float *scratch; /* (n_vocab) */
-    hr_req **touched;
-    int32_t n_touched;
-    size_t cap_touched;
-    hr_req **drop; /* requests whose scheduler reference goes after notify */
-    int32_t n_drop;
-    size_t cap_drop;
+    /* intrusive lists (no allocation, so out of memory cannot lose a
+     * notification or a request's last reference) */
+    hr_req *touched; /* requests with new events this step (touch_next) */
+    hr_req *drop;    /* requests whose scheduler reference goes after notify (drop_next) */
     char *text;    /* detok scratch */
     size_t text_cap;
     /* stats */
@@ -238,10 +237,9 @@ static void touch(hr_sched *s, hr_req *r)
 {
     if (r->touched)
         return;
-    if (!hr_grow((void **)&s->touched, &s->cap_touched, (size_t)s->n_touched + 1, sizeof *s->touched))
-        return; /* the consumer will still see events on its next poll */
     r->touched = true;
-    s->touched[s->n_touched++] = r;
+    r->touch_next = s->touched;
+    s->touched = r;
 }
 
 /* Appends an event. A text event also keeps room for the DONE events still
@@ -410,8 +408,8 @@ static void seq_finish_ex(hr_sched *s, seq *q, hr_finish f, bool flush)
         s->stats.requests_done++;
         pthread_mutex_unlock(&s->stats_mu);
         /* the scheduler's reference goes after this step's notifications */
-        if (hr_grow((void **)&s->drop, &s->cap_drop, (size_t)s->n_drop + 1, sizeof *s->drop))
-            s->drop[s->n_drop++] = r;
+        r->drop_next = s->drop;
+        s->drop = r;
     }
 }
 
@@ -759,24 +757,23 @@ static int32_t plan(hr_sched *s)
  * requests that finished. */
 static void flush_notifications(hr_sched *s)
 {
-    for (int32_t i = 0; i < s->n_touched; i++) {
-        hr_req *r = s->touched[i];
+    for (hr_req *r = s->touched; r; r = r->touch_next) {
         r->touched = false;
         pthread_mutex_lock(&r->mu);
         if (!r->released && r->notify)
             r->notify(r->notify_ctx);
         pthread_mutex_unlock(&r->mu);
     }
-    s->n_touched = 0;
-    for (int32_t i = 0; i < s->n_drop; i++) {
-        hr_req *r = s->drop[i];
+    s->touched = NULL;
+    for (hr_req *r = s->drop, *nx; r; r = nx) {
+        nx = r->drop_next;
         for (int32_t c = 0; c < r->n; c++) {
             seq_free(r->seqs[c]);
             r->seqs[c] = NULL;
         }
         req_unref(r);
     }
-    s->n_drop = 0;
+    s->drop = NULL;
 }
 
 static void step(hr_sched *s)
@@ -1017,8 +1014,6 @@ void hr_sched_free(hr_sched *s)
     free(s->logits);
     free(s->scratch);
     free(s->text);
-    free(s->touched);
-    free(s->drop);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->stats_mu);
