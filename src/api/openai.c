@@ -44,6 +44,34 @@ void hr_api_buf_free(hr_api_buf *b)
     b->len = b->cap = 0;
 }
 
+/* json_dumps, but NULL when any part of the text could not be stored:
+ * jansson 2.14 ignores a failed write of an object key and returns the
+ * rest, a document with a hole in it (found by test_alloc_faults). */
+typedef struct {
+    hr_api_buf b;
+    bool failed;
+} dump_ctx;
+
+static int dump_cb(const char *buf, size_t n, void *ud)
+{
+    dump_ctx *d = ud;
+    if (d->failed || !hr_api_buf_put(&d->b, buf, n)) {
+        d->failed = true;
+        return -1;
+    }
+    return 0;
+}
+
+static char *dumps(const json_t *j, size_t flags)
+{
+    dump_ctx d = {.b = {.max = SIZE_MAX}};
+    if (!j || json_dump_callback(j, dump_cb, &d, flags) || d.failed || !d.b.p) {
+        hr_api_buf_free(&d.b);
+        return NULL;
+    }
+    return d.b.p;
+}
+
 /* Length of the valid UTF-8 sequence at s (n bytes left), or 0 if invalid. */
 static size_t utf8_seq(const unsigned char *s, size_t n)
 {
@@ -131,7 +159,7 @@ char *hr_api_error_json(const hr_api_error *e)
     json_t *o = json_pack("{s:{s:o,s:s,s:o,s:o}}", "error", "message", jstrn(e->message, strlen(e->message)),
                           "type", e->type, "param", e->param[0] ? jstrn(e->param, strlen(e->param)) : json_null(),
                           "code", e->code[0] ? json_string(e->code) : json_null());
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *s = o ? dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return s;
 }
@@ -1076,11 +1104,16 @@ void hr_api_resp_free(hr_api_resp *r)
     free(r);
 }
 
+/* NULL when out of memory (as every builder below: a part missing from a
+ * response must fail it, never send it short) */
 static json_t *token_bytes(const char *s, size_t n)
 {
     json_t *a = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, json_integer((unsigned char)s[i]));
+    for (size_t i = 0; a && i < n; i++)
+        if (json_array_append_new(a, json_integer((unsigned char)s[i]))) {
+            json_decref(a);
+            return NULL;
+        }
     return a;
 }
 
@@ -1092,28 +1125,37 @@ static size_t piece_of(const hr_api_model *m, int32_t id, char *buf, size_t cap)
     return n < cap ? n : 0;
 }
 
-/* Chat logprobs entries for the tokens of one event, appended to arr. */
-static void chat_lp_append(const hr_api_resp *r, const hr_event *ev, json_t *arr)
+/* Chat logprobs entries for the tokens of one event, appended to arr;
+ * false: out of memory. */
+static bool chat_lp_append(const hr_api_resp *r, const hr_event *ev, json_t *arr)
 {
     char piece[256];
     for (int32_t t = 0; t < ev->n_tokens; t++) {
         const hr_token_info *ti = &ev->tokens[t];
         size_t pl = piece_of(r->m, ti->token, piece, sizeof piece);
         json_t *tops = json_array();
+        if (!tops)
+            return false;
         for (int32_t k = 0; k < ti->n_top && k < HR_MAX_TOP_LOGPROBS; k++) {
             char p2[256];
             size_t l2 = piece_of(r->m, ti->top_ids[k], p2, sizeof p2);
-            json_array_append_new(tops, json_pack("{s:o,s:f,s:o}", "token", jstrn(p2, l2), "logprob",
-                                                  (double)ti->top_logprobs[k], "bytes", token_bytes(p2, l2)));
+            if (json_array_append_new(tops, json_pack("{s:o,s:f,s:o}", "token", jstrn(p2, l2), "logprob",
+                                                      (double)ti->top_logprobs[k], "bytes", token_bytes(p2, l2)))) {
+                json_decref(tops);
+                return false;
+            }
         }
-        json_array_append_new(arr, json_pack("{s:o,s:f,s:o,s:o}", "token", jstrn(piece, pl), "logprob",
-                                             (double)ti->logprob, "bytes", token_bytes(piece, pl),
-                                             "top_logprobs", tops));
+        if (json_array_append_new(arr, json_pack("{s:o,s:f,s:o,s:o}", "token", jstrn(piece, pl), "logprob",
+                                                 (double)ti->logprob, "bytes", token_bytes(piece, pl),
+                                                 "top_logprobs", tops)))
+            return false;
     }
+    return true;
 }
 
-/* Completions logprobs: {tokens, token_logprobs, top_logprobs, text_offset}. */
-static void cmpl_lp_append(const hr_api_resp *r, choice *c, const hr_event *ev, json_t *obj)
+/* Completions logprobs: {tokens, token_logprobs, top_logprobs, text_offset};
+ * false: out of memory. */
+static bool cmpl_lp_append(const hr_api_resp *r, choice *c, const hr_event *ev, json_t *obj)
 {
     json_t *toks = json_object_get(obj, "tokens"), *lps = json_object_get(obj, "token_logprobs"),
            *tops = json_object_get(obj, "top_logprobs"), *offs = json_object_get(obj, "text_offset");
@@ -1121,23 +1163,30 @@ static void cmpl_lp_append(const hr_api_resp *r, choice *c, const hr_event *ev, 
     for (int32_t t = 0; t < ev->n_tokens; t++) {
         const hr_token_info *ti = &ev->tokens[t];
         size_t pl = piece_of(r->m, ti->token, piece, sizeof piece);
-        json_array_append_new(toks, jstrn(piece, pl));
-        json_array_append_new(lps, json_real(ti->logprob));
+        if (json_array_append_new(toks, jstrn(piece, pl)) || json_array_append_new(lps, json_real(ti->logprob)))
+            return false;
         json_t *top = json_object();
+        if (!top)
+            return false;
         for (int32_t k = 0; k < ti->n_top && k < HR_MAX_TOP_LOGPROBS; k++) {
             char p2[256];
             size_t l2 = piece_of(r->m, ti->top_ids[k], p2, sizeof p2);
             hr_api_buf key = {0};
-            if (hr_api_utf8_sanitize(p2, l2, &key) && key.p)
-                json_object_set_new(top, key.p, json_real(ti->top_logprobs[k]));
-            else if (l2 == 0)
-                json_object_set_new(top, "", json_real(ti->top_logprobs[k]));
+            bool fine = hr_api_utf8_sanitize(p2, l2, &key);
+            if (fine && (key.p || l2 == 0))
+                fine = !json_object_set_new(top, key.p ? key.p : "", json_real(ti->top_logprobs[k]));
             hr_api_buf_free(&key);
+            if (!fine) {
+                json_decref(top);
+                return false;
+            }
         }
-        json_array_append_new(tops, top);
-        json_array_append_new(offs, json_integer((json_int_t)c->text_off));
+        if (json_array_append_new(tops, top) ||
+            json_array_append_new(offs, json_integer((json_int_t)c->text_off)))
+            return false;
         c->text_off += pl;
     }
+    return true;
 }
 
 static json_t *cmpl_lp_new(void)
@@ -1155,14 +1204,16 @@ static json_t *chunk_base(const hr_api_resp *r)
     json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:s,s:[]}", "id", r->id, "object",
                           r->kind == HR_API_CHAT ? "chat.completion.chunk" : "text_completion", "created",
                           (json_int_t)r->created, "model", r->m->id, "system_fingerprint", "hearth", "choices");
-    if (r->include_usage)
-        json_object_set_new(o, "usage", json_null());
+    if (o && r->include_usage && json_object_set_new(o, "usage", json_null())) {
+        json_decref(o);
+        return NULL;
+    }
     return o;
 }
 
 static bool emit(json_t *o, hr_api_buf *out)
 {
-    char *s = json_dumps(o, JSON_COMPACT);
+    char *s = dumps(o, JSON_COMPACT);
     json_decref(o);
     if (!s)
         return false;
@@ -1179,10 +1230,11 @@ static bool stream_piece(hr_api_resp *r, int32_t idx, const char *content, size_
     json_t *ch;
     if (r->kind == HR_API_CHAT) {
         json_t *delta = json_object();
-        if (cl)
-            json_object_set_new(delta, "content", jstrn(content, cl));
-        if (rl)
-            json_object_set_new(delta, "reasoning_content", jstrn(reasoning, rl));
+        if (delta && ((cl && json_object_set_new(delta, "content", jstrn(content, cl))) ||
+                      (rl && json_object_set_new(delta, "reasoning_content", jstrn(reasoning, rl))))) {
+            json_decref(delta);
+            delta = NULL; /* the pack below fails */
+        }
         ch = json_pack("{s:i,s:o,s:o,s:o}", "index", idx, "delta", delta, "logprobs",
                        lp ? json_pack("{s:o,s:n}", "content", lp, "refusal") : json_null(), "finish_reason",
                        finish ? json_string(finish) : json_null());
@@ -1190,7 +1242,10 @@ static bool stream_piece(hr_api_resp *r, int32_t idx, const char *content, size_
         ch = json_pack("{s:i,s:o,s:o,s:o}", "index", idx, "text", jstrn(content, cl), "logprobs",
                        lp ? lp : json_null(), "finish_reason", finish ? json_string(finish) : json_null());
     }
-    json_array_append_new(json_object_get(o, "choices"), ch);
+    if (json_array_append_new(json_object_get(o, "choices"), ch)) { /* takes ch even when it fails */
+        json_decref(o);
+        return false;
+    }
     return emit(o, out);
 }
 
@@ -1206,10 +1261,14 @@ bool hr_api_resp_event(hr_api_resp *r, int32_t prompt, const hr_event *ev, hr_ap
     if (r->stream && r->kind == HR_API_CHAT && !c->started) {
         /* first chunk of a choice: the role */
         json_t *o = chunk_base(r);
-        json_array_append_new(json_object_get(o, "choices"),
-                              json_pack("{s:i,s:{s:s,s:s},s:n,s:n}", "index", idx, "delta", "role", "assistant",
-                                        "content", "", "logprobs", "finish_reason"));
-        ok = emit(o, out);
+        if (json_array_append_new(json_object_get(o, "choices"),
+                                  json_pack("{s:i,s:{s:s,s:s},s:n,s:n}", "index", idx, "delta", "role",
+                                            "assistant", "content", "", "logprobs", "finish_reason"))) {
+            json_decref(o);
+            ok = false;
+        } else {
+            ok = emit(o, out);
+        }
     }
     c->started = true;
     if (!ok)
@@ -1225,13 +1284,10 @@ bool hr_api_resp_event(hr_api_resp *r, int32_t prompt, const hr_event *ev, hr_ap
                 c->reasoning_tokens++;
             if (!r->reasoning)
                 ok = hr_api_buf_put(&c->content, ev->text ? ev->text : "", ev->len);
-            if (want_lp) {
+            if (ok && want_lp) {
                 if (!c->lp)
                     c->lp = r->kind == HR_API_CHAT ? json_array() : cmpl_lp_new();
-                if (r->kind == HR_API_CHAT)
-                    chat_lp_append(r, ev, c->lp);
-                else
-                    cmpl_lp_append(r, c, ev, c->lp);
+                ok = c->lp && (r->kind == HR_API_CHAT ? chat_lp_append(r, ev, c->lp) : cmpl_lp_append(r, c, ev, c->lp));
             }
             return ok;
         }
@@ -1243,14 +1299,9 @@ bool hr_api_resp_event(hr_api_resp *r, int32_t prompt, const hr_event *ev, hr_ap
         if (!r->reasoning)
             ok = hr_api_buf_put(&cb, ev->text ? ev->text : "", ev->len);
         json_t *lp = NULL;
-        if (want_lp) {
-            if (r->kind == HR_API_CHAT) {
-                lp = json_array();
-                chat_lp_append(r, ev, lp);
-            } else {
-                lp = cmpl_lp_new();
-                cmpl_lp_append(r, c, ev, lp);
-            }
+        if (ok && want_lp) {
+            lp = r->kind == HR_API_CHAT ? json_array() : cmpl_lp_new();
+            ok = lp && (r->kind == HR_API_CHAT ? chat_lp_append(r, ev, lp) : cmpl_lp_append(r, c, ev, lp));
         }
         if (ok && (cb.len || rb.len || lp))
             ok = stream_piece(r, idx, cb.p, cb.len, rb.p, rb.len, lp, NULL, out);
@@ -1312,7 +1363,10 @@ bool hr_api_resp_stream_end(hr_api_resp *r, const hr_req_usage *u, hr_api_buf *o
 {
     if (r->include_usage && u) {
         json_t *o = chunk_base(r);
-        json_object_set_new(o, "usage", usage_json(u));
+        if (json_object_set_new(o, "usage", usage_json(u))) {
+            json_decref(o);
+            return false;
+        }
         if (!emit(o, out))
             return false;
     }
@@ -1322,14 +1376,17 @@ bool hr_api_resp_stream_end(hr_api_resp *r, const hr_req_usage *u, hr_api_buf *o
 char *hr_api_resp_json(hr_api_resp *r, const hr_req_usage *u)
 {
     json_t *choices = json_array();
-    for (int32_t i = 0; i < r->n_choices; i++) {
+    for (int32_t i = 0; choices && i < r->n_choices; i++) {
         choice *c = &r->c[i];
         json_t *ch;
         if (r->kind == HR_API_CHAT) {
             json_t *msg = json_pack("{s:s,s:o,s:n}", "role", "assistant", "content",
                                     jstrn(c->content.p ? c->content.p : "", c->content.len), "refusal");
-            if (r->reasoning && c->reasoning.len)
-                json_object_set_new(msg, "reasoning_content", jstrn(c->reasoning.p, c->reasoning.len));
+            if (msg && r->reasoning && c->reasoning.len &&
+                json_object_set_new(msg, "reasoning_content", jstrn(c->reasoning.p, c->reasoning.len))) {
+                json_decref(msg);
+                msg = NULL; /* the pack below fails */
+            }
             json_t *lp = json_null();
             if (r->chat_logprobs)
                 lp = json_pack("{s:o,s:n}", "content", c->lp ? json_incref(c->lp) : json_array(), "refusal");
@@ -1343,14 +1400,19 @@ char *hr_api_resp_json(hr_api_resp *r, const hr_req_usage *u)
                            jstrn(c->content.p ? c->content.p : "", c->content.len), "logprobs", lp,
                            "finish_reason", finish_str(c->finish));
         }
-        json_array_append_new(choices, ch);
+        if (json_array_append_new(choices, ch)) {
+            json_decref(choices);
+            return NULL;
+        }
     }
+    if (!choices)
+        return NULL;
     hr_req_usage zero = {0};
     json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:s,s:o,s:o}", "id", r->id, "object",
                           r->kind == HR_API_CHAT ? "chat.completion" : "text_completion", "created",
                           (json_int_t)r->created, "model", r->m->id, "system_fingerprint", "hearth", "choices",
                           choices, "usage", usage_json(u ? u : &zero));
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *s = o ? dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return s;
 }
@@ -1383,7 +1445,7 @@ static json_t *model_obj(const hr_api_model *m)
 char *hr_api_models_json(const hr_api_model *m, bool one)
 {
     json_t *o = one ? model_obj(m) : json_pack("{s:s,s:[o]}", "object", "list", "data", model_obj(m));
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *s = o ? dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return s;
 }
@@ -1437,7 +1499,7 @@ char *hr_api_tokenize(const hr_api_model *m, const char *body, size_t len, hr_ap
         json_array_append_new(toks, json_pack("{s:i,s:o}", "id", ids[i], "piece", pj ? pj : token_bytes(piece, pl)));
     }
     json_t *r = json_pack("{s:o}", "tokens", toks);
-    res = json_dumps(r, JSON_COMPACT);
+    res = dumps(r, JSON_COMPACT);
     json_decref(r);
 done:
     free(ids);
@@ -1483,7 +1545,7 @@ char *hr_api_detokenize(const hr_api_model *m, const char *body, size_t len, hr_
             break;
         if (got < cap) {
             json_t *r = json_pack("{s:o}", "content", jstrn(text, got));
-            res = json_dumps(r, JSON_COMPACT);
+            res = dumps(r, JSON_COMPACT);
             json_decref(r);
             break;
         }
