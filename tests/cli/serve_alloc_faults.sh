@@ -56,7 +56,9 @@ sweep_chat() {
   code=$(post /v1/chat/completions "$CHAT")
   arm 0 || return
   case $code in
-    200) n200=$((n200 + 1)) ;;
+    200)
+      n200=$((n200 + 1))
+      check "chat N=$n: a 200 has the fault-free answer" "$REF_CHAT" "$(jqb '.choices[0].message.content')" ;;
     500|503)
       n5xx=$((n5xx + 1))
       check_true "chat N=$n: $code has an error message" test -n "$(jqb '.error.message // empty')" ;;
@@ -74,12 +76,19 @@ check_true "some chat requests failed with 500/503 ($n5xx; $n200 absorbed)" test
 K_COMP=$(count_allocs curl -sN -H 'Content-Type: application/json' -d "$COMP" "$BASE/v1/completions")
 echo "one streamed completion: $K_COMP allocations"
 check_true "completion allocations counted ($K_COMP)" test "${K_COMP:-0}" -gt 10
-for n in $(seq 1 3 $((K_COMP + 5))); do
+for n in $(seq 1 8 $((K_COMP + 5))); do
   arm "$n" || break
   code=$(curl -sN -o "$TMPD/sse" -w '%{http_code}' -m 30 -H 'Content-Type: application/json' -d "$COMP" "$BASE/v1/completions")
   arm 0 || break
   case $code in
-    200) check_true "stream N=$n ends" bash -c "tail -n 2 $TMPD/sse | grep -q '^data: '" ;;
+    200)
+      # the stream ends: with [DONE] and the whole text, or with an error event
+      if grep -q '^data: {"error"' "$TMPD/sse"; then
+        check_true "stream N=$n: error event has a message" test -n "$(grep '^data: {"error"' "$TMPD/sse" | head -n1 | sed 's/^data: //' | jq -r '.error.message // empty')"
+      else
+        check "stream N=$n: text" "$REF_COMP" "$(sse_text "$TMPD/sse")"
+      fi
+      check "stream N=$n ends with DONE" "data: [DONE]" "$(grep '^data:' "$TMPD/sse" | tail -n1)" ;;
     500|503) check_true "stream N=$n: $code has an error message" test -n "$(jq -r '.error.message // empty' "$TMPD/sse")" ;;
     *) bad "stream N=$n: status $code" ;;
   esac
