@@ -45,6 +45,34 @@ void hr_api_buf_free(hr_api_buf *b)
     b->len = b->cap = 0;
 }
 
+/* json_dumps, but NULL when any part of the text could not be stored:
+ * jansson 2.14 ignores a failed write of an object key and returns the
+ * rest, a document with a hole in it (found by test_alloc_faults). */
+typedef struct {
+    hr_api_buf b;
+    bool failed;
+} dump_ctx;
+
+static int dump_cb(const char *buf, size_t n, void *ud)
+{
+    dump_ctx *d = ud;
+    if (d->failed || !hr_api_buf_put(&d->b, buf, n)) {
+        d->failed = true;
+        return -1;
+    }
+    return 0;
+}
+
+static char *dumps(const json_t *j, size_t flags)
+{
+    dump_ctx d = {.b = {.max = SIZE_MAX}};
+    if (!j || json_dump_callback(j, dump_cb, &d, flags) || d.failed || !d.b.p) {
+        hr_api_buf_free(&d.b);
+        return NULL;
+    }
+    return d.b.p;
+}
+
 bool hr_api_utf8_sanitize(const char *s, size_t n, hr_api_buf *out)
 {
     const unsigned char *u = (const unsigned char *)s;
@@ -103,12 +131,13 @@ char *hr_api_error_json(const hr_api_error *e)
     json_t *o = json_pack("{s:{s:o,s:s,s:o,s:o}}", "error", "message", jstrn(e->message, strlen(e->message)),
                           "type", e->type, "param", e->param[0] ? jstrn(e->param, strlen(e->param)) : json_null(),
                           "code", e->code[0] ? json_string(e->code) : json_null());
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *s = o ? dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return s;
 }
 
 #define BAD(param, ...) (hr_api_error_set(e, 400, param, NULL, __VA_ARGS__), HR_ERR_INVALID)
+#define OOM() (hr_api_error_set(e, 500, NULL, NULL, "out of memory"), HR_ERR_NOMEM)
 
 /* ---- field readers ---------------------------------------------------- */
 
@@ -178,6 +207,17 @@ static const char *role_title(const char *r)
     return "Tool";
 }
 
+/* A failed append of `need` more bytes: the cap (400) or out of memory (500). */
+static hr_status buf_fail(hr_api_buf *b, size_t need, const char *param, const char *what, hr_api_error *e)
+{
+    bool full = b->len > b->max || need > b->max - b->len;
+    hr_api_buf_free(b);
+    if (!full)
+        return OOM();
+    hr_api_error_set(e, 400, param, NULL, "%s is too long", what);
+    return HR_ERR_LIMIT;
+}
+
 /* The fallback chat format for models without a template (docs/SERVER.md):
  * one "Role: content" line per message, then "Assistant:". */
 static hr_status render_fallback(json_t *msgs, char **out, hr_api_error *e)
@@ -189,19 +229,14 @@ static hr_status render_fallback(json_t *msgs, char **out, hr_api_error *e)
     {
         const char *role = json_string_value(json_object_get(m, "role"));
         json_t *c = json_object_get(m, "content");
+        size_t line = strlen(role_title(role)) + 3 + (json_is_string(c) ? json_string_length(c) : 0);
         if (!hr_api_buf_puts(&b, role_title(role)) || !hr_api_buf_puts(&b, ": ") ||
             (json_is_string(c) && !hr_api_buf_put(&b, json_string_value(c), json_string_length(c))) ||
-            !hr_api_buf_puts(&b, "\n")) {
-            hr_api_buf_free(&b);
-            hr_api_error_set(e, 400, "messages", NULL, "the conversation is too long");
-            return HR_ERR_LIMIT;
-        }
+            !hr_api_buf_puts(&b, "\n"))
+            return buf_fail(&b, line, "messages", "the conversation", e);
     }
-    if (!hr_api_buf_puts(&b, "Assistant:")) {
-        hr_api_buf_free(&b);
-        hr_api_error_set(e, 400, "messages", NULL, "the conversation is too long");
-        return HR_ERR_LIMIT;
-    }
+    if (!hr_api_buf_puts(&b, "Assistant:"))
+        return buf_fail(&b, 10, "messages", "the conversation", e);
     *out = b.p;
     return HR_OK;
 }
@@ -219,6 +254,8 @@ static hr_status normalise_messages(json_t *msgs, json_t **out, hr_api_error *e)
     if (nm > HR_API_MAX_MESSAGES)
         return BAD("messages", "at most %d messages (got %zu)", HR_API_MAX_MESSAGES, nm);
     json_t *res = json_array();
+    if (!res)
+        return OOM();
     char pn[64];
     size_t i;
     json_t *m;
@@ -240,9 +277,11 @@ static hr_status normalise_messages(json_t *msgs, json_t **out, hr_api_error *e)
             return BAD(pn, "%s.role must be one of system, developer, user, assistant, tool", pn);
         }
         json_t *nmsg = json_deep_copy(m);
-        json_array_append_new(res, nmsg);
-        if (!strcmp(role, "developer"))
-            json_object_set_new(nmsg, "role", json_string("system"));
+        if (!nmsg || json_array_append_new(res, nmsg) ||
+            (!strcmp(role, "developer") && json_object_set_new(nmsg, "role", json_string("system")))) {
+            json_decref(res);
+            return OOM();
+        }
         json_t *c = json_object_get(m, "content");
         if (json_is_array(c)) {
             hr_api_buf b = {.max = 16u << 20};
@@ -270,19 +309,27 @@ static hr_status normalise_messages(json_t *msgs, json_t **out, hr_api_error *e)
                 }
                 if ((j > 0 && !hr_api_buf_puts(&b, "\n")) ||
                     !hr_api_buf_put(&b, json_string_value(text), json_string_length(text))) {
-                    hr_api_buf_free(&b);
                     json_decref(res);
-                    return BAD(pn, "%s.content is too long", pn);
+                    char what[96];
+                    snprintf(what, sizeof what, "%s.content", pn);
+                    return buf_fail(&b, 1 + json_string_length(text), pn, what, e);
                 }
             }
-            json_object_set_new(nmsg, "content", json_stringn(b.p ? b.p : "", b.len));
+            int bad = json_object_set_new(nmsg, "content", json_stringn(b.p ? b.p : "", b.len));
             hr_api_buf_free(&b);
+            if (bad) {
+                json_decref(res);
+                return OOM();
+            }
         } else if (json_is_null(c) || !c) {
             if (strcmp(role, "assistant") || !json_object_get(m, "tool_calls")) {
                 json_decref(res);
                 return BAD(pn, "%s.content must be a string or a list of text parts", pn);
             }
-            json_object_set_new(nmsg, "content", json_string(""));
+            if (json_object_set_new(nmsg, "content", json_string(""))) {
+                json_decref(res);
+                return OOM();
+            }
         } else if (!json_is_string(c)) {
             json_decref(res);
             return BAD(pn, "%s.content must be a string or a list of text parts", pn);
@@ -313,7 +360,10 @@ static hr_status normalise_messages(json_t *msgs, json_t **out, hr_api_error *e)
                         return BAD(pn, "%s.tool_calls[%zu].function.arguments is not valid JSON: %s", pn, j,
                                    je.text);
                     }
-                    json_object_set_new(fn, "arguments", parsed);
+                    if (json_object_set_new(fn, "arguments", parsed)) {
+                        json_decref(res);
+                        return OOM();
+                    }
                 }
             }
         }
@@ -349,17 +399,23 @@ static hr_status render_messages(const hr_api_model *m, json_t *msgs, json_t *kw
         }
         return st;
     }
+    /* a variable lost to a failed allocation would silently change the prompt */
     json_t *ctx = json_object();
-    if (json_is_object(kwargs))
-        json_object_update(ctx, kwargs);
-    json_object_set_new(ctx, "messages", norm);
-    json_object_set_new(ctx, "add_generation_prompt", json_true());
-    json_object_set_new(ctx, "bos_token", json_string(m->bos_text ? m->bos_text : ""));
-    json_object_set_new(ctx, "eos_token", json_string(m->eos_text ? m->eos_text : ""));
+    if (!ctx || (json_is_object(kwargs) && json_object_update(ctx, kwargs)) ||
+        json_object_set_new(ctx, "messages", norm) || json_object_set_new(ctx, "add_generation_prompt", json_true()) ||
+        json_object_set_new(ctx, "bos_token", json_string(m->bos_text ? m->bos_text : "")) ||
+        json_object_set_new(ctx, "eos_token", json_string(m->eos_text ? m->eos_text : ""))) {
+        if (!ctx)
+            json_decref(norm);
+        json_decref(ctx);
+        return OOM();
+    }
     size_t len;
     hr_err err = {0};
     st = hr_tmpl_render_marked(m->tmpl, ctx, NULL, hr_chat_trusted_vars, out, &len, plain, n_plain, &err);
     json_decref(ctx);
+    if (st == HR_ERR_NOMEM)
+        return OOM();
     if (st) {
         hr_api_error_set(e, 400, "messages", NULL, "the chat template failed on these messages: %s", err.msg);
         return st;
@@ -424,7 +480,8 @@ static hr_status encode_marked(const hr_api_model *m, const char *text, size_t l
     }
     if (st) {
         free(buf);
-        hr_api_error_set(e, 400, "prompt", NULL, "cannot tokenize the prompt: %s", err.msg);
+        hr_api_error_set(e, st == HR_ERR_NOMEM ? 500 : 400, st == HR_ERR_NOMEM ? NULL : "prompt", NULL,
+                         "cannot tokenize the prompt: %s", err.msg);
         return st;
     }
     if (got > INT32_MAX) {
@@ -796,8 +853,10 @@ static hr_status parse_body(const hr_api_model *m, hr_api_kind kind, json_t *o, 
             return BAD("chat_template_kwargs", "'chat_template_kwargs' must be an object");
         json_t *effort = json_object_get(o, "reasoning_effort");
         json_t *kw2 = json_is_object(kw) ? json_deep_copy(kw) : json_object();
-        if (json_is_string(effort))
-            json_object_set(kw2, "reasoning_effort", effort);
+        if (!kw2 || (json_is_string(effort) && json_object_set(kw2, "reasoning_effort", effort))) {
+            json_decref(kw2);
+            return OOM();
+        }
         hr_span *plain;
         size_t n_plain;
         st = render_messages(m, msgs, kw2, &r->rendered, &plain, &n_plain, e);
@@ -1044,11 +1103,16 @@ void hr_api_resp_free(hr_api_resp *r)
     free(r);
 }
 
+/* NULL when out of memory (as every builder below: a part missing from a
+ * response must fail it, never send it short) */
 static json_t *token_bytes(const char *s, size_t n)
 {
     json_t *a = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, json_integer((unsigned char)s[i]));
+    for (size_t i = 0; a && i < n; i++)
+        if (json_array_append_new(a, json_integer((unsigned char)s[i]))) {
+            json_decref(a);
+            return NULL;
+        }
     return a;
 }
 
@@ -1060,28 +1124,37 @@ static size_t piece_of(const hr_api_model *m, int32_t id, char *buf, size_t cap)
     return n < cap ? n : 0;
 }
 
-/* Chat logprobs entries for the tokens of one event, appended to arr. */
-static void chat_lp_append(const hr_api_resp *r, const hr_event *ev, json_t *arr)
+/* Chat logprobs entries for the tokens of one event, appended to arr;
+ * false: out of memory. */
+static bool chat_lp_append(const hr_api_resp *r, const hr_event *ev, json_t *arr)
 {
     char piece[256];
     for (int32_t t = 0; t < ev->n_tokens; t++) {
         const hr_token_info *ti = &ev->tokens[t];
         size_t pl = piece_of(r->m, ti->token, piece, sizeof piece);
         json_t *tops = json_array();
+        if (!tops)
+            return false;
         for (int32_t k = 0; k < ti->n_top && k < HR_MAX_TOP_LOGPROBS; k++) {
             char p2[256];
             size_t l2 = piece_of(r->m, ti->top_ids[k], p2, sizeof p2);
-            json_array_append_new(tops, json_pack("{s:o,s:f,s:o}", "token", jstrn(p2, l2), "logprob",
-                                                  (double)ti->top_logprobs[k], "bytes", token_bytes(p2, l2)));
+            if (json_array_append_new(tops, json_pack("{s:o,s:f,s:o}", "token", jstrn(p2, l2), "logprob",
+                                                      (double)ti->top_logprobs[k], "bytes", token_bytes(p2, l2)))) {
+                json_decref(tops);
+                return false;
+            }
         }
-        json_array_append_new(arr, json_pack("{s:o,s:f,s:o,s:o}", "token", jstrn(piece, pl), "logprob",
-                                             (double)ti->logprob, "bytes", token_bytes(piece, pl),
-                                             "top_logprobs", tops));
+        if (json_array_append_new(arr, json_pack("{s:o,s:f,s:o,s:o}", "token", jstrn(piece, pl), "logprob",
+                                                 (double)ti->logprob, "bytes", token_bytes(piece, pl),
+                                                 "top_logprobs", tops)))
+            return false;
     }
+    return true;
 }
 
-/* Completions logprobs: {tokens, token_logprobs, top_logprobs, text_offset}. */
-static void cmpl_lp_append(const hr_api_resp *r, choice *c, const hr_event *ev, json_t *obj)
+/* Completions logprobs: {tokens, token_logprobs, top_logprobs, text_offset};
+ * false: out of memory. */
+static bool cmpl_lp_append(const hr_api_resp *r, choice *c, const hr_event *ev, json_t *obj)
 {
     json_t *toks = json_object_get(obj, "tokens"), *lps = json_object_get(obj, "token_logprobs"),
            *tops = json_object_get(obj, "top_logprobs"), *offs = json_object_get(obj, "text_offset");
@@ -1089,23 +1162,30 @@ static void cmpl_lp_append(const hr_api_resp *r, choice *c, const hr_event *ev, 
     for (int32_t t = 0; t < ev->n_tokens; t++) {
         const hr_token_info *ti = &ev->tokens[t];
         size_t pl = piece_of(r->m, ti->token, piece, sizeof piece);
-        json_array_append_new(toks, jstrn(piece, pl));
-        json_array_append_new(lps, json_real(ti->logprob));
+        if (json_array_append_new(toks, jstrn(piece, pl)) || json_array_append_new(lps, json_real(ti->logprob)))
+            return false;
         json_t *top = json_object();
+        if (!top)
+            return false;
         for (int32_t k = 0; k < ti->n_top && k < HR_MAX_TOP_LOGPROBS; k++) {
             char p2[256];
             size_t l2 = piece_of(r->m, ti->top_ids[k], p2, sizeof p2);
             hr_api_buf key = {0};
-            if (hr_api_utf8_sanitize(p2, l2, &key) && key.p)
-                json_object_set_new(top, key.p, json_real(ti->top_logprobs[k]));
-            else if (l2 == 0)
-                json_object_set_new(top, "", json_real(ti->top_logprobs[k]));
+            bool fine = hr_api_utf8_sanitize(p2, l2, &key);
+            if (fine && (key.p || l2 == 0))
+                fine = !json_object_set_new(top, key.p ? key.p : "", json_real(ti->top_logprobs[k]));
             hr_api_buf_free(&key);
+            if (!fine) {
+                json_decref(top);
+                return false;
+            }
         }
-        json_array_append_new(tops, top);
-        json_array_append_new(offs, json_integer((json_int_t)c->text_off));
+        if (json_array_append_new(tops, top) ||
+            json_array_append_new(offs, json_integer((json_int_t)c->text_off)))
+            return false;
         c->text_off += pl;
     }
+    return true;
 }
 
 static json_t *cmpl_lp_new(void)
@@ -1123,14 +1203,16 @@ static json_t *chunk_base(const hr_api_resp *r)
     json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:s,s:[]}", "id", r->id, "object",
                           r->kind == HR_API_CHAT ? "chat.completion.chunk" : "text_completion", "created",
                           (json_int_t)r->created, "model", r->m->id, "system_fingerprint", "hearth", "choices");
-    if (r->include_usage)
-        json_object_set_new(o, "usage", json_null());
+    if (o && r->include_usage && json_object_set_new(o, "usage", json_null())) {
+        json_decref(o);
+        return NULL;
+    }
     return o;
 }
 
 static bool emit(json_t *o, hr_api_buf *out)
 {
-    char *s = json_dumps(o, JSON_COMPACT);
+    char *s = dumps(o, JSON_COMPACT);
     json_decref(o);
     if (!s)
         return false;
@@ -1147,10 +1229,11 @@ static bool stream_piece(hr_api_resp *r, int32_t idx, const char *content, size_
     json_t *ch;
     if (r->kind == HR_API_CHAT) {
         json_t *delta = json_object();
-        if (cl)
-            json_object_set_new(delta, "content", jstrn(content, cl));
-        if (rl)
-            json_object_set_new(delta, "reasoning_content", jstrn(reasoning, rl));
+        if (delta && ((cl && json_object_set_new(delta, "content", jstrn(content, cl))) ||
+                      (rl && json_object_set_new(delta, "reasoning_content", jstrn(reasoning, rl))))) {
+            json_decref(delta);
+            delta = NULL; /* the pack below fails */
+        }
         ch = json_pack("{s:i,s:o,s:o,s:o}", "index", idx, "delta", delta, "logprobs",
                        lp ? json_pack("{s:o,s:n}", "content", lp, "refusal") : json_null(), "finish_reason",
                        finish ? json_string(finish) : json_null());
@@ -1158,7 +1241,10 @@ static bool stream_piece(hr_api_resp *r, int32_t idx, const char *content, size_
         ch = json_pack("{s:i,s:o,s:o,s:o}", "index", idx, "text", jstrn(content, cl), "logprobs",
                        lp ? lp : json_null(), "finish_reason", finish ? json_string(finish) : json_null());
     }
-    json_array_append_new(json_object_get(o, "choices"), ch);
+    if (json_array_append_new(json_object_get(o, "choices"), ch)) { /* takes ch even when it fails */
+        json_decref(o);
+        return false;
+    }
     return emit(o, out);
 }
 
@@ -1174,10 +1260,14 @@ bool hr_api_resp_event(hr_api_resp *r, int32_t prompt, const hr_event *ev, hr_ap
     if (r->stream && r->kind == HR_API_CHAT && !c->started) {
         /* first chunk of a choice: the role */
         json_t *o = chunk_base(r);
-        json_array_append_new(json_object_get(o, "choices"),
-                              json_pack("{s:i,s:{s:s,s:s},s:n,s:n}", "index", idx, "delta", "role", "assistant",
-                                        "content", "", "logprobs", "finish_reason"));
-        ok = emit(o, out);
+        if (json_array_append_new(json_object_get(o, "choices"),
+                                  json_pack("{s:i,s:{s:s,s:s},s:n,s:n}", "index", idx, "delta", "role",
+                                            "assistant", "content", "", "logprobs", "finish_reason"))) {
+            json_decref(o);
+            ok = false;
+        } else {
+            ok = emit(o, out);
+        }
     }
     c->started = true;
     if (!ok)
@@ -1193,13 +1283,10 @@ bool hr_api_resp_event(hr_api_resp *r, int32_t prompt, const hr_event *ev, hr_ap
                 c->reasoning_tokens++;
             if (!r->reasoning)
                 ok = hr_api_buf_put(&c->content, ev->text ? ev->text : "", ev->len);
-            if (want_lp) {
+            if (ok && want_lp) {
                 if (!c->lp)
                     c->lp = r->kind == HR_API_CHAT ? json_array() : cmpl_lp_new();
-                if (r->kind == HR_API_CHAT)
-                    chat_lp_append(r, ev, c->lp);
-                else
-                    cmpl_lp_append(r, c, ev, c->lp);
+                ok = c->lp && (r->kind == HR_API_CHAT ? chat_lp_append(r, ev, c->lp) : cmpl_lp_append(r, c, ev, c->lp));
             }
             return ok;
         }
@@ -1211,14 +1298,9 @@ bool hr_api_resp_event(hr_api_resp *r, int32_t prompt, const hr_event *ev, hr_ap
         if (!r->reasoning)
             ok = hr_api_buf_put(&cb, ev->text ? ev->text : "", ev->len);
         json_t *lp = NULL;
-        if (want_lp) {
-            if (r->kind == HR_API_CHAT) {
-                lp = json_array();
-                chat_lp_append(r, ev, lp);
-            } else {
-                lp = cmpl_lp_new();
-                cmpl_lp_append(r, c, ev, lp);
-            }
+        if (ok && want_lp) {
+            lp = r->kind == HR_API_CHAT ? json_array() : cmpl_lp_new();
+            ok = lp && (r->kind == HR_API_CHAT ? chat_lp_append(r, ev, lp) : cmpl_lp_append(r, c, ev, lp));
         }
         if (ok && (cb.len || rb.len || lp))
             ok = stream_piece(r, idx, cb.p, cb.len, rb.p, rb.len, lp, NULL, out);
@@ -1280,7 +1362,10 @@ bool hr_api_resp_stream_end(hr_api_resp *r, const hr_req_usage *u, hr_api_buf *o
 {
     if (r->include_usage && u) {
         json_t *o = chunk_base(r);
-        json_object_set_new(o, "usage", usage_json(u));
+        if (json_object_set_new(o, "usage", usage_json(u))) {
+            json_decref(o);
+            return false;
+        }
         if (!emit(o, out))
             return false;
     }
@@ -1290,14 +1375,17 @@ bool hr_api_resp_stream_end(hr_api_resp *r, const hr_req_usage *u, hr_api_buf *o
 char *hr_api_resp_json(hr_api_resp *r, const hr_req_usage *u)
 {
     json_t *choices = json_array();
-    for (int32_t i = 0; i < r->n_choices; i++) {
+    for (int32_t i = 0; choices && i < r->n_choices; i++) {
         choice *c = &r->c[i];
         json_t *ch;
         if (r->kind == HR_API_CHAT) {
             json_t *msg = json_pack("{s:s,s:o,s:n}", "role", "assistant", "content",
                                     jstrn(c->content.p ? c->content.p : "", c->content.len), "refusal");
-            if (r->reasoning && c->reasoning.len)
-                json_object_set_new(msg, "reasoning_content", jstrn(c->reasoning.p, c->reasoning.len));
+            if (msg && r->reasoning && c->reasoning.len &&
+                json_object_set_new(msg, "reasoning_content", jstrn(c->reasoning.p, c->reasoning.len))) {
+                json_decref(msg);
+                msg = NULL; /* the pack below fails */
+            }
             json_t *lp = json_null();
             if (r->chat_logprobs)
                 lp = json_pack("{s:o,s:n}", "content", c->lp ? json_incref(c->lp) : json_array(), "refusal");
@@ -1311,14 +1399,19 @@ char *hr_api_resp_json(hr_api_resp *r, const hr_req_usage *u)
                            jstrn(c->content.p ? c->content.p : "", c->content.len), "logprobs", lp,
                            "finish_reason", finish_str(c->finish));
         }
-        json_array_append_new(choices, ch);
+        if (json_array_append_new(choices, ch)) {
+            json_decref(choices);
+            return NULL;
+        }
     }
+    if (!choices)
+        return NULL;
     hr_req_usage zero = {0};
     json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:s,s:o,s:o}", "id", r->id, "object",
                           r->kind == HR_API_CHAT ? "chat.completion" : "text_completion", "created",
                           (json_int_t)r->created, "model", r->m->id, "system_fingerprint", "hearth", "choices",
                           choices, "usage", usage_json(u ? u : &zero));
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *s = o ? dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return s;
 }
@@ -1351,7 +1444,7 @@ static json_t *model_obj(const hr_api_model *m)
 char *hr_api_models_json(const hr_api_model *m, bool one)
 {
     json_t *o = one ? model_obj(m) : json_pack("{s:s,s:[o]}", "object", "list", "data", model_obj(m));
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *s = o ? dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return s;
 }
@@ -1405,7 +1498,7 @@ char *hr_api_tokenize(const hr_api_model *m, const char *body, size_t len, hr_ap
         json_array_append_new(toks, json_pack("{s:i,s:o}", "id", ids[i], "piece", pj ? pj : token_bytes(piece, pl)));
     }
     json_t *r = json_pack("{s:o}", "tokens", toks);
-    res = json_dumps(r, JSON_COMPACT);
+    res = dumps(r, JSON_COMPACT);
     json_decref(r);
 done:
     free(ids);
@@ -1451,7 +1544,7 @@ char *hr_api_detokenize(const hr_api_model *m, const char *body, size_t len, hr_
             break;
         if (got < cap) {
             json_t *r = json_pack("{s:o}", "content", jstrn(text, got));
-            res = json_dumps(r, JSON_COMPACT);
+            res = dumps(r, JSON_COMPACT);
             json_decref(r);
             break;
         }

@@ -65,6 +65,7 @@ struct conn {
     bool post;
     bool responded;
     bool too_big;
+    bool body_oom;  /* too_big because an allocation failed, not the limit */
     hr_api_buf body;
     double t0;
     int64_t t0_ms;       /* wall clock at the request's start, for the usage log */
@@ -150,9 +151,18 @@ static mhd_result reply(conn *c, int status, char *body, const char *ctype, bool
     return ret;
 }
 
+static mhd_result reply_oom_static(struct MHD_Connection *mc);
+
 static mhd_result reply_error(conn *c, const hr_api_error *e, bool close)
 {
-    return reply(c, e->status, hr_api_error_json(e), NULL, close);
+    char *j = hr_api_error_json(e);
+    if (!j) { /* out of memory: a static body rather than an empty one */
+        c->responded = true;
+        c->status = 503;
+        count_status(c->h, 503);
+        return reply_oom_static(c->mc);
+    }
+    return reply(c, e->status, j, NULL, close);
 }
 
 static mhd_result fail(conn *c, int status, const char *code, const char *fmt, ...)
@@ -1050,16 +1060,43 @@ static mhd_result handle(conn *c, const char *url)
     return out ? reply(c, 200, out, NULL, false) : fail(c, 500, NULL, "out of memory");
 }
 
+/* Stands for a connection whose state could not be allocated: it got a
+ * static 503 and the rest of its upload is dropped. */
+static char oom_conn;
+
+static mhd_result reply_oom_static(struct MHD_Connection *mc)
+{
+    static const char body[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+                               "\"param\":null,\"code\":null}}";
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(sizeof body - 1, (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    mhd_result ret = MHD_queue_response(mc, 503, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static mhd_result on_request(void *cls, struct MHD_Connection *mc, const char *url, const char *method,
                              const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
 {
     hr_http *h = cls;
     conn *c = *con_cls;
     (void)version;
+    if (c == (void *)&oom_conn) {
+        *upload_size = 0;
+        return MHD_YES;
+    }
     if (!c) {
         c = calloc(1, sizeof *c);
-        if (!c)
-            return MHD_NO;
+        if (!c) {
+            count_status(h, 503);
+            *con_cls = &oom_conn;
+            return reply_oom_static(mc);
+        }
         c->h = h;
         c->mc = mc;
         c->t0 = hr_now_s();
@@ -1095,6 +1132,7 @@ static mhd_result on_request(void *cls, struct MHD_Connection *mc, const char *u
     if (*upload_size) {
         if (!c->too_big && !hr_api_buf_put(&c->body, upload_data, *upload_size)) {
             c->too_big = true;
+            c->body_oom = c->body.len + *upload_size <= c->body.max;
             hr_api_buf_free(&c->body);
         }
         *upload_size = 0;
@@ -1104,6 +1142,8 @@ static mhd_result on_request(void *cls, struct MHD_Connection *mc, const char *u
         return up_step(c);
     if (c->rq) /* resumed: a non-streamed generation */
         return nonstream_step(c);
+    if (c->too_big && c->body_oom)
+        return fail(c, 503, NULL, "out of memory while reading the request body");
     if (c->too_big)
         return fail(c, 413, NULL, "the request body is larger than the limit of %zu bytes", h->p.max_body);
     return handle(c, url);
@@ -1219,8 +1259,10 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     hr_http *h = cls;
     conn *c = *con_cls;
     (void)mc;
-    if (!c)
+    if (!c || c == (void *)&oom_conn) {
+        *con_cls = NULL;
         return;
+    }
     *con_cls = NULL;
     list_del(c);
     bool unfinished = c->client_gone;

@@ -138,6 +138,7 @@ struct hr_req {
     bool prefix_waited; /* counted once in stats.prefix_waits */
     double blocked_at;  /* when it was first found not to fit, 0: not yet */
     hr_req *next; /* submit queue link */
+    hr_req *touch_next, *drop_next;
 };
 
 struct seq {
@@ -196,12 +197,10 @@ struct hr_sched {
     float *scratch; /* (max_running, n_vocab): logits rows of forked completions */
     seq **work;     /* (max_running) this step's sequences (sampling may remove them from running) */
     samp_job *jobs; /* (max_running) */
-    hr_req **touched;
-    int32_t n_touched;
-    size_t cap_touched;
-    hr_req **drop; /* requests whose scheduler reference goes after notify */
-    int32_t n_drop;
-    size_t cap_drop;
+    /* intrusive lists (no allocation, so out of memory cannot lose a
+     * notification or a request's last reference) */
+    hr_req *touched; /* requests with new events this step (touch_next) */
+    hr_req *drop;    /* requests whose scheduler reference goes after notify (drop_next) */
     char *text;    /* detok scratch */
     size_t text_cap;
     /* stats */
@@ -259,34 +258,46 @@ static void touch(hr_sched *s, hr_req *r)
 {
     if (r->touched)
         return;
-    if (!hr_grow((void **)&s->touched, &s->cap_touched, (size_t)s->n_touched + 1, sizeof *s->touched))
-        return; /* the consumer will still see events on its next poll */
     r->touched = true;
-    s->touched[s->n_touched++] = r;
+    r->touch_next = s->touched;
+    s->touched = r;
 }
 
-/* Appends an event; on allocation failure the text is dropped but the event kept if possible. */
-static void emit(hr_sched *s, hr_req *r, hr_ev_kind kind, int32_t index, const char *text, size_t len,
+/* Appends an event. A text event also keeps room for the DONE events still
+ * to come (both buffers start with room for all of them, see submit), so a
+ * DONE is never lost and the consumer always sees its request end. false:
+ * out of memory, nothing appended (the caller fails the completion rather
+ * than send text with a hole in it). */
+static bool emit(hr_sched *s, hr_req *r, hr_ev_kind kind, int32_t index, const char *text, size_t len,
                  const hr_token_info *tok, int32_t n_tok, hr_finish finish)
 {
     pthread_mutex_lock(&r->mu);
     evbuf *b = &r->pending;
-    if (hr_grow((void **)&b->ev, &b->cap, b->n + 1, sizeof *b->ev)) {
+    size_t room = kind == HR_EV_DONE ? 1 : 1 + (size_t)(r->n - r->n_seq_done);
+    bool ok = hr_grow((void **)&b->ev, &b->cap, b->n + room, sizeof *b->ev);
+    bool text_ok = !len || hr_grow((void **)&b->text, &b->tcap, b->tlen + len + 1, 1);
+    bool tok_ok = !n_tok || hr_grow((void **)&b->tok, &b->captok, b->ntok + (size_t)n_tok, sizeof *b->tok);
+    if (kind != HR_EV_DONE && (!text_ok || !tok_ok))
+        ok = false; /* a DONE goes out without its message rather than not at all */
+    if (!text_ok)
+        len = 0;
+    if (!tok_ok)
+        n_tok = 0;
+    if (ok) {
         ev_rec *e = &b->ev[b->n++];
         memset(e, 0, sizeof *e);
         e->kind = kind;
         e->index = index;
         e->finish = finish;
-        if (len && hr_grow((void **)&b->text, &b->tcap, b->tlen + len + 1, 1)) {
+        e->text_off = SIZE_MAX;
+        if (len) {
             e->text_off = b->tlen;
             e->text_len = len;
             memcpy(b->text + b->tlen, text, len);
             b->tlen += len;
             b->text[b->tlen++] = 0;
-        } else {
-            e->text_off = SIZE_MAX;
         }
-        if (n_tok && hr_grow((void **)&b->tok, &b->captok, b->ntok + (size_t)n_tok, sizeof *b->tok)) {
+        if (n_tok) {
             e->tok_off = b->ntok;
             e->n_tok = n_tok;
             memcpy(b->tok + b->ntok, tok, (size_t)n_tok * sizeof *tok);
@@ -295,6 +306,7 @@ static void emit(hr_sched *s, hr_req *r, hr_ev_kind kind, int32_t index, const c
     }
     pthread_mutex_unlock(&r->mu);
     touch(s, r);
+    return ok;
 }
 
 /* ---- slots and sequences ---- */
@@ -392,9 +404,12 @@ static void seq_finish_ex(hr_sched *s, seq *q, hr_finish f, bool flush, const ch
             if (buf) {
                 memcpy(buf, q->hold, q->hold_len);
                 memcpy(buf + q->hold_len, s->text, tail);
-                emit(s, r, HR_EV_TEXT, q->index, buf, q->hold_len + tail, NULL, 0, HR_FINISH_NONE);
-                free(buf);
             }
+            if (!buf || !emit(s, r, HR_EV_TEXT, q->index, buf, q->hold_len + tail, NULL, 0, HR_FINISH_NONE)) {
+                f = HR_FINISH_ERROR; /* the end of the text is lost */
+                msg = "out of memory for the generated text";
+            }
+            free(buf);
         }
     }
     q->hold_len = 0;
@@ -425,8 +440,8 @@ static void seq_finish_ex(hr_sched *s, seq *q, hr_finish f, bool flush, const ch
         s->stats.requests_done++;
         pthread_mutex_unlock(&s->stats_mu);
         /* the scheduler's reference goes after this step's notifications */
-        if (hr_grow((void **)&s->drop, &s->cap_drop, (size_t)s->n_drop + 1, sizeof *s->drop))
-            s->drop[s->n_drop++] = r;
+        r->drop_next = s->drop;
+        s->drop = r;
     }
 }
 
@@ -557,30 +572,33 @@ static void seq_take(hr_sched *s, seq *q, const samp_job *j, double t)
     }
 
     if (!r->ignore_eos && hr_vocab_is_eog(s->vocab, tok)) {
-        if (n_info)
-            emit(s, r, HR_EV_TEXT, q->index, NULL, 0, info, n_info, HR_FINISH_NONE);
-        seq_finish(s, q, HR_FINISH_STOP);
+        if (n_info && !emit(s, r, HR_EV_TEXT, q->index, NULL, 0, info, n_info, HR_FINISH_NONE))
+            seq_fail(s, q, "out of memory for the generated text");
+        else
+            seq_finish(s, q, HR_FINISH_STOP);
         return;
     }
     size_t n = hr_detok_push(q->dt, tok, s->text, s->text_cap);
-    if (n >= s->text_cap)
-        n = 0; /* cannot happen for one token with a 64 KiB buffer */
-    if (!hold_append(q, s->text, n)) {
+    /* >= cap: out of memory in the detokenizer (one token's text always fits) */
+    if (n >= s->text_cap || !hold_append(q, s->text, n)) {
         seq_fail(s, q, "out of memory for the generated text");
         return;
     }
     size_t cut = r->n_stop ? stop_find(r, q->hold, q->hold_len) : SIZE_MAX;
     if (cut != SIZE_MAX) {
-        if (cut || n_info)
-            emit(s, r, HR_EV_TEXT, q->index, q->hold, cut, info, n_info, HR_FINISH_NONE);
+        bool ok = !(cut || n_info) || emit(s, r, HR_EV_TEXT, q->index, q->hold, cut, info, n_info, HR_FINISH_NONE);
         q->hold_len = 0;
-        seq_finish_ex(s, q, HR_FINISH_STOP, false, NULL); /* nothing after a stop string */
+        /* nothing after a stop string */
+        seq_finish_ex(s, q, ok ? HR_FINISH_STOP : HR_FINISH_ERROR, false,
+                      ok ? NULL : "out of memory for the generated text");
         return;
     }
     size_t keep = r->n_stop ? stop_holdback(r, q->hold, q->hold_len) : 0;
     size_t out = q->hold_len - keep;
-    if (out || n_info)
-        emit(s, r, HR_EV_TEXT, q->index, q->hold, out, info, n_info, HR_FINISH_NONE);
+    if ((out || n_info) && !emit(s, r, HR_EV_TEXT, q->index, q->hold, out, info, n_info, HR_FINISH_NONE)) {
+        seq_fail(s, q, "out of memory for the generated text");
+        return;
+    }
     memmove(q->hold, q->hold + out, keep);
     q->hold_len = keep;
     if (q->n_gen >= r->max_tokens || q->n_tokens >= s->p.n_ctx)
@@ -815,8 +833,7 @@ static int32_t plan(hr_sched *s)
  * requests that finished. */
 static void flush_notifications(hr_sched *s)
 {
-    for (int32_t i = 0; i < s->n_touched; i++) {
-        hr_req *r = s->touched[i];
+    for (hr_req *r = s->touched; r; r = r->touch_next) {
         r->touched = false;
         pthread_mutex_lock(&r->mu);
         bool call = !r->released && r->notify;
@@ -833,16 +850,16 @@ static void flush_notifications(hr_sched *s)
         pthread_cond_broadcast(&r->cv);
         pthread_mutex_unlock(&r->mu);
     }
-    s->n_touched = 0;
-    for (int32_t i = 0; i < s->n_drop; i++) {
-        hr_req *r = s->drop[i];
+    s->touched = NULL;
+    for (hr_req *r = s->drop, *nx; r; r = nx) {
+        nx = r->drop_next;
         for (int32_t c = 0; c < r->n; c++) {
             seq_free(r->seqs[c]);
             r->seqs[c] = NULL;
         }
         req_unref(r);
     }
-    s->n_drop = 0;
+    s->drop = NULL;
 }
 
 /* The engine failed this step: the sequence it names (if it is in the
@@ -1115,8 +1132,6 @@ void hr_sched_free(hr_sched *s)
     free(s->work);
     free(s->jobs);
     free(s->text);
-    free(s->touched);
-    free(s->drop);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->stats_mu);
@@ -1217,7 +1232,11 @@ hr_status hr_sched_submit(hr_sched *s, const hr_gen_params *p, void (*notify)(vo
     r->notify = notify;
     r->notify_ctx = ctx;
     r->t_submit = now_s();
-    if ((st = req_copy_params(s, r, p, err))) {
+    /* room for every DONE event in both buffers (see emit) */
+    if (!hr_grow((void **)&r->pending.ev, &r->pending.cap, (size_t)p->n + 1, sizeof *r->pending.ev) ||
+        !hr_grow((void **)&r->taken.ev, &r->taken.cap, (size_t)p->n + 1, sizeof *r->taken.ev))
+        st = hr_err_set(err, HR_ERR_NOMEM, "out of memory");
+    if (st || (st = req_copy_params(s, r, p, err))) {
         if (r->seqs)
             for (int32_t i = 0; i < p->n; i++)
                 seq_free(r->seqs[i]);

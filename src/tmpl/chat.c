@@ -28,15 +28,16 @@ static hr_status chat_render(const char *tmpl, const json_t *messages, const jso
     json_t *ctx = json_object();
     if (!ctx)
         return hr_err_set(err, HR_ERR_NOMEM, "out of memory");
-    /* extra kwargs first: the standard variables win, as in apply_chat_template */
-    if (extra)
-        json_object_update(ctx, (json_t *)extra);
-    json_object_set(ctx, "messages", (json_t *)messages);
-    if (tools && !json_is_null(tools))
-        json_object_set(ctx, "tools", (json_t *)tools);
-    json_object_set_new(ctx, "add_generation_prompt", json_boolean(add_generation_prompt));
-    json_object_set_new(ctx, "bos_token", json_string(bos_token ? bos_token : ""));
-    json_object_set_new(ctx, "eos_token", json_string(eos_token ? eos_token : ""));
+    /* extra kwargs first: the standard variables win, as in apply_chat_template;
+     * a variable lost to a failed allocation would silently change the prompt */
+    if ((extra && json_object_update(ctx, (json_t *)extra)) || json_object_set(ctx, "messages", (json_t *)messages) ||
+        (tools && !json_is_null(tools) && json_object_set(ctx, "tools", (json_t *)tools)) ||
+        json_object_set_new(ctx, "add_generation_prompt", json_boolean(add_generation_prompt)) ||
+        json_object_set_new(ctx, "bos_token", json_string(bos_token ? bos_token : "")) ||
+        json_object_set_new(ctx, "eos_token", json_string(eos_token ? eos_token : ""))) {
+        json_decref(ctx);
+        return hr_err_set(err, HR_ERR_NOMEM, "out of memory");
+    }
     hr_tmpl *t = NULL;
     hr_status s = hr_tmpl_parse(tmpl, strlen(tmpl), &t, err);
     if (s == HR_OK)

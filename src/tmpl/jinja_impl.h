@@ -24,6 +24,7 @@ typedef struct {
 } jarena;
 
 void *ja_alloc(jarena *a, size_t n); /* NULL when over the limit or out of memory */
+bool ja_full(const jarena *a, size_t n); /* after a NULL from ja_alloc: true if it was the limit */
 void ja_free(jarena *a);
 
 /* ---- values ---- */

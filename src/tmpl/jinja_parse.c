@@ -65,7 +65,10 @@ static void *palloc(jparser *p, size_t n)
 {
     void *x = ja_alloc(p->ar, n);
     if (!x) {
-        hr_err_set(p->err, HR_ERR_LIMIT, "template too large to parse");
+        if (ja_full(p->ar, n))
+            hr_err_set(p->err, HR_ERR_LIMIT, "template too large to parse");
+        else
+            hr_err_set(p->err, HR_ERR_NOMEM, "out of memory while parsing the template");
         longjmp(p->jb, 1);
     }
     memset(x, 0, n);

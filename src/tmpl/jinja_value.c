@@ -52,6 +52,12 @@ void *ja_alloc(jarena *a, size_t n)
     return p;
 }
 
+bool ja_full(const jarena *a, size_t n)
+{
+    size_t r = (n + 15) & ~(size_t)15, cap = r > JA_CHUNK / 2 ? r : JA_CHUNK;
+    return r < n || cap > SIZE_MAX - sizeof(jchunk) || a->total + cap + sizeof(jchunk) > a->limit;
+}
+
 void ja_free(jarena *a)
 {
     jchunk *c = a->head;
@@ -101,8 +107,12 @@ void jx_step(jstate *st, uint64_t n)
 void *jx_alloc(jstate *st, size_t n)
 {
     void *p = ja_alloc(&st->arena, n);
-    if (!p)
-        jx_fail(st, HR_ERR_LIMIT, "template exceeded the memory limit (%zu bytes)", st->arena.limit);
+    if (!p) {
+        /* the limit, or malloc itself failed (then it is no fault of the template) */
+        if (ja_full(&st->arena, n))
+            jx_fail(st, HR_ERR_LIMIT, "template exceeded the memory limit (%zu bytes)", st->arena.limit);
+        jx_fail(st, HR_ERR_NOMEM, "out of memory");
+    }
     return p;
 }
 
