@@ -277,6 +277,15 @@ int cmd_serve(int argc, char **argv)
         cli_fail("serve", "--config %s", err.msg);
         goto done;
     }
+    if (rcfg) {
+        char nb[256];
+        const char *lid = alias ? alias : base_name(model_path, nb, sizeof nb);
+        if (hr_route_config_check_local(rcfg, lid, alias ? base_name(model_path, nb, sizeof nb) : NULL, &err)) {
+            cli_fail("serve", "--config %s: %s", config_path, err.msg);
+            hr_route_config_free(rcfg);
+            goto done;
+        }
+    }
     if (strcmp(usage_path, "none") && hr_usage_open(usage_path, NULL, &usage_db, &err)) {
         cli_fail("serve", "usage log: %s", err.msg); /* the message masks a URL password */
         hr_route_config_free(rcfg);
