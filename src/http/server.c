@@ -401,14 +401,16 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 static mhd_result finish_nonstream(conn *c)
 {
     hr_api_error e;
+    if (hr_api_resp_failed(c->resp, &e)) /* the cap (400), a cancelled or failed completion */
+        return reply_error(c, &e, false);
     if (c->failed) {
-        hr_api_error_set(&e, 500, NULL, NULL, "the response could not be built (too large)");
+        hr_api_error_set(&e, 500, NULL, NULL, "out of memory building the response");
         return reply_error(c, &e, false);
     }
-    if (hr_api_resp_failed(c->resp, &e))
-        return reply_error(c, &e, false);
     hr_req_usage u = total_usage(c);
     char *s = hr_api_resp_json(c->resp, &u);
+    if (!s && hr_api_resp_failed(c->resp, &e))
+        return reply_error(c, &e, false);
     if (!s)
         return fail(c, 500, NULL, "out of memory");
     return reply(c, 200, s, NULL, false);
