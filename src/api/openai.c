@@ -1024,6 +1024,27 @@ hr_status hr_api_parse(const hr_api_model *m, hr_api_kind kind, const char *body
     return st;
 }
 
+char *hr_api_doc_forward(hr_api_doc *d, bool stream, int32_t max_tokens, size_t *out_len)
+{
+    json_t *j = d->o;
+    json_object_del(j, "model");
+    if (stream) {
+        json_object_set_new(j, "stream", json_true());
+        json_t *so = json_object_get(j, "stream_options");
+        if (!json_is_object(so)) {
+            so = json_object();
+            json_object_set_new(j, "stream_options", so);
+        }
+        json_object_set_new(so, "include_usage", json_true());
+    }
+    if (max_tokens > 0 && !json_object_get(j, "max_tokens") && !json_object_get(j, "max_completion_tokens"))
+        json_object_set_new(j, "max_tokens", json_integer(max_tokens));
+    char *s = json_dumps(j, JSON_COMPACT);
+    if (s)
+        *out_len = strlen(s);
+    return s;
+}
+
 void hr_api_request_default_max(hr_api_request *r, const hr_api_model *m, int32_t max_tokens)
 {
     if (r->max_given || max_tokens <= 0)

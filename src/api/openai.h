@@ -128,6 +128,11 @@ void hr_api_doc_free(hr_api_doc *d);
  * the local model's is accepted (a route chose the local engine). */
 hr_status hr_api_parse_doc(const hr_api_model *m, const hr_api_doc *d, uint64_t seed, bool any_model,
                            hr_api_request **out, hr_api_error *e);
+/* The body to forward to an upstream, without its "model" (spliced in per
+ * target: hr_router_body_model): stream_options.include_usage set when
+ * `stream`, max_tokens added when the request has none and `max_tokens` >
+ * 0. Changes the doc (call it after hr_api_parse_doc). malloc'd, or NULL. */
+char *hr_api_doc_forward(hr_api_doc *d, bool stream, int32_t max_tokens, size_t *out_len);
 /* Without a max_tokens in the request, generate at most `max_tokens` per
  * completion (never past the context). */
 void hr_api_request_default_max(hr_api_request *r, const hr_api_model *m, int32_t max_tokens);

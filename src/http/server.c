@@ -113,6 +113,8 @@ struct conn {
     hr_api_request *lrq;       /* the request for the local engine, when a target may be local */
     bool lrq_failed;           /* the local parse failed (lrq_err, answered if the local engine is tried) */
     hr_api_error lrq_err;
+    char *up_base;             /* the body for upstream targets, without "model" (NULL: none needed) */
+    size_t up_base_len;
     hr_budget_hold hold;
     int last_fail_status;      /* of the last failed target, for the final error */
     bool last_fail_timeout;
@@ -620,10 +622,9 @@ static mhd_result next_target(conn *c)
         char url[1200];
         hr_router_url(r, t, c->endpoint, url, sizeof url);
         size_t blen = 0;
-        char *body = hr_router_body(c->body.p ? c->body.p : "", c->body.len, t->model, c->client_stream,
-                                    c->inject_max, false, &blen);
+        char *body = c->up_base ? hr_router_body_model(c->up_base, c->up_base_len, t->model, &blen) : NULL;
         if (!body)
-            return fail(c, 400, NULL, "the request body must be a JSON object");
+            return fail(c, 500, NULL, "out of memory");
         hr_up_req rq = {
             .url = url,
             .api_key = b->api_key,
@@ -860,18 +861,25 @@ static void prepare(conn *c)
         return;
     }
     const hr_api_model *m = atomic_load(&h->api);
-    bool any_model = false, local = true;
+    bool any_model = false, local = true, upstream = false;
     if (h->p.router) {
         const hr_route *rt = hr_router_find(h->p.router, c->head.model);
         if (rt) {
             any_model = true; /* the route chose the local engine, whatever `model` says */
             local = false;
-            for (int i = 0; i < rt->n_targets; i++)
+            for (int i = 0; i < rt->n_targets; i++) {
                 local |= rt->targets[i].backend == HR_ROUTE_LOCAL;
+                upstream |= rt->targets[i].backend != HR_ROUTE_LOCAL;
+            }
         }
     }
     if (local && m && hr_api_parse_doc(m, c->doc, next_rand(h), any_model, &c->lrq, &c->lrq_err))
         c->lrq_failed = true;
+    if (upstream) {
+        /* the same default max_tokens routed_generation reserves for */
+        int32_t def_max = hr_budget_default_max_tokens(hr_router_budget(h->p.router), c->key_id);
+        c->up_base = hr_api_doc_forward(c->doc, c->head.stream, c->head.max_tokens ? 0 : def_max, &c->up_base_len);
+    }
 }
 
 static void *prep_main(void *arg)
@@ -1362,6 +1370,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     pthread_mutex_unlock(&c->mu);
     hr_api_doc_free(c->doc);
     hr_api_request_free(c->lrq);
+    free(c->up_base);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
