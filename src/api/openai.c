@@ -942,7 +942,7 @@ static hr_status read_head(hr_api_kind kind, json_t *o, hr_api_head *h, hr_api_e
     hr_status st;
     long long n = 1, mt = 0, mct = 0;
     bool have_mct = false;
-    if ((st = get_bool(o, "stream", &h->stream, e)) || (st = get_int(o, "n", 1, HR_API_MAX_N_ROUTED, &n, NULL, e)) ||
+    if ((st = get_bool(o, "stream", &h->stream, e)) || (st = get_int(o, "n", 1, INT32_MAX, &n, NULL, e)) ||
         (st = get_int(o, "max_tokens", 1, INT32_MAX, &mt, NULL, e)) ||
         (st = get_int(o, "max_completion_tokens", 1, INT32_MAX, &mct, &have_mct, e)))
         return st;

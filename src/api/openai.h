@@ -111,7 +111,7 @@ typedef struct {
 typedef struct {
     char model[256];        /* "" when absent */
     bool stream, include_usage;
-    int32_t n;              /* 1..HR_API_MAX_N_ROUTED (the local parse allows HR_API_MAX_N) */
+    int32_t n;              /* >= 1 (the local parse allows HR_API_MAX_N, routes HR_API_MAX_N_ROUTED) */
     int32_t max_tokens;     /* max_completion_tokens, else max_tokens; 0 when absent */
     int32_t n_prompts;      /* completions: prompts in the request; chat: 1 */
 } hr_api_head;

@@ -811,6 +811,12 @@ static mhd_result routed_generation(conn *c, hr_sched *s, const hr_api_model *m)
              (unsigned long long)next_rand(h), (unsigned long long)(next_rand(h) & 0xffffffffu));
     if (local_direct && c->lrq_failed) /* the parser's precise error, nothing reserved */
         return reply_error(c, &c->lrq_err, false);
+    if (!local_direct && c->head.n > HR_API_MAX_N_ROUTED) {
+        hr_api_error e;
+        hr_api_error_set(&e, 400, "n", NULL, "'n' must be between 1 and %d (got %d)", HR_API_MAX_N_ROUTED,
+                         c->head.n);
+        return reply_error(c, &e, false);
+    }
     /* budget: the worst case of the parsed request. Local: its prompt
      * tokens + n x max_tokens per prompt; a route: prompt (body bytes / 2)
      * + max_tokens x n x prompts. Without max_tokens, the key's default. */
@@ -926,6 +932,8 @@ static mhd_result generate(conn *c)
         return MHD_NO;
     if (c->doc_failed)
         return reply_error(c, &c->doc_err, false);
+    if (atomic_load(&h->stopping))
+        return fail(c, 503, "shutting_down", "the server is shutting down");
     hr_sched *s = atomic_load(&h->sched);
     const hr_api_model *m = atomic_load(&h->api);
     if (!s || !m)
