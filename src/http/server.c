@@ -113,6 +113,7 @@ struct conn {
     hr_api_request *lrq;       /* the request for the local engine, when a target may be local */
     bool lrq_failed;           /* the local parse failed (lrq_err, answered if the local engine is tried) */
     hr_api_error lrq_err;
+    char *tok_out;             /* /tokenize, /detokenize: the answer (NULL: doc_err) */
     char *up_base;             /* the body for upstream targets, without "model" (NULL: none needed) */
     size_t up_base_len;
     hr_budget_hold hold;
@@ -861,6 +862,14 @@ static mhd_result routed_generation(conn *c, hr_sched *s, const hr_api_model *m)
 static void prepare(conn *c)
 {
     hr_http *h = c->h;
+    if (c->route == R_TOKENIZE || c->route == R_DETOKENIZE) {
+        const hr_api_model *m = atomic_load(&h->api);
+        const char *b = c->body.p ? c->body.p : "";
+        c->tok_out = c->route == R_TOKENIZE ? hr_api_tokenize(m, b, c->body.len, &c->doc_err)
+                                            : hr_api_detokenize(m, b, c->body.len, &c->doc_err);
+        c->doc_failed = !c->tok_out;
+        return;
+    }
     hr_api_kind kind = c->route == R_CHAT ? HR_API_CHAT : HR_API_COMPLETION;
     if (hr_api_doc_parse(kind, c->body.p ? c->body.p : "", c->body.len, &c->doc, &c->head, &c->doc_err)) {
         c->doc_failed = true;
@@ -932,6 +941,11 @@ static mhd_result generate(conn *c)
         return MHD_NO;
     if (c->doc_failed)
         return reply_error(c, &c->doc_err, false);
+    if (c->tok_out) {
+        char *out = c->tok_out;
+        c->tok_out = NULL;
+        return reply(c, 200, out, NULL, false);
+    }
     if (atomic_load(&h->stopping))
         return fail(c, 503, "shutting_down", "the server is shutting down");
     hr_sched *s = atomic_load(&h->sched);
@@ -1159,14 +1173,7 @@ static mhd_result handle(conn *c, const char *url)
         out = hr_api_models_json(m, true);
         break;
     case R_TOKENIZE:
-    case R_DETOKENIZE: {
-        const char *b = c->body.p ? c->body.p : "";
-        out = c->route == R_TOKENIZE ? hr_api_tokenize(m, b, c->body.len, &e)
-                                     : hr_api_detokenize(m, b, c->body.len, &e);
-        if (!out)
-            return reply_error(c, &e, false);
-        break;
-    }
+    case R_DETOKENIZE: /* tokenizing a big body is work for a preparation thread */
     case R_CHAT:
     case R_COMPLETIONS:
         return prep_start(c);
@@ -1379,6 +1386,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     hr_api_doc_free(c->doc);
     hr_api_request_free(c->lrq);
     free(c->up_base);
+    free(c->tok_out);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }

@@ -9,16 +9,19 @@
 start_server p -m "$MODEL"
 # a small prompt and 3.7 million ignored array elements: seconds to parse
 { printf '{"prompt":"Once","max_tokens":1,"pad":['; yes '1,' | head -n 3700000 | tr -d '\n'; printf '1]}'; } >"$TMPD/pad.json"
+# /tokenize of 3.7 MB of text: the tokenizer's work, also off the event thread
+{ printf '{"content":"'; yes 'Once upon a time there was a dog. ' | head -n 110000 | tr -d '\n'; printf '"}'; } >"$TMPD/tok.json"
 # 7.4 MB of prompt text: far more tokens than the context holds
 { printf '{"prompt":"'; yes 'Once upon a time there was a dog. ' | head -n 220000 | tr -d '\n'; printf '","max_tokens":1}'; } >"$TMPD/big.json"
 now() { date +%s.%N; }
-big() { # FILE OUT: the status and the time it finished
+big() { # FILE OUT [PATH]: the status and the time it finished
   local code
-  code=$(curl -s -o "$2.body" -w '%{http_code}' -H 'Content-Type: application/json' --data-binary @"$1" "$BASE/v1/completions")
+  code=$(curl -s -o "$2.body" -w '%{http_code}' -H 'Content-Type: application/json' --data-binary @"$1" "$BASE${3:-/v1/completions}")
   echo "$code $(now)" >"$2"
 }
 CL=()
 for i in 1 2 3; do big "$TMPD/pad.json" "$TMPD/pad.$i" & CL+=("$!"); done
+big "$TMPD/tok.json" "$TMPD/tok" /tokenize & CL+=("$!")
 sleep 0.3
 h_code=$(curl -s -o /dev/null -w '%{http_code}' "$BASE/health"); h_done=$(now)
 wait "${CL[@]}"
@@ -28,6 +31,10 @@ for i in 1 2 3; do
   check "big body $i answered" 200 "$code"
   check_true "health answered before big body $i finished" awk -v h="$h_done" -v b="$t" 'BEGIN { exit !(h < b) }'
 done
+read -r code t <"$TMPD/tok"
+check "big /tokenize answered" 200 "$code"
+check_true "health answered before the big /tokenize finished" awk -v h="$h_done" -v b="$t" 'BEGIN { exit !(h < b) }'
+check_true "big /tokenize: the tokens" test "$(jq '.tokens | length' "$TMPD/tok.body")" -gt 500000
 
 # the byte-length bound: a 400 naming the bytes, before tokenizing
 before=$(metric hearth_prompt_tokens_total)
