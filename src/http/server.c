@@ -895,6 +895,8 @@ static void prepare(conn *c)
         int32_t def_max = hr_budget_default_max_tokens(hr_router_budget(h->p.router), c->key_id);
         c->up_base = hr_api_doc_forward(c->doc, c->head.stream, c->head.max_tokens ? 0 : def_max, &c->up_base_len);
     }
+    hr_api_doc_free(c->doc); /* all that is needed of it was taken */
+    c->doc = NULL;
 }
 
 static void *prep_main(void *arg)
