@@ -673,11 +673,33 @@ static hr_status ids_prompt(const hr_api_model *m, json_t *a, hr_api_prompt *p, 
     return HR_OK;
 }
 
+/* Refuses, before tokenizing, a text that is certain to overflow the
+ * context: it has at least ceil(len / max_token_bytes) tokens, and `need`
+ * more must fit after them. */
+static hr_status cheap_context_check(const hr_api_model *m, size_t len, long long need, bool chat,
+                                     const char *max_param, hr_api_error *e)
+{
+    if (m->max_token_bytes <= 0)
+        return HR_OK;
+    long long at_least = (long long)((len + (size_t)m->max_token_bytes - 1) / (size_t)m->max_token_bytes);
+    if (at_least + need <= m->n_ctx)
+        return HR_OK;
+    const char *param = max_param && at_least < m->n_ctx ? max_param : chat ? "messages" : "prompt";
+    hr_api_error_set(e, 400, param, "context_length_exceeded",
+                     "This model's context is %d tokens, but the prompt has %zu bytes, so at least %lld tokens, "
+                     "and %lld more must be generated. Shorten the prompt or lower max_tokens.",
+                     m->n_ctx, len, at_least, need);
+    return HR_ERR_INVALID;
+}
+
 /* parse_special: a rendered chat, whose untrusted ranges are plain[n_plain] */
 static hr_status text_prompt(const hr_api_model *m, const char *s, size_t len, bool parse_special,
-                             const hr_span *plain, size_t n_plain, hr_api_prompt *p, hr_api_error *e)
+                             const hr_span *plain, size_t n_plain, const char *max_param, long long need,
+                             hr_api_prompt *p, hr_api_error *e)
 {
     hr_status st;
+    if ((st = cheap_context_check(m, len, need, parse_special, max_param, e)))
+        return st;
     if (parse_special) {
         /* rendered chat: BOS only if the template did not write it */
         static const hr_span none = {0, 0};
@@ -711,14 +733,16 @@ static hr_status text_prompt(const hr_api_model *m, const char *s, size_t len, b
     return HR_OK;
 }
 
-static hr_status parse_prompts(const hr_api_model *m, json_t *o, hr_api_request *r, hr_api_error *e)
+static hr_status parse_prompts(const hr_api_model *m, json_t *o, const char *max_param, long long need,
+                              hr_api_request *r, hr_api_error *e)
 {
     json_t *v = json_object_get(o, "prompt");
     if (!v || json_is_null(v))
         return BAD("prompt", "'prompt' is required");
     if (json_is_string(v)) {
         r->n_prompts = 1;
-        return text_prompt(m, json_string_value(v), json_string_length(v), false, NULL, 0, &r->prompts[0], e);
+        return text_prompt(m, json_string_value(v), json_string_length(v), false, NULL, 0, max_param, need,
+                           &r->prompts[0], e);
     }
     if (!json_is_array(v))
         return BAD("prompt", "'prompt' must be a string, an array of strings, or token ids");
@@ -737,7 +761,8 @@ static hr_status parse_prompts(const hr_api_model *m, json_t *o, hr_api_request 
         hr_status st;
         r->n_prompts = (int32_t)i + 1;
         if (json_is_string(x) && json_is_string(first))
-            st = text_prompt(m, json_string_value(x), json_string_length(x), false, NULL, 0, &r->prompts[i], e);
+            st = text_prompt(m, json_string_value(x), json_string_length(x), false, NULL, 0, max_param, need,
+                             &r->prompts[i], e);
         else if (json_is_array(x) && json_is_array(first))
             st = ids_prompt(m, x, &r->prompts[i], e);
         else
@@ -748,17 +773,12 @@ static hr_status parse_prompts(const hr_api_model *m, json_t *o, hr_api_request 
     return HR_OK;
 }
 
-static hr_status parse_body(const hr_api_model *m, hr_api_kind kind, json_t *o, uint64_t seed_default,
-                            hr_api_request *r, hr_api_error *e)
+static hr_status parse_body(const hr_api_model *m, hr_api_kind kind, json_t *o, const hr_api_head *head,
+                            uint64_t seed_default, bool any_model, hr_api_request *r, hr_api_error *e)
 {
     hr_status st;
-    if (!json_is_object(o))
-        return BAD(NULL, "the request body must be a JSON object");
-    json_t *model = json_object_get(o, "model");
-    if (model && !json_is_null(model)) {
-        if (!json_is_string(model))
-            return BAD("model", "'model' must be a string");
-        const char *name = json_string_value(model);
+    if (head->model[0] && !any_model) {
+        const char *name = head->model;
         if (strcmp(name, m->id) && !(m->alt_id && !strcmp(name, m->alt_id))) {
             hr_api_error_set(e, 404, "model", "model_not_found",
                              "The model '%.200s' does not exist; this server serves '%.200s'", name, m->id);
@@ -843,6 +863,29 @@ static hr_status parse_body(const hr_api_model *m, hr_api_kind kind, json_t *o, 
     if ((st = parse_stop(o, r, e)) || (st = parse_bias(m, o, r, e)))
         return st;
 
+    /* bounds before any rendering or tokenizing: choices, response size */
+    int32_t n_prompts = head->n_prompts;
+    if (n * n_prompts > HR_API_MAX_CHOICES)
+        return BAD("n", "n x prompts must be at most %d (got %lld x %d)", HR_API_MAX_CHOICES, n, n_prompts);
+    long long need = have_max ? max_tokens : 1;
+    const char *max_param = !have_max ? NULL : have_mct ? "max_completion_tokens" : "max_tokens";
+    if (!stream && r->gen.logprobs >= 0 && have_max) {
+        /* every generated token costs a logprobs entry of at least this
+         * many bytes (the JSON punctuation and one digit per number) */
+        long long top = r->gen.logprobs;
+        long long per = kind == HR_API_CHAT ? 52 + 36 * top : 9 + 5 * top;
+        size_t cap = m->max_response ? m->max_response : HR_API_MAX_RESPONSE;
+        long long least = n * n_prompts * max_tokens * per;
+        if (least > (long long)cap) {
+            hr_api_error_set(e, 400, "max_tokens", "response_too_large",
+                             "this request's response could reach %lld bytes (%lld choices x %lld tokens with "
+                             "logprobs), over the cap of %zu bytes for a non-streamed response; lower n, "
+                             "max_tokens or the logprobs count, or stream it",
+                             least, n * n_prompts, max_tokens, cap);
+            return HR_ERR_INVALID;
+        }
+    }
+
     /* the prompt(s) */
     if (kind == HR_API_CHAT) {
         json_t *msgs = json_object_get(o, "messages");
@@ -864,7 +907,7 @@ static hr_status parse_body(const hr_api_model *m, hr_api_kind kind, json_t *o, 
         if (st)
             return st;
         r->n_prompts = 1;
-        st = text_prompt(m, r->rendered, strlen(r->rendered), true, plain, n_plain, &r->prompts[0], e);
+        st = text_prompt(m, r->rendered, strlen(r->rendered), true, plain, n_plain, max_param, need, &r->prompts[0], e);
         free(plain);
         if (st)
             return st;
@@ -879,7 +922,7 @@ static hr_status parse_body(const hr_api_model *m, hr_api_kind kind, json_t *o, 
             r->think_start = open && (!close || open > close);
         }
     } else {
-        if ((st = parse_prompts(m, o, r, e)))
+        if ((st = parse_prompts(m, o, max_param, need, r, e)))
             return st;
     }
 
@@ -921,6 +964,7 @@ static hr_status parse_body(const hr_api_model *m, hr_api_kind kind, json_t *o, 
     r->gen.n = (int32_t)n;
     r->gen.ignore_eos = ignore_eos;
     r->stream = stream;
+    r->max_given = have_max;
     return HR_OK;
 }
 
@@ -934,33 +978,196 @@ static bool check_utf8(const char *body, size_t len, hr_api_error *e)
     return false;
 }
 
-hr_status hr_api_parse(const hr_api_model *m, hr_api_kind kind, const char *body, size_t len, uint64_t seed,
-                       hr_api_request **out, hr_api_error *e)
+struct hr_api_doc {
+    json_t *o;
+    hr_api_kind kind;
+    hr_api_head head;
+};
+
+/* The fields routing and budgets need, with the parser's own validators. */
+static hr_status read_head(hr_api_kind kind, json_t *o, hr_api_head *h, hr_api_error *e)
+{
+    memset(h, 0, sizeof *h);
+    h->n = 1;
+    h->n_prompts = 1;
+    if (!json_is_object(o))
+        return BAD(NULL, "the request body must be a JSON object");
+    json_t *model = json_object_get(o, "model");
+    if (model && !json_is_null(model)) {
+        if (!json_is_string(model))
+            return BAD("model", "'model' must be a string");
+        if (json_string_length(model) >= sizeof h->model)
+            return BAD("model", "'model' is longer than %zu bytes", sizeof h->model - 1);
+        snprintf(h->model, sizeof h->model, "%s", json_string_value(model));
+    }
+    hr_status st;
+    long long n = 1, mt = 0, mct = 0;
+    bool have_mct = false;
+    if ((st = get_bool(o, "stream", &h->stream, e)) || (st = get_int(o, "n", 1, INT32_MAX, &n, NULL, e)) ||
+        (st = get_int(o, "max_tokens", 1, INT32_MAX, &mt, NULL, e)) ||
+        (st = get_int(o, "max_completion_tokens", 1, INT32_MAX, &mct, &have_mct, e)))
+        return st;
+    h->n = (int32_t)n;
+    h->max_tokens = (int32_t)(have_mct ? mct : mt);
+    json_t *so = json_object_get(o, "stream_options");
+    h->include_usage = json_is_object(so) && json_is_true(json_object_get(so, "include_usage"));
+    if (kind == HR_API_COMPLETION) {
+        json_t *pr = json_object_get(o, "prompt");
+        if (json_is_array(pr) && json_array_size(pr) > 0 && !json_is_integer(json_array_get(pr, 0)))
+            h->n_prompts = json_array_size(pr) > INT32_MAX ? INT32_MAX : (int32_t)json_array_size(pr);
+    }
+    return HR_OK;
+}
+
+void hr_api_doc_free(hr_api_doc *d)
+{
+    if (!d)
+        return;
+    json_decref(d->o);
+    free(d);
+}
+
+hr_status hr_api_doc_parse(hr_api_kind kind, const char *body, size_t len, hr_api_doc **out, hr_api_head *head,
+                           hr_api_error *e)
 {
     *out = NULL;
+    memset(head, 0, sizeof *head);
     if (!check_utf8(body, len, e))
         return HR_ERR_FORMAT;
+    hr_api_doc *d = calloc(1, sizeof *d);
+    if (!d) {
+        hr_api_error_set(e, 500, NULL, NULL, "out of memory");
+        return HR_ERR_NOMEM;
+    }
     json_error_t je;
-    json_t *o = json_loadb(body, len, 0, &je);
-    if (!o) {
+    d->o = json_loadb(body, len, 0, &je);
+    d->kind = kind;
+    if (!d->o) {
+        free(d);
         hr_api_error_set(e, 400, NULL, NULL, "the request body is not valid JSON: %s (at byte %d)", je.text,
                          je.position);
         return HR_ERR_FORMAT;
     }
+    *out = d;
+    hr_status st = read_head(kind, d->o, &d->head, e);
+    *head = d->head;
+    return st;
+}
+
+hr_status hr_api_parse_doc(const hr_api_model *m, const hr_api_doc *d, uint64_t seed, bool any_model,
+                           hr_api_request **out, hr_api_error *e)
+{
+    *out = NULL;
     hr_api_request *r = calloc(1, sizeof *r);
     if (!r) {
-        json_decref(o);
         hr_api_error_set(e, 500, NULL, NULL, "out of memory");
         return HR_ERR_NOMEM;
     }
-    hr_status st = parse_body(m, kind, o, seed, r, e);
-    json_decref(o);
+    hr_status st = parse_body(m, d->kind, d->o, &d->head, seed, any_model, r, e);
     if (st) {
         hr_api_request_free(r);
         return st;
     }
     *out = r;
     return HR_OK;
+}
+
+hr_status hr_api_parse(const hr_api_model *m, hr_api_kind kind, const char *body, size_t len, uint64_t seed,
+                       hr_api_request **out, hr_api_error *e)
+{
+    *out = NULL;
+    hr_api_doc *d;
+    hr_api_head h;
+    hr_status st = hr_api_doc_parse(kind, body, len, &d, &h, e);
+    if (!st)
+        st = hr_api_parse_doc(m, d, seed, false, out, e);
+    hr_api_doc_free(d);
+    return st;
+}
+
+char *hr_api_doc_forward(hr_api_doc *d, bool stream, int32_t max_tokens, size_t *out_len)
+{
+    json_t *j = d->o;
+    json_object_del(j, "model");
+    if (stream) {
+        json_object_set_new(j, "stream", json_true());
+        json_t *so = json_object_get(j, "stream_options");
+        if (!json_is_object(so)) {
+            so = json_object();
+            json_object_set_new(j, "stream_options", so);
+        }
+        json_object_set_new(so, "include_usage", json_true());
+    }
+    if (max_tokens > 0 && !json_object_get(j, "max_tokens") && !json_object_get(j, "max_completion_tokens"))
+        json_object_set_new(j, "max_tokens", json_integer(max_tokens));
+    char *s = dumps(j, JSON_COMPACT);
+    if (s)
+        *out_len = strlen(s);
+    return s;
+}
+
+void hr_api_request_default_max(hr_api_request *r, const hr_api_model *m, int32_t max_tokens)
+{
+    if (r->max_given || max_tokens <= 0)
+        return;
+    for (int32_t i = 0; i < r->n_prompts; i++) {
+        int32_t room = m->n_ctx - r->prompts[i].n;
+        r->prompts[i].max_tokens = max_tokens < room ? max_tokens : room;
+    }
+}
+
+int64_t hr_api_request_tokens(const hr_api_request *r)
+{
+    int64_t t = 0;
+    for (int32_t i = 0; i < r->n_prompts; i++)
+        t += (int64_t)r->prompts[i].n + (int64_t)r->gen.n * r->prompts[i].max_tokens;
+    return t;
+}
+
+int32_t hr_api_max_token_bytes(const hr_vocab *v)
+{
+    int32_t n = hr_vocab_n_tokens(v), best = 4;
+    char buf[1024];
+    for (int32_t id = 0; id < n; id++) {
+        size_t l = hr_tok_piece(v, id, true, buf, sizeof buf);
+        if (l >= sizeof buf)
+            return 0; /* a piece longer than we measure: no bound */
+        if ((int32_t)l > best)
+            best = (int32_t)l;
+    }
+    if (hr_vocab_unk(v) >= 0)
+        return best;
+    /* no unknown token: every byte must have a token, or bytes can vanish */
+    for (int b = 0; b < 256; b++) {
+        char t[16];
+        size_t tl;
+        if (hr_vocab_kind_of(v) == HR_VOCAB_SPM) {
+            tl = (size_t)snprintf(t, sizeof t, "<0x%02X>", b);
+        } else {
+            /* byte-level BPE: printable bytes stand for themselves, the
+             * others for U+0100 + k in byte order (the GPT-2 byte map) */
+            int cp;
+            if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174) {
+                cp = b;
+            } else {
+                int k = 0;
+                for (int x = 0; x < b; x++)
+                    k += !((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || x >= 174);
+                cp = 256 + k;
+            }
+            if (cp < 0x80) {
+                t[0] = (char)cp;
+                tl = 1;
+            } else {
+                t[0] = (char)(0xC0 | (cp >> 6));
+                t[1] = (char)(0x80 | (cp & 0x3F));
+                tl = 2;
+            }
+        }
+        if (hr_vocab_find(v, t, tl) < 0)
+            return 0;
+    }
+    return best;
 }
 
 /* ---- reasoning splitter ----------------------------------------------- */
@@ -1045,7 +1252,9 @@ bool hr_think_flush(hr_think *t, hr_api_buf *content, hr_api_buf *reasoning)
 typedef struct {
     hr_think think;
     hr_api_buf content, reasoning; /* accumulated (non-streamed) */
-    json_t *lp;                    /* non-streamed logprobs: chat array, or completions object */
+    hr_api_buf lp[4];              /* non-streamed logprobs as JSON text, the items without brackets: chat
+                                      content; completions tokens, token_logprobs, top_logprobs, text_offset */
+    bool have_lp;
     size_t text_off;               /* completions: bytes of text so far (text_offset) */
     bool started, done;
     hr_finish finish;
@@ -1060,6 +1269,9 @@ struct hr_api_resp {
     int32_t n, n_prompts, n_choices, logprobs;
     char id[64];
     int64_t created;
+    size_t cap;                    /* non-streamed: bytes the response may have */
+    size_t bytes;                  /* non-streamed: bytes held so far (text and logprobs) */
+    bool too_large;
     choice *c;
 };
 
@@ -1080,13 +1292,19 @@ hr_api_resp *hr_api_resp_new(const hr_api_model *m, const hr_api_request *rq, co
     r->n_choices = r->n * r->n_prompts;
     snprintf(r->id, sizeof r->id, "%s", id);
     r->created = created;
+    r->cap = m->max_response ? m->max_response : HR_API_MAX_RESPONSE;
     r->c = calloc((size_t)r->n_choices, sizeof *r->c);
     if (!r->c) {
         free(r);
         return NULL;
     }
-    for (int32_t i = 0; i < r->n_choices; i++)
-        hr_think_init(&r->c[i].think, rq->think_start);
+    for (int32_t i = 0; i < r->n_choices; i++) {
+        choice *c = &r->c[i];
+        hr_think_init(&c->think, rq->think_start);
+        c->content.max = c->reasoning.max = r->cap;
+        for (int k = 0; k < 4; k++)
+            c->lp[k].max = r->cap;
+    }
     return r;
 }
 
@@ -1097,7 +1315,8 @@ void hr_api_resp_free(hr_api_resp *r)
     for (int32_t i = 0; i < r->n_choices; i++) {
         hr_api_buf_free(&r->c[i].content);
         hr_api_buf_free(&r->c[i].reasoning);
-        json_decref(r->c[i].lp);
+        for (int k = 0; k < 4; k++)
+            hr_api_buf_free(&r->c[i].lp[k]);
     }
     free(r->c);
     free(r);
@@ -1193,6 +1412,57 @@ static json_t *cmpl_lp_new(void)
     return json_pack("{s:[],s:[],s:[],s:[]}", "tokens", "token_logprobs", "top_logprobs", "text_offset");
 }
 
+/* Non-streamed: counts `n` more bytes against the cap. */
+static bool charge(hr_api_resp *r, size_t n)
+{
+    r->bytes += n;
+    if (r->bytes > r->cap)
+        r->too_large = true;
+    return !r->too_large;
+}
+
+/* Appends the items of JSON array `a` (taken) to `b` as text: "x,y". */
+static bool put_items(hr_api_resp *r, hr_api_buf *b, json_t *a)
+{
+    char *t = a ? dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
+    if (!t)
+        return false;
+    size_t l = strlen(t);
+    bool ok = true;
+    if (l > 2) { /* "[...]" */
+        ok = charge(r, l - 1) && (!b->len || hr_api_buf_put(b, ",", 1)) && hr_api_buf_put(b, t + 1, l - 2);
+        if (!ok)
+            r->too_large = true;
+    }
+    free(t);
+    return ok;
+}
+
+/* Non-streamed logprobs of one event, kept as text (a JSON tree costs
+ * several times the bytes it prints to). */
+static bool lp_keep(hr_api_resp *r, choice *c, const hr_event *ev)
+{
+    c->have_lp = true;
+    if (r->kind == HR_API_CHAT) {
+        json_t *a = json_array();
+        if (!a)
+            return false;
+        chat_lp_append(r, ev, a);
+        return put_items(r, &c->lp[0], a);
+    }
+    json_t *o = cmpl_lp_new();
+    if (!o)
+        return false;
+    cmpl_lp_append(r, c, ev, o);
+    static const char *const keys[4] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
+    bool ok = true;
+    for (int k = 0; k < 4 && ok; k++)
+        ok = put_items(r, &c->lp[k], json_incref(json_object_get(o, keys[k])));
+    json_decref(o);
+    return ok;
+}
+
 static const char *finish_str(hr_finish f)
 {
     return f == HR_FINISH_LENGTH ? "length" : "stop";
@@ -1277,18 +1547,23 @@ bool hr_api_resp_event(hr_api_resp *r, int32_t prompt, const hr_event *ev, hr_ap
         bool want_lp = r->logprobs >= 0 && ev->tokens && ev->n_tokens > 0;
         if (!r->stream) {
             size_t before = c->reasoning.len;
+            size_t held = c->content.len + c->reasoning.len;
             if (r->reasoning)
                 ok = hr_think_feed(&c->think, ev->text, ev->len, &c->content, &c->reasoning);
             if (r->reasoning && c->reasoning.len > before)
                 c->reasoning_tokens++;
             if (!r->reasoning)
                 ok = hr_api_buf_put(&c->content, ev->text ? ev->text : "", ev->len);
-            if (ok && want_lp) {
-                if (!c->lp)
-                    c->lp = r->kind == HR_API_CHAT ? json_array() : cmpl_lp_new();
-                ok = c->lp && (r->kind == HR_API_CHAT ? chat_lp_append(r, ev, c->lp) : cmpl_lp_append(r, c, ev, c->lp));
+            if (!ok) { /* a buffer at its cap, or out of memory */
+                if (held + ev->len + 16 >= r->cap)
+                    r->too_large = true;
+                return false;
             }
-            return ok;
+            if (!charge(r, c->content.len + c->reasoning.len - held))
+                return false;
+            if (want_lp && !lp_keep(r, c, ev))
+                return false;
+            return true;
         }
         hr_api_buf cb = {0}, rb = {0};
         if (r->reasoning)
@@ -1343,6 +1618,13 @@ bool hr_api_resp_event(hr_api_resp *r, int32_t prompt, const hr_event *ev, hr_ap
 
 bool hr_api_resp_failed(const hr_api_resp *r, hr_api_error *e)
 {
+    if (r->too_large) {
+        hr_api_error_set(e, 400, NULL, "response_too_large",
+                         "the response grew past the cap of %zu bytes for a non-streamed response and was "
+                         "stopped; lower n, max_tokens or the logprobs count, or stream it",
+                         r->cap);
+        return true;
+    }
     for (int32_t i = 0; i < r->n_choices; i++)
         if (r->c[i].error[0]) {
             hr_api_error_set(e, r->c[i].finish == HR_FINISH_ERROR ? 500 : 503, NULL, NULL, "%s", r->c[i].error);
@@ -1372,48 +1654,89 @@ bool hr_api_resp_stream_end(hr_api_resp *r, const hr_req_usage *u, hr_api_buf *o
     return hr_api_buf_puts(out, "data: [DONE]\n\n");
 }
 
+/* Appends JSON value v (taken) as text. */
+static bool put_json(hr_api_buf *b, json_t *v)
+{
+    char *t = v ? dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(v);
+    bool ok = t && hr_api_buf_puts(b, t);
+    free(t);
+    return ok;
+}
+
+static bool put_lp_array(hr_api_buf *b, const char *key, const hr_api_buf *items, bool first)
+{
+    return hr_api_buf_puts(b, first ? "{\"" : ",\"") && hr_api_buf_puts(b, key) && hr_api_buf_puts(b, "\":[") &&
+           hr_api_buf_put(b, items->p ? items->p : "", items->len) && hr_api_buf_puts(b, "]");
+}
+
+/* The response is assembled as text: the choices' logprobs are kept as
+ * text already, and the whole must stay within the cap. */
 char *hr_api_resp_json(hr_api_resp *r, const hr_req_usage *u)
 {
-    json_t *choices = json_array();
-    for (int32_t i = 0; choices && i < r->n_choices; i++) {
+    if (r->too_large)
+        return NULL;
+    hr_req_usage zero = {0};
+    json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:s,s:[],s:o}", "id", r->id, "object",
+                          r->kind == HR_API_CHAT ? "chat.completion" : "text_completion", "created",
+                          (json_int_t)r->created, "model", r->m->id, "system_fingerprint", "hearth", "choices",
+                          "usage", usage_json(u ? u : &zero));
+    char *top = o ? dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    /* a key or string inside can only hold '"' escaped, so this is the field */
+    char *at = top ? strstr(top, "\"choices\":[]") : NULL;
+    if (!at) {
+        free(top);
+        return NULL;
+    }
+    hr_api_buf b = {.max = r->cap};
+    bool ok = hr_api_buf_put(&b, top, (size_t)(at - top) + strlen("\"choices\":["));
+    for (int32_t i = 0; i < r->n_choices && ok; i++) {
         choice *c = &r->c[i];
-        json_t *ch;
-        if (r->kind == HR_API_CHAT) {
+        char head[48];
+        snprintf(head, sizeof head, "%s{\"index\":%d,", i ? "," : "", (int)i);
+        ok = hr_api_buf_puts(&b, head);
+        if (ok && r->kind == HR_API_CHAT) {
             json_t *msg = json_pack("{s:s,s:o,s:n}", "role", "assistant", "content",
                                     jstrn(c->content.p ? c->content.p : "", c->content.len), "refusal");
             if (msg && r->reasoning && c->reasoning.len &&
                 json_object_set_new(msg, "reasoning_content", jstrn(c->reasoning.p, c->reasoning.len))) {
                 json_decref(msg);
-                msg = NULL; /* the pack below fails */
+                msg = NULL; /* put_json fails */
             }
-            json_t *lp = json_null();
-            if (r->chat_logprobs)
-                lp = json_pack("{s:o,s:n}", "content", c->lp ? json_incref(c->lp) : json_array(), "refusal");
-            ch = json_pack("{s:i,s:o,s:o,s:s}", "index", i, "message", msg, "logprobs", lp, "finish_reason",
-                           finish_str(c->finish));
-        } else {
-            json_t *lp = json_null();
-            if (r->logprobs >= 0)
-                lp = c->lp ? json_incref(c->lp) : cmpl_lp_new();
-            ch = json_pack("{s:i,s:o,s:o,s:s}", "index", i, "text",
-                           jstrn(c->content.p ? c->content.p : "", c->content.len), "logprobs", lp,
-                           "finish_reason", finish_str(c->finish));
+            ok = hr_api_buf_puts(&b, "\"message\":") && put_json(&b, msg) && hr_api_buf_puts(&b, ",\"logprobs\":");
+            if (ok && r->chat_logprobs)
+                ok = put_lp_array(&b, "content", &c->lp[0], true) && hr_api_buf_puts(&b, ",\"refusal\":null}");
+            else if (ok)
+                ok = hr_api_buf_puts(&b, "null");
+        } else if (ok) {
+            ok = hr_api_buf_puts(&b, "\"text\":") && put_json(&b, jstrn(c->content.p ? c->content.p : "", c->content.len)) &&
+                 hr_api_buf_puts(&b, ",\"logprobs\":");
+            if (ok && r->logprobs >= 0)
+                ok = put_lp_array(&b, "tokens", &c->lp[0], true) &&
+                     put_lp_array(&b, "token_logprobs", &c->lp[1], false) &&
+                     put_lp_array(&b, "top_logprobs", &c->lp[2], false) &&
+                     put_lp_array(&b, "text_offset", &c->lp[3], false) && hr_api_buf_puts(&b, "}");
+            else if (ok)
+                ok = hr_api_buf_puts(&b, "null");
         }
-        if (json_array_append_new(choices, ch)) {
-            json_decref(choices);
-            return NULL;
-        }
+        ok = ok && hr_api_buf_puts(&b, ",\"finish_reason\":\"") && hr_api_buf_puts(&b, finish_str(c->finish)) &&
+             hr_api_buf_puts(&b, "\"}");
+        /* what is in the response now need not be held twice */
+        hr_api_buf_free(&c->content);
+        hr_api_buf_free(&c->reasoning);
+        for (int k = 0; k < 4; k++)
+            hr_api_buf_free(&c->lp[k]);
     }
-    if (!choices)
+    ok = ok && hr_api_buf_puts(&b, at + strlen("\"choices\":["));
+    free(top);
+    if (!ok) {
+        if (b.len + 1024 >= b.max)
+            r->too_large = true;
+        hr_api_buf_free(&b);
         return NULL;
-    hr_req_usage zero = {0};
-    json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:s,s:o,s:o}", "id", r->id, "object",
-                          r->kind == HR_API_CHAT ? "chat.completion" : "text_completion", "created",
-                          (json_int_t)r->created, "model", r->m->id, "system_fingerprint", "hearth", "choices",
-                          choices, "usage", usage_json(u ? u : &zero));
-    char *s = o ? dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    return s;
+    }
+    return b.p;
 }
 
 void hr_api_usage_add(hr_req_usage *acc, const hr_req_usage *u)

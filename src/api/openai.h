@@ -26,7 +26,9 @@ struct hr_tmpl;
 #define HR_API_MAX_PROMPTS 16  /* prompts in one /v1/completions request */
 #define HR_API_MAX_BIAS 1024   /* logit_bias entries */
 #define HR_API_MAX_MESSAGES 4096
-#define HR_API_MAX_RESPONSE (64u << 20) /* bytes of one non-streamed response */
+#define HR_API_MAX_CHOICES 64  /* n x prompts in one request (choices of one response) */
+#define HR_API_MAX_N_ROUTED 128 /* n of a request routed to an upstream */
+#define HR_API_MAX_RESPONSE (64u << 20) /* bytes of one non-streamed response (default cap) */
 
 /* A growable byte buffer with a hard cap (appends past it fail). */
 typedef struct {
@@ -67,7 +69,16 @@ typedef struct {
     uint64_t n_params;
     uint64_t size_bytes;
     const char *template_source; /* "gguf", "file", "fallback" */
+    int32_t max_token_bytes;     /* text bytes one token covers at most (hr_api_max_token_bytes); 0: unknown */
+    size_t max_response;         /* cap on a non-streamed response body; 0: HR_API_MAX_RESPONSE */
 } hr_api_model;
+
+/* The most bytes of prompt text one token of `v` can stand for (its
+ * longest piece, specials included, and 4 for an unknown character), so a
+ * text of L bytes has at least ceil(L / that) tokens; 0 when the
+ * tokenizer may drop bytes (no unknown token and a byte without a token),
+ * where no such bound holds. */
+int32_t hr_api_max_token_bytes(const hr_vocab *v);
 
 typedef enum { HR_API_CHAT = 1, HR_API_COMPLETION = 2 } hr_api_kind;
 
@@ -92,7 +103,41 @@ typedef struct {
     int32_t *bias_ids;
     float *bias;
     char *rendered;         /* chat: the rendered prompt text (for logs and tests) */
+    bool max_given;         /* the request set max_tokens / max_completion_tokens */
 } hr_api_request;
+
+/* What routing and budgets need of a request, read with the same
+ * validators as the full parse (so "n": 16.0 is 16 here as there). */
+typedef struct {
+    char model[256];        /* "" when absent */
+    bool stream, include_usage;
+    int32_t n;              /* >= 1 (the local parse allows HR_API_MAX_N, routes HR_API_MAX_N_ROUTED) */
+    int32_t max_tokens;     /* max_completion_tokens, else max_tokens; 0 when absent */
+    int32_t n_prompts;      /* completions: prompts in the request; chat: 1 */
+} hr_api_head;
+
+/* A request body parsed once (JSON), for hr_api_parse_doc and routing. */
+typedef struct hr_api_doc hr_api_doc;
+
+/* Checks UTF-8, parses the JSON and reads the head. *out is freed with
+ * hr_api_doc_free (also on failure). */
+hr_status hr_api_doc_parse(hr_api_kind kind, const char *body, size_t len, hr_api_doc **out, hr_api_head *head,
+                           hr_api_error *e);
+void hr_api_doc_free(hr_api_doc *d);
+/* The full parse of a parsed body. With `any_model`, a `model` other than
+ * the local model's is accepted (a route chose the local engine). */
+hr_status hr_api_parse_doc(const hr_api_model *m, const hr_api_doc *d, uint64_t seed, bool any_model,
+                           hr_api_request **out, hr_api_error *e);
+/* The body to forward to an upstream, without its "model" (spliced in per
+ * target: hr_router_body_model): stream_options.include_usage set when
+ * `stream`, max_tokens added when the request has none and `max_tokens` >
+ * 0. Changes the doc (call it after hr_api_parse_doc). malloc'd, or NULL. */
+char *hr_api_doc_forward(hr_api_doc *d, bool stream, int32_t max_tokens, size_t *out_len);
+/* Without a max_tokens in the request, generate at most `max_tokens` per
+ * completion (never past the context). */
+void hr_api_request_default_max(hr_api_request *r, const hr_api_model *m, int32_t max_tokens);
+/* Tokens the request can use at most: its prompts plus n x max_tokens each. */
+int64_t hr_api_request_tokens(const hr_api_request *r);
 
 /* Parses and validates a request body. Returns HR_OK and *out (free with
  * hr_api_request_free) or an error with *e filled. `seed` is used when the

@@ -52,6 +52,7 @@ static void usage(FILE *f)
             "  --api-key-file FILE    one key per line\n"
             "  --metrics-key          /metrics needs a key too (default: open)\n"
             "  --max-body SIZE        request body limit (default 8M)\n"
+            "  --max-response SIZE    cap on a non-streamed response body (default 64M)\n"
             "  --max-conns N          concurrent connections (default 4096)\n"
             "  --idle-timeout S       idle / slow-header connection timeout (default 60)\n"
             "  --http-threads N       HTTP event threads (default 1)\n"
@@ -162,7 +163,7 @@ int cmd_serve(int argc, char **argv)
     long long port = 8080, ctx = 0, max_running = 16, max_queue = 256, batch_tokens = 0, threads = 1, max_conns = 4096,
               idle = 60, http_threads = 1;
     double timeout = 600;
-    int64_t kv_mem = 0, max_body = 8 << 20;
+    int64_t kv_mem = 0, max_body = 8 << 20, max_response = 64 << 20;
     bool metrics_key = false, quiet = false;
     char *keys[MAX_KEYS];
     int n_keys = 0;
@@ -221,6 +222,8 @@ int cmd_serve(int argc, char **argv)
             metrics_key = true;
         else if (!strcmp(a, "--max-body"))
             ok = VAL() && parse_size(a, v, &max_body);
+        else if (!strcmp(a, "--max-response"))
+            ok = VAL() && parse_size(a, v, &max_response);
         else if (!strcmp(a, "--max-conns"))
             ok = VAL() && arg_int(a, v, 1, 1 << 20, &max_conns);
         else if (!strcmp(a, "--idle-timeout"))
@@ -277,6 +280,15 @@ int cmd_serve(int argc, char **argv)
     if (config_path && hr_route_config_load(config_path, &rcfg, &err)) {
         cli_fail("serve", "--config %s", err.msg);
         goto done;
+    }
+    if (rcfg) {
+        char nb[256];
+        const char *lid = alias ? alias : base_name(model_path, nb, sizeof nb);
+        if (hr_route_config_check_local(rcfg, lid, alias ? base_name(model_path, nb, sizeof nb) : NULL, &err)) {
+            cli_fail("serve", "--config %s: %s", config_path, err.msg);
+            hr_route_config_free(rcfg);
+            goto done;
+        }
     }
     if (strcmp(usage_path, "none") && hr_usage_open(usage_path, NULL, &usage_db, &err)) {
         cli_fail("serve", "usage log: %s", err.msg); /* the message masks a URL password */
@@ -380,6 +392,8 @@ int cmd_serve(int argc, char **argv)
         .n_params = hr_model_n_params(model),
         .size_bytes = stat(model_path, &st) == 0 ? (uint64_t)st.st_size : 0,
         .template_source = tsource,
+        .max_token_bytes = hr_api_max_token_bytes(vocab),
+        .max_response = (size_t)max_response,
     };
     if (router) {
         char self[128];

@@ -40,6 +40,10 @@ enum route {
 
 typedef struct conn conn;
 
+#define HR_HTTP_PREP_THREADS 2 /* threads parsing, rendering and tokenizing request bodies */
+
+enum prep_state { PREP_NONE = 0, PREP_QUEUED, PREP_DONE, PREP_USED };
+
 struct hr_http {
     struct MHD_Daemon *d;
     hr_http_params p;
@@ -56,6 +60,13 @@ struct hr_http {
     bool ticker_started;
     pthread_mutex_t mu; /* the list of generation connections */
     conn *gens;
+    /* request preparation (JSON, template, tokenizer) off the event thread */
+    pthread_mutex_t prep_mu;
+    pthread_cond_t prep_cv;
+    conn *prep_head, *prep_tail;
+    bool prep_quit;
+    pthread_t prep_thr[HR_HTTP_PREP_THREADS];
+    int n_prep_thr;
 };
 
 struct conn {
@@ -94,8 +105,19 @@ struct conn {
     const char *endpoint;      /* "/chat/completions" or "/completions" */
     bool client_stream, client_usage;
     int32_t inject_max;        /* max_tokens set on forwarded requests that have none (budgets) */
-    char *fwd_body;            /* the body for the local engine when it differs from the client's */
-    size_t fwd_len;
+    /* the body parsed once, on a preparation thread */
+    enum prep_state prep;
+    conn *prep_next;
+    hr_api_doc *doc;
+    hr_api_head head;          /* what routing and budgets need */
+    bool doc_failed;           /* the body is not a valid request (doc_err) */
+    hr_api_error doc_err;
+    hr_api_request *lrq;       /* the request for the local engine, when a target may be local */
+    bool lrq_failed;           /* the local parse failed (lrq_err, answered if the local engine is tried) */
+    hr_api_error lrq_err;
+    char *tok_out;             /* /tokenize, /detokenize: the answer (NULL: doc_err) */
+    char *up_base;             /* the body for upstream targets, without "model" (NULL: none needed) */
+    size_t up_base_len;
     hr_budget_hold hold;
     bool unauthenticated;      /* refused 401: no usage row */
     int last_fail_status;      /* of the last failed target, for the final error */
@@ -387,14 +409,16 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 static mhd_result finish_nonstream(conn *c)
 {
     hr_api_error e;
+    if (hr_api_resp_failed(c->resp, &e)) /* the cap (400), a cancelled or failed completion */
+        return reply_error(c, &e, false);
     if (c->failed) {
-        hr_api_error_set(&e, 500, NULL, NULL, "the response could not be built (too large)");
+        hr_api_error_set(&e, 500, NULL, NULL, "out of memory building the response");
         return reply_error(c, &e, false);
     }
-    if (hr_api_resp_failed(c->resp, &e))
-        return reply_error(c, &e, false);
     hr_req_usage u = total_usage(c);
     char *s = hr_api_resp_json(c->resp, &u);
+    if (!s && hr_api_resp_failed(c->resp, &e))
+        return reply_error(c, &e, false);
     if (!s)
         return fail(c, 500, NULL, "out of memory");
     return reply(c, 200, s, NULL, false);
@@ -423,10 +447,14 @@ static mhd_result start_generation(conn *c, hr_sched *s, const hr_api_model *m, 
     hr_http *h = c->h;
     hr_api_kind kind = c->route == R_CHAT ? HR_API_CHAT : HR_API_COMPLETION;
     hr_api_error e;
-    const char *body = c->fwd_body ? c->fwd_body : c->body.p ? c->body.p : "";
-    size_t body_len = c->fwd_body ? c->fwd_len : c->body.len;
-    if (hr_api_parse(m, kind, body, body_len, next_rand(h), &c->rq, &e))
-        return reply_error(c, &e, false);
+    if (c->lrq_failed)
+        return reply_error(c, &c->lrq_err, false);
+    if (!c->lrq)
+        return fail(c, 503, "model_loading", "the model is loading; retry shortly");
+    c->rq = c->lrq; /* parsed on a preparation thread */
+    c->lrq = NULL;
+    if (c->inject_max)
+        hr_api_request_default_max(c->rq, m, c->inject_max);
     char id[64];
     snprintf(id, sizeof id, "%s-%016llx%08llx", kind == HR_API_CHAT ? "chatcmpl" : "cmpl",
              (unsigned long long)next_rand(h), (unsigned long long)(next_rand(h) & 0xffffffffu));
@@ -445,7 +473,7 @@ static mhd_result start_generation(conn *c, hr_sched *s, const hr_api_model *m, 
             c->nreq = 0;
             if (st == HR_ERR_LIMIT && busy) {
                 *busy = true;
-                hr_api_request_free(c->rq);
+                c->lrq = c->rq; /* kept for another local target */
                 hr_api_resp_free(c->resp);
                 c->rq = NULL;
                 c->resp = NULL;
@@ -583,11 +611,6 @@ static mhd_result next_target(conn *c)
                 hr_router_count(r, HR_ROUTE_LOCAL, true, !last);
                 continue;
             }
-            free(c->fwd_body);
-            c->fwd_body = hr_router_body(c->body.p ? c->body.p : "", c->body.len, m->id, false, c->inject_max,
-                                         false, &c->fwd_len);
-            if (!c->fwd_body)
-                return fail(c, 400, NULL, "the request body must be a JSON object");
             bool busy = false;
             hr_router_busy(r, HR_ROUTE_LOCAL, 1);
             c->busy_counted = true;
@@ -605,10 +628,9 @@ static mhd_result next_target(conn *c)
         char url[1200];
         hr_router_url(r, t, c->endpoint, url, sizeof url);
         size_t blen = 0;
-        char *body = hr_router_body(c->body.p ? c->body.p : "", c->body.len, t->model, c->client_stream,
-                                    c->inject_max, false, &blen);
+        char *body = c->up_base ? hr_router_body_model(c->up_base, c->up_base_len, t->model, &blen) : NULL;
         if (!body)
-            return fail(c, 400, NULL, "the request body must be a JSON object");
+            return fail(c, 500, NULL, "out of memory");
         hr_up_req rq = {
             .url = url,
             .api_key = b->api_key,
@@ -771,45 +793,17 @@ static mhd_result up_step(conn *c)
     }
 }
 
-/* Reads what routing and budgets need from the body; false: not JSON. */
-static bool peek_body(conn *c, char *model, size_t cap, int32_t *max_tokens, int32_t *n)
-{
-    json_t *j = json_loadb(c->body.p ? c->body.p : "", c->body.len, 0, NULL);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        return false;
-    }
-    json_t *v = json_object_get(j, "model");
-    model[0] = 0;
-    if (json_is_string(v))
-        snprintf(model, cap, "%s", json_string_value(v));
-    c->client_stream = json_is_true(json_object_get(j, "stream"));
-    c->client_usage = json_is_true(json_object_get(json_object_get(j, "stream_options"), "include_usage"));
-    *max_tokens = 0;
-    v = json_object_get(j, "max_completion_tokens");
-    if (!json_is_integer(v))
-        v = json_object_get(j, "max_tokens");
-    if (json_is_integer(v) && json_integer_value(v) > 0)
-        *max_tokens = json_integer_value(v) > INT32_MAX ? INT32_MAX : (int32_t)json_integer_value(v);
-    v = json_object_get(j, "n");
-    *n = json_is_integer(v) && json_integer_value(v) > 1 && json_integer_value(v) <= 128 ? (int32_t)json_integer_value(v) : 1;
-    json_t *pr = json_object_get(j, "prompt");
-    if (json_is_array(pr) && json_array_size(pr) > 1 && !json_is_integer(json_array_get(pr, 0)))
-        *n *= (int32_t)(json_array_size(pr) > 16 ? 16 : json_array_size(pr));
-    json_decref(j);
-    return true;
-}
-
 /* Generation requests when a router is configured: route lookup, budget
  * reservation, then the route's targets in policy order. */
 static mhd_result routed_generation(conn *c, hr_sched *s, const hr_api_model *m)
 {
     hr_http *h = c->h;
     hr_router *r = h->p.router;
-    char model[256];
-    int32_t max_tokens = 0, n = 1;
-    if (!peek_body(c, model, sizeof model, &max_tokens, &n))
-        return start_generation(c, s, m, NULL); /* the parser gives the precise 400 */
+    const char *model = c->head.model;
+    int32_t max_tokens = c->head.max_tokens;
+    int64_t n = (int64_t)c->head.n * c->head.n_prompts;
+    c->client_stream = c->head.stream;
+    c->client_usage = c->head.include_usage;
     c->endpoint = c->route == R_CHAT ? "/chat/completions" : "/completions";
     c->rt = hr_router_find(r, model);
     bool local_direct = !c->rt;
@@ -821,7 +815,17 @@ static mhd_result routed_generation(conn *c, hr_sched *s, const hr_api_model *m)
     }
     snprintf(c->req_id, sizeof c->req_id, "%s-%016llx%08llx", c->route == R_CHAT ? "chatcmpl" : "cmpl",
              (unsigned long long)next_rand(h), (unsigned long long)(next_rand(h) & 0xffffffffu));
-    /* budget: worst case = prompt (body bytes / 2) + max_tokens x completions */
+    if (local_direct && c->lrq_failed) /* the parser's precise error, nothing reserved */
+        return reply_error(c, &c->lrq_err, false);
+    if (!local_direct && c->head.n > HR_API_MAX_N_ROUTED) {
+        hr_api_error e;
+        hr_api_error_set(&e, 400, "n", NULL, "'n' must be between 1 and %d (got %d)", HR_API_MAX_N_ROUTED,
+                         c->head.n);
+        return reply_error(c, &e, false);
+    }
+    /* budget: the worst case of the parsed request. Local: its prompt
+     * tokens + n x max_tokens per prompt; a route: prompt (body bytes / 2)
+     * + max_tokens x n x prompts. Without max_tokens, the key's default. */
     hr_budget *bg = hr_router_budget(r);
     int32_t def_max = hr_budget_default_max_tokens(bg, c->key_id);
     if (def_max > 0) {
@@ -830,6 +834,11 @@ static mhd_result routed_generation(conn *c, hr_sched *s, const hr_api_model *m)
             max_tokens = def_max;
         }
         int64_t prompt = (int64_t)(c->body.len / 2) + 1, out = (int64_t)max_tokens * n;
+        if (local_direct && c->lrq) {
+            hr_api_request_default_max(c->lrq, m, c->inject_max);
+            prompt = 0;
+            out = hr_api_request_tokens(c->lrq);
+        }
         double usd = c->rt ? hr_router_max_cost(r, c->rt, prompt, out) : 0;
         char msg[400];
         hr_budget_verdict bv = hr_budget_reserve_ex(bg, c->key_id, prompt + out, usd, &c->hold, msg, sizeof msg);
@@ -847,16 +856,153 @@ static mhd_result routed_generation(conn *c, hr_sched *s, const hr_api_model *m)
         }
     }
     if (local_direct) {
-        if (c->inject_max) {
-            c->fwd_body = hr_router_body(c->body.p ? c->body.p : "", c->body.len, model[0] ? model : m->id, false,
-                                         c->inject_max, false, &c->fwd_len);
-        }
         c->backend = HR_ROUTE_LOCAL;
         return start_generation(c, s, m, NULL);
     }
     c->n_order = hr_router_order(r, c->rt, c->order);
     c->cur = -1;
     return next_target(c);
+}
+
+/* ---- preparation threads --------------------------------------------- */
+
+/* Parses the body once (JSON, head); when a local target may serve it,
+ * also the full request: template rendering and tokenizing. Runs on a
+ * preparation thread: a multi-megabyte prompt never stalls the event
+ * thread (health checks, streams). */
+static void prepare(conn *c)
+{
+    hr_http *h = c->h;
+    if (c->route == R_TOKENIZE || c->route == R_DETOKENIZE) {
+        const hr_api_model *m = atomic_load(&h->api);
+        const char *b = c->body.p ? c->body.p : "";
+        c->tok_out = c->route == R_TOKENIZE ? hr_api_tokenize(m, b, c->body.len, &c->doc_err)
+                                            : hr_api_detokenize(m, b, c->body.len, &c->doc_err);
+        c->doc_failed = !c->tok_out;
+        return;
+    }
+    hr_api_kind kind = c->route == R_CHAT ? HR_API_CHAT : HR_API_COMPLETION;
+    if (hr_api_doc_parse(kind, c->body.p ? c->body.p : "", c->body.len, &c->doc, &c->head, &c->doc_err)) {
+        c->doc_failed = true;
+        return;
+    }
+    const hr_api_model *m = atomic_load(&h->api);
+    bool any_model = false, local = true, upstream = false;
+    if (h->p.router) {
+        const hr_route *rt = hr_router_find(h->p.router, c->head.model);
+        if (rt) {
+            any_model = true; /* the route chose the local engine, whatever `model` says */
+            local = false;
+            for (int i = 0; i < rt->n_targets; i++) {
+                local |= rt->targets[i].backend == HR_ROUTE_LOCAL;
+                upstream |= rt->targets[i].backend != HR_ROUTE_LOCAL;
+            }
+        }
+    }
+    if (local && m && hr_api_parse_doc(m, c->doc, next_rand(h), any_model, &c->lrq, &c->lrq_err))
+        c->lrq_failed = true;
+    if (upstream) {
+        /* the same default max_tokens routed_generation reserves for */
+        int32_t def_max = hr_budget_default_max_tokens(hr_router_budget(h->p.router), c->key_id);
+        c->up_base = hr_api_doc_forward(c->doc, c->head.stream, c->head.max_tokens ? 0 : def_max, &c->up_base_len);
+    }
+    hr_api_doc_free(c->doc); /* all that is needed of it was taken */
+    c->doc = NULL;
+}
+
+static void *prep_main(void *arg)
+{
+    hr_http *h = arg;
+    pthread_mutex_lock(&h->prep_mu);
+    for (;;) {
+        while (!h->prep_head && !h->prep_quit)
+            pthread_cond_wait(&h->prep_cv, &h->prep_mu);
+        conn *c = h->prep_head;
+        if (!c)
+            break;
+        h->prep_head = c->prep_next;
+        if (!h->prep_head)
+            h->prep_tail = NULL;
+        pthread_mutex_unlock(&h->prep_mu);
+        if (atomic_load(&h->closing)) {
+            c->doc_failed = true;
+            hr_api_error_set(&c->doc_err, 503, NULL, "shutting_down", "the server is shutting down");
+        } else {
+            prepare(c);
+        }
+        /* hand it back to the event thread; c is not touched after this */
+        pthread_mutex_lock(&c->mu);
+        c->prep = PREP_DONE;
+        c->pending = true;
+        if (c->suspended) {
+            c->suspended = false;
+            MHD_resume_connection(c->mc);
+        }
+        pthread_mutex_unlock(&c->mu);
+        pthread_mutex_lock(&h->prep_mu);
+    }
+    pthread_mutex_unlock(&h->prep_mu);
+    return NULL;
+}
+
+/* The generation, once the body was prepared. */
+static mhd_result generate(conn *c)
+{
+    hr_http *h = c->h;
+    c->prep = PREP_USED;
+    if (atomic_load(&h->closing))
+        return MHD_NO;
+    if (c->doc_failed)
+        return reply_error(c, &c->doc_err, false);
+    if (c->tok_out) {
+        char *out = c->tok_out;
+        c->tok_out = NULL;
+        return reply(c, 200, out, NULL, false);
+    }
+    if (atomic_load(&h->stopping))
+        return fail(c, 503, "shutting_down", "the server is shutting down");
+    hr_sched *s = atomic_load(&h->sched);
+    const hr_api_model *m = atomic_load(&h->api);
+    if (!s || !m)
+        return fail(c, 503, "model_loading", "the model is loading; retry shortly");
+    return h->p.router ? routed_generation(c, s, m) : start_generation(c, s, m, NULL);
+}
+
+/* Suspends until the preparation thread is done with c, then generates. */
+static mhd_result prep_wait(conn *c)
+{
+    for (;;) {
+        if (try_suspend(c))
+            return MHD_YES;
+        pthread_mutex_lock(&c->mu);
+        bool done = c->prep == PREP_DONE;
+        c->pending = done; /* left set: the generation's first drain clears it */
+        pthread_mutex_unlock(&c->mu);
+        if (done)
+            return generate(c);
+        if (atomic_load(&c->h->closing))
+            return MHD_NO;
+    }
+}
+
+static mhd_result prep_start(conn *c)
+{
+    hr_http *h = c->h;
+    if (h->n_prep_thr == 0) { /* no thread could be started: prepare here */
+        prepare(c);
+        return generate(c);
+    }
+    c->prep = PREP_QUEUED;
+    pthread_mutex_lock(&h->prep_mu);
+    c->prep_next = NULL;
+    if (h->prep_tail)
+        h->prep_tail->prep_next = c;
+    else
+        h->prep_head = c;
+    h->prep_tail = c;
+    pthread_cond_signal(&h->prep_cv);
+    pthread_mutex_unlock(&h->prep_mu);
+    return prep_wait(c);
 }
 
 /* ---- metrics ---------------------------------------------------------- */
@@ -1043,17 +1189,10 @@ static mhd_result handle(conn *c, const char *url)
         out = hr_api_models_json(m, true);
         break;
     case R_TOKENIZE:
-    case R_DETOKENIZE: {
-        const char *b = c->body.p ? c->body.p : "";
-        out = c->route == R_TOKENIZE ? hr_api_tokenize(m, b, c->body.len, &e)
-                                     : hr_api_detokenize(m, b, c->body.len, &e);
-        if (!out)
-            return reply_error(c, &e, false);
-        break;
-    }
+    case R_DETOKENIZE: /* tokenizing a big body is work for a preparation thread */
     case R_CHAT:
     case R_COMPLETIONS:
-        return h->p.router ? routed_generation(c, s, m) : start_generation(c, s, m, NULL);
+        return prep_start(c);
     default:
         break;
     }
@@ -1138,6 +1277,8 @@ static mhd_result on_request(void *cls, struct MHD_Connection *mc, const char *u
         *upload_size = 0;
         return MHD_YES;
     }
+    if (c->prep == PREP_QUEUED || c->prep == PREP_DONE) /* resumed: the body was prepared */
+        return prep_wait(c);
     if (c->up_active && !c->up_committed) /* resumed: waiting for an upstream */
         return up_step(c);
     if (c->rq) /* resumed: a non-streamed generation */
@@ -1293,7 +1434,12 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     hr_api_buf_free(&c->body);
     hr_api_buf_free(&c->out);
     hr_api_buf_free(&c->ptext);
-    free(c->fwd_body);
+    pthread_mutex_lock(&c->mu); /* a preparation thread's hand-back has let go */
+    pthread_mutex_unlock(&c->mu);
+    hr_api_doc_free(c->doc);
+    hr_api_request_free(c->lrq);
+    free(c->up_base);
+    free(c->tok_out);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -1371,6 +1517,8 @@ hr_status hr_http_start(const hr_http_params *p, hr_http **out, hr_err *err)
         h->p.n_threads = 1;
     atomic_store(&h->rng, (uint64_t)time(NULL) * 1000003u ^ (uint64_t)getpid() << 20 ^ (uintptr_t)h);
     pthread_mutex_init(&h->mu, NULL);
+    pthread_mutex_init(&h->prep_mu, NULL);
+    pthread_cond_init(&h->prep_cv, NULL);
 
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
@@ -1413,6 +1561,8 @@ hr_status hr_http_start(const hr_http_params *p, hr_http **out, hr_err *err)
     h->port = di ? di->port : p->port;
     if (pthread_create(&h->ticker, NULL, ticker_main, h) == 0)
         h->ticker_started = true;
+    while (h->n_prep_thr < HR_HTTP_PREP_THREADS && pthread_create(&h->prep_thr[h->n_prep_thr], NULL, prep_main, h) == 0)
+        h->n_prep_thr++;
     *out = h;
     return HR_OK;
 }
@@ -1448,6 +1598,13 @@ void hr_http_stop(hr_http *h, double grace_s)
     atomic_store(&h->closing, true);
     if (h->ticker_started)
         pthread_join(h->ticker, NULL);
+    /* the preparation threads hand back what they hold (failing fast now) */
+    pthread_mutex_lock(&h->prep_mu);
+    h->prep_quit = true;
+    pthread_cond_broadcast(&h->prep_cv);
+    pthread_mutex_unlock(&h->prep_mu);
+    for (int i = 0; i < h->n_prep_thr; i++)
+        pthread_join(h->prep_thr[i], NULL);
     pthread_mutex_lock(&h->mu);
     for (conn *c = h->gens; c; c = c->next) {
         pthread_mutex_lock(&c->mu);
@@ -1460,5 +1617,7 @@ void hr_http_stop(hr_http *h, double grace_s)
     pthread_mutex_unlock(&h->mu);
     MHD_stop_daemon(h->d);
     pthread_mutex_destroy(&h->mu);
+    pthread_mutex_destroy(&h->prep_mu);
+    pthread_cond_destroy(&h->prep_cv);
     free(h);
 }

@@ -69,6 +69,15 @@ static bool valid_url(const char *u)
     return strlen(u) > 8;
 }
 
+/* True when the URL's authority has userinfo ("user:pass@host"). */
+static bool has_userinfo(const char *u)
+{
+    const char *a = strstr(u, "://");
+    a = a ? a + 3 : u;
+    size_t n = strcspn(a, "/?#");
+    return memchr(a, '@', n) != NULL;
+}
+
 static hr_status parse_backend(json_t *o, int idx, hr_backend *b, hr_err *err)
 {
     char where[96];
@@ -91,6 +100,10 @@ static hr_status parse_backend(json_t *o, int idx, hr_backend *b, hr_err *err)
     if (!valid_url(url))
         return hr_err_set(err, HR_ERR_FORMAT, "%s: base_url '%.200s' must be an http:// or https:// URL", where,
                           url);
+    if (has_userinfo(url))
+        return hr_err_set(err, HR_ERR_FORMAT,
+                          "%s: base_url must not carry credentials (user:password@); name an environment "
+                          "variable with \"api_key_env\"", where);
     b->name = dup_s(name);
     b->base_url = dup_s(url);
     size_t ul = strlen(b->base_url);
@@ -337,6 +350,7 @@ static hr_status parse_doc(hr_route_config *c, json_t *root, hr_err *err)
             return st;
     }
     int n_explicit = c->n_routes;
+    c->n_explicit = n_explicit;
     for (int i = 0; i < n_explicit; i++) {
         const hr_route *r = &c->routes[i];
         if (r->judge_route) {
@@ -370,6 +384,10 @@ static hr_status parse_doc(hr_route_config *c, json_t *root, hr_err *err)
         c->n_budgets++;
         if (st)
             return st;
+        for (int k = 0; k < c->n_budgets - 1; k++)
+            if (!strcmp(c->budgets[k].key_id, c->budgets[c->n_budgets - 1].key_id))
+                return hr_err_set(err, HR_ERR_FORMAT, "budgets[%zu]: a second budget for %s (budgets[%d] has it)",
+                                  i, strcmp(c->budgets[k].key_id, "*") ? c->budgets[k].label : "'*'", k);
     }
     double sq = 64;
     if (get_num(root, "shadow_queue", "config", 0, 1e6, &sq, err))
@@ -449,6 +467,23 @@ void hr_route_config_free(hr_route_config *c)
         free(c->budgets[i].label);
     }
     free(c);
+}
+
+hr_status hr_route_config_check_local(const hr_route_config *c, const char *id, const char *alt_id, hr_err *err)
+{
+    for (int i = 0; i < c->n_routes; i++) {
+        const char *n = c->routes[i].name;
+        if (!n || !((id && !strcmp(n, id)) || (alt_id && !strcmp(n, alt_id))))
+            continue;
+        const hr_route *r = &c->routes[i];
+        bool implicit = r->n_targets == 1 && r->targets[0].backend >= 0 && r->targets[0].model &&
+                        !strcmp(r->targets[0].model, n) && i >= c->n_explicit;
+        return hr_err_set(err, HR_ERR_FORMAT,
+                          "%s '%.64s' has the name of the local model; requests for the model would be routed "
+                          "elsewhere (rename it, or serve the model under another --alias)",
+                          implicit ? "backend model" : "route", n);
+    }
+    return HR_OK;
 }
 
 const hr_route *hr_route_config_find(const hr_route_config *c, const char *name)

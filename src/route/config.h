@@ -72,6 +72,7 @@ typedef struct {
     int n_backends;
     hr_route routes[HR_ROUTE_MAX_ROUTES];
     int n_routes;
+    int n_explicit;        /* routes[0, n_explicit) are the file's; the rest are BACKEND/MODEL names */
     hr_budget_rule budgets[HR_ROUTE_MAX_BUDGETS];
     int n_budgets;
     int32_t shadow_queue;  /* shadow requests in flight at most (default 64); more are dropped */
@@ -86,6 +87,10 @@ hr_status hr_route_config_parse(const char *json, size_t len, hr_route_config **
 hr_status hr_route_config_load(const char *path, hr_route_config **out, hr_err *err);
 void hr_route_config_free(hr_route_config *c);
 
+/* Fails when a route (or a backend model's implicit route) has the name
+ * clients use for the local model (`id`, or `alt_id` when not NULL): such a
+ * route would silently take the local model's requests. */
+hr_status hr_route_config_check_local(const hr_route_config *c, const char *id, const char *alt_id, hr_err *err);
 const hr_route *hr_route_config_find(const hr_route_config *c, const char *name);
 int hr_route_config_backend(const hr_route_config *c, const char *name); /* index, -1 if none */
 /* Price of `model` on backend b; NULL when not listed. */

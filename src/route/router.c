@@ -223,6 +223,36 @@ char *hr_router_body(const char *client_body, size_t len, const char *model, boo
     return s;
 }
 
+char *hr_router_body_model(const char *base, size_t len, const char *model, size_t *out_len)
+{
+    if (len < 2 || base[0] != '{')
+        return NULL;
+    json_t *m = json_string(model);
+    char *ms = m ? json_dumps(m, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(m);
+    if (!ms)
+        return NULL;
+    size_t ml = strlen(ms);
+    bool empty = len == 2; /* "{}" */
+    size_t n = 1 + 8 + ml + (empty ? 0 : 1) + (len - 1);
+    char *s = malloc(n + 1);
+    if (s) {
+        char *p = s;
+        memcpy(p, "{\"model\":", 9);
+        p += 9;
+        memcpy(p, ms, ml);
+        p += ml;
+        if (!empty)
+            *p++ = ',';
+        memcpy(p, base + 1, len - 1);
+        p += len - 1;
+        *p = 0;
+        *out_len = (size_t)(p - s);
+    }
+    free(ms);
+    return s;
+}
+
 /* ---- the parallel pilot ---------------------------------------------- */
 
 typedef struct {

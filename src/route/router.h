@@ -85,4 +85,9 @@ void hr_router_metrics(hr_router *r, void (*put)(void *ctx, const char *line), v
 char *hr_router_body(const char *client_body, size_t len, const char *model, bool stream, int32_t max_tokens,
                      bool single, size_t *out_len);
 
+/* A body without "model" (an object's JSON text, e.g. hr_api_doc_forward)
+ * with "model": `model` spliced in first, without parsing it again.
+ * malloc'd; *len its length. NULL: out of memory or not an object. */
+char *hr_router_body_model(const char *base, size_t len, const char *model, size_t *out_len);
+
 #endif

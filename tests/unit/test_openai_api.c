@@ -340,6 +340,175 @@ static void test_stream_chunks(void **state)
     hr_api_request_free(r);
 }
 
+
+/* The head and the full parse read "n": 16.0 and max_tokens the same way
+ * (audit finding 1), and budgets count n x max_tokens over the prompts. */
+static void test_head_and_tokens(void **state)
+{
+    (void)state;
+    const char *body = "{\"prompt\":[\"Once\",\"The dog\"],\"n\":4.0,\"max_tokens\":60.0,\"model\":\"x\"}";
+    hr_api_doc *d = NULL;
+    hr_api_head h;
+    hr_api_error e = {0};
+    assert_int_equal(hr_api_doc_parse(HR_API_COMPLETION, body, strlen(body), &d, &h, &e), HR_OK);
+    assert_int_equal(h.n, 4);
+    assert_int_equal(h.max_tokens, 60);
+    assert_int_equal(h.n_prompts, 2);
+    assert_string_equal(h.model, "x");
+    hr_api_request *r = NULL;
+    /* "x" is not the local model: 404, unless a route chose the engine */
+    assert_int_equal(hr_api_parse_doc(&g_m, d, 1, false, &r, &e), HR_ERR_NOT_FOUND);
+    assert_int_equal(hr_api_parse_doc(&g_m, d, 1, true, &r, &e), HR_OK);
+    assert_int_equal(r->gen.n, 4);
+    assert_true(r->max_given);
+    int64_t want = 0;
+    for (int i = 0; i < r->n_prompts; i++) {
+        assert_int_equal(r->prompts[i].max_tokens, 60);
+        want += r->prompts[i].n + 4 * 60;
+    }
+    assert_true(r->prompts[0].n >= 2 && r->prompts[1].n >= 3); /* BOS + the words */
+    assert_int_equal(hr_api_request_tokens(r), want);
+    hr_api_request_free(r);
+    hr_api_doc_free(d);
+
+    /* without max_tokens: the default, never past the context (256) */
+    r = parse_ok(&g_m, HR_API_COMPLETION, "{\"prompt\":\"Once\",\"n\":2}");
+    assert_false(r->max_given);
+    int32_t pn = r->prompts[0].n;
+    assert_int_equal(r->prompts[0].max_tokens, 256 - pn);
+    hr_api_request_default_max(r, &g_m, 100);
+    assert_int_equal(r->prompts[0].max_tokens, 100);
+    assert_int_equal(hr_api_request_tokens(r), pn + 2 * 100);
+    hr_api_request_default_max(r, &g_m, 1000); /* clamped to the context */
+    assert_int_equal(r->prompts[0].max_tokens, 256 - pn);
+    hr_api_request_free(r);
+    r = parse_ok(&g_m, HR_API_COMPLETION, "{\"prompt\":\"Once\",\"max_tokens\":5}");
+    hr_api_request_default_max(r, &g_m, 100); /* the client's own wins */
+    assert_int_equal(r->prompts[0].max_tokens, 5);
+    hr_api_request_free(r);
+
+    /* head errors: what the parser refuses, the head refuses */
+    parse_err(HR_API_COMPLETION, "{\"prompt\":\"a\",\"n\":1.5}", 400, "n");
+    const char *bad = "{\"prompt\":\"a\",\"max_tokens\":\"60\"}";
+    assert_int_not_equal(hr_api_doc_parse(HR_API_COMPLETION, bad, strlen(bad), &d, &h, &e), HR_OK);
+    assert_string_equal(e.param, "max_tokens");
+    hr_api_doc_free(d);
+}
+
+/* Bounds before generation (audit finding 2): n x prompts, and a logprobs
+ * request whose every token's entry must pass the cap. */
+static void test_response_bounds(void **state)
+{
+    (void)state;
+    char body[1024];
+    snprintf(body, sizeof body, "{\"prompt\":[%s\"a\"],\"n\":16,\"max_tokens\":2}",
+             "\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",");
+    parse_err(HR_API_COMPLETION, body, 400, "n"); /* 16 x 16 */
+    hr_api_request_free(parse_ok(&g_m, HR_API_COMPLETION,
+                                 "{\"prompt\":[\"a\",\"b\",\"c\",\"d\"],\"n\":16,\"max_tokens\":2}")); /* 64 */
+    hr_api_model m = g_m;
+    m.max_response = 100000;
+    /* chat: at least 52 + 36 x 20 = 772 bytes a token; 2 x 60 x 772 = 92,640 fits, 2 x 70 does not */
+    const char *fits = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":2,\"max_tokens\":60,"
+                       "\"logprobs\":true,\"top_logprobs\":20}";
+    const char *over = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":2,\"max_tokens\":70,"
+                       "\"logprobs\":true,\"top_logprobs\":20}";
+    hr_api_request_free(parse_ok(&m, HR_API_CHAT, fits));
+    hr_api_request *r = NULL;
+    hr_api_error e = {0};
+    assert_int_equal(hr_api_parse(&m, HR_API_CHAT, over, strlen(over), 1, &r, &e), HR_ERR_INVALID);
+    assert_int_equal(e.status, 400);
+    assert_string_equal(e.code, "response_too_large");
+    /* streamed, nothing is held: no such bound */
+    const char *st = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":2,\"max_tokens\":70,"
+                     "\"logprobs\":true,\"top_logprobs\":20,\"stream\":true}";
+    hr_api_request_free(parse_ok(&m, HR_API_CHAT, st));
+}
+
+/* The cap while building a non-streamed response: past it the builder
+ * fails, and the error is a 400 response_too_large. */
+static void test_response_cap(void **state)
+{
+    (void)state;
+    hr_api_model m = g_m;
+    m.max_response = 4096;
+    hr_api_request *r = parse_ok(&m, HR_API_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":2}");
+    hr_api_resp *resp = hr_api_resp_new(&m, r, "cmpl-cap", 5);
+    hr_api_buf out = {0};
+    hr_token_info ti = {.token = 10, .logprob = -0.5f, .n_top = 2, .top_ids = {10, 11}, .top_logprobs = {-0.5f, -1.5f}};
+    hr_event ev = {.kind = HR_EV_TEXT, .index = 0, .text = "abcd", .len = 4, .tokens = &ti, .n_tokens = 1};
+    int i = 0;
+    while (i < 10000 && hr_api_resp_event(resp, 0, &ev, &out))
+        i++;
+    /* about 4 bytes of text + 40 of logprobs a token: stopped near 4096 / 44 */
+    assert_true(i > 40 && i < 4096 / 9);
+    hr_api_error e;
+    assert_true(hr_api_resp_failed(resp, &e));
+    assert_int_equal(e.status, 400);
+    assert_string_equal(e.code, "response_too_large");
+    assert_null(hr_api_resp_json(resp, NULL));
+    hr_api_resp_free(resp);
+
+    /* under the cap: the same text assembled, valid JSON, every token listed */
+    resp = hr_api_resp_new(&m, r, "cmpl-cap", 5);
+    for (int k = 0; k < 20; k++)
+        assert_true(hr_api_resp_event(resp, 0, &ev, &out));
+    hr_event d = {.kind = HR_EV_DONE, .index = 0, .finish = HR_FINISH_LENGTH};
+    assert_true(hr_api_resp_event(resp, 0, &d, &out));
+    assert_false(hr_api_resp_failed(resp, &e));
+    char *s = hr_api_resp_json(resp, NULL);
+    assert_non_null(s);
+    assert_true(strlen(s) <= 4096);
+    json_t *o = json_loads(s, 0, NULL);
+    assert_non_null(o);
+    json_t *ch = json_array_get(json_object_get(o, "choices"), 0);
+    assert_int_equal(json_string_length(json_object_get(ch, "text")), 80);
+    json_t *lp = json_object_get(ch, "logprobs");
+    assert_int_equal(json_array_size(json_object_get(lp, "tokens")), 20);
+    assert_int_equal(json_array_size(json_object_get(lp, "token_logprobs")), 20);
+    assert_int_equal(json_array_size(json_object_get(lp, "top_logprobs")), 20);
+    json_t *offs = json_object_get(lp, "text_offset");
+    assert_int_equal(json_array_size(offs), 20);
+    assert_string_equal(json_string_value(json_object_get(ch, "finish_reason")), "length");
+    assert_string_equal(json_string_value(json_object_get(o, "object")), "text_completion");
+    assert_non_null(json_object_get(o, "usage"));
+    json_decref(o);
+    free(s);
+    hr_api_resp_free(resp);
+    hr_api_request_free(r);
+    hr_api_buf_free(&out);
+}
+
+/* The byte-length bound: ceil(bytes / longest piece) tokens at least. */
+static void test_cheap_context_bound(void **state)
+{
+    (void)state;
+    int32_t mtb = hr_api_max_token_bytes(g_m.vocab);
+    assert_true(mtb >= 4);
+    /* every token's piece is at most mtb bytes */
+    char buf[1024];
+    for (int32_t id = 0; id < hr_vocab_n_tokens(g_m.vocab); id++)
+        assert_true(hr_tok_piece(g_m.vocab, id, true, buf, sizeof buf) <= (size_t)mtb);
+    hr_api_model m = g_m;
+    m.max_token_bytes = mtb;
+    /* a text of 256 x mtb + 1 bytes has more than 256 tokens */
+    size_t len = (size_t)256 * (size_t)mtb + 1;
+    char *body = malloc(len + 64);
+    int k = snprintf(body, 64, "{\"prompt\":\"");
+    memset(body + k, 'a', len);
+    snprintf(body + k + len, 64, "\"}");
+    hr_api_request *r = NULL;
+    hr_api_error e = {0};
+    assert_int_equal(hr_api_parse(&m, HR_API_COMPLETION, body, strlen(body), 1, &r, &e), HR_ERR_INVALID);
+    assert_string_equal(e.code, "context_length_exceeded");
+    assert_non_null(strstr(e.message, "bytes, so at least"));
+    /* the same text without the bound: the tokenizer finds it too long as well */
+    assert_int_equal(hr_api_parse(&g_m, HR_API_COMPLETION, body, strlen(body), 1, &r, &e), HR_ERR_INVALID);
+    assert_string_equal(e.code, "context_length_exceeded");
+    assert_null(strstr(e.message, "bytes, so at least"));
+    free(body);
+}
+
 static void test_cancelled_and_utf8(void **state)
 {
     (void)state;
@@ -409,6 +578,8 @@ int main(void)
         cmocka_unit_test(test_think),             cmocka_unit_test(test_reasoning_template),
         cmocka_unit_test(test_stream_chunks),     cmocka_unit_test(test_cancelled_and_utf8),
         cmocka_unit_test(test_models_tokenize),
+        cmocka_unit_test(test_head_and_tokens),   cmocka_unit_test(test_response_bounds),
+        cmocka_unit_test(test_response_cap),      cmocka_unit_test(test_cheap_context_bound),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
