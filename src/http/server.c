@@ -52,6 +52,7 @@ typedef struct ip_count {
 typedef struct {
     unsigned char a[16];
     bool has_ip;
+    bool counted; /* in n_conns and its address's count */
     bool over; /* accepted past a limit: answered 503 and closed */
     bool per_ip; /* ... the per-address limit (else the global one) */
 } sock_ctx;
@@ -965,7 +966,7 @@ static char *metrics_text(hr_http *h)
     pthread_mutex_lock(&h->cmu);
     unsigned nc = h->n_conns;
     pthread_mutex_unlock(&h->cmu);
-    put_metric(&b, "hearth_http_connections_open", "gauge", "Open client connections.", nc);
+    put_metric(&b, "hearth_http_connections_open", "gauge", "Open client connections (not counting refused ones).", nc);
     put_metric(&b, "hearth_http_connections_refused_total", "counter",
                "Connections answered 503 for being over --max-conns or --max-conns-per-ip.",
                (double)atomic_load(&h->conns_refused));
@@ -1125,8 +1126,9 @@ static unsigned ip_hash(const unsigned char *a)
 }
 
 /* Counts connections in all and per client address; one past a limit is
- * marked to be answered 503 at its first request, and given 2 s to send
- * one, so that it frees its slot soon. */
+ * not counted (so a flood from one address cannot push the others over the
+ * global cap), is marked to be answered 503 at its first request, and is
+ * given 2 s to send one, so that it frees its socket soon. */
 static void on_connection(void *cls, struct MHD_Connection *mc, void **sctx, enum MHD_ConnectionNotificationCode code)
 {
     hr_http *h = cls;
@@ -1144,12 +1146,11 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **sctx, enu
             memcpy(k->a, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
             k->has_ip = true;
         }
-        unsigned ipn = 0;
         pthread_mutex_lock(&h->cmu);
-        h->n_conns++;
+        ip_count *e = NULL;
         if (k->has_ip) {
             unsigned b = ip_hash(k->a);
-            ip_count *e = h->ipt[b];
+            e = h->ipt[b];
             while (e && memcmp(e->a, k->a, 16))
                 e = e->next;
             if (!e && (e = calloc(1, sizeof *e)) != NULL) {
@@ -1157,13 +1158,20 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **sctx, enu
                 e->next = h->ipt[b];
                 h->ipt[b] = e;
             }
-            if (e)
-                ipn = ++e->n;
-            else
-                k->has_ip = false;
+            if (!e)
+                k->has_ip = false; /* out of memory: counted in all only */
         }
-        k->per_ip = h->per_ip && ipn > h->per_ip;
-        k->over = k->per_ip || h->n_conns > h->p.max_conns;
+        k->per_ip = e && h->per_ip && e->n + 1 > h->per_ip;
+        k->over = k->per_ip || h->n_conns + 1 > h->p.max_conns;
+        if (!k->over) {
+            h->n_conns++;
+            if (e)
+                e->n++;
+            k->counted = true;
+        } else if (e && e->n == 0) { /* created above for nothing */
+            h->ipt[ip_hash(k->a)] = e->next;
+            free(e);
+        }
         pthread_mutex_unlock(&h->cmu);
         *sctx = k;
         if (k->over)
@@ -1174,6 +1182,11 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **sctx, enu
     sock_ctx *k = *sctx;
     if (!k)
         return;
+    *sctx = NULL;
+    if (!k->counted) {
+        free(k);
+        return;
+    }
     pthread_mutex_lock(&h->cmu);
     h->n_conns--;
     if (k->has_ip) {
@@ -1188,7 +1201,6 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **sctx, enu
     }
     pthread_mutex_unlock(&h->cmu);
     free(k);
-    *sctx = NULL;
 }
 
 typedef struct {
