@@ -1431,9 +1431,8 @@ static bool put_items(hr_api_resp *r, hr_api_buf *b, json_t *a)
     size_t l = strlen(t);
     bool ok = true;
     if (l > 2) { /* "[...]" */
+        /* charge marks the response too large; a failed append is out of memory */
         ok = charge(r, l - 1) && (!b->len || hr_api_buf_put(b, ",", 1)) && hr_api_buf_put(b, t + 1, l - 2);
-        if (!ok)
-            r->too_large = true;
     }
     free(t);
     return ok;
@@ -1448,13 +1447,19 @@ static bool lp_keep(hr_api_resp *r, choice *c, const hr_event *ev)
         json_t *a = json_array();
         if (!a)
             return false;
-        chat_lp_append(r, ev, a);
+        if (!chat_lp_append(r, ev, a)) {
+            json_decref(a);
+            return false;
+        }
         return put_items(r, &c->lp[0], a);
     }
     json_t *o = cmpl_lp_new();
     if (!o)
         return false;
-    cmpl_lp_append(r, c, ev, o);
+    if (!cmpl_lp_append(r, c, ev, o)) {
+        json_decref(o);
+        return false;
+    }
     static const char *const keys[4] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
     bool ok = true;
     for (int k = 0; k < 4 && ok; k++)

@@ -30,6 +30,7 @@
 #include "tok/vocab.h"
 
 #define MAX_KEYS 64
+#define MAX_LIST 32 /* --cors, --allow-host */
 #define MAX_KEY_FILE (1u << 20)
 #define MAX_TEMPLATE_FILE (4u << 20)
 
@@ -53,7 +54,13 @@ static void usage(FILE *f)
             "  --metrics-key          /metrics needs a key too (default: open)\n"
             "  --max-body SIZE        request body limit (default 8M)\n"
             "  --max-response SIZE    cap on a non-streamed response body (default 64M)\n"
-            "  --max-conns N          concurrent connections (default 4096)\n"
+            "  --max-conns N          concurrent connections; 503 past it (default 4096)\n"
+            "  --max-conns-per-ip N   concurrent connections per client address; 503 past it\n"
+            "                         (default max-conns / 4; 0 = no per-address limit)\n"
+            "  --cors ORIGIN          allow cross-origin requests from ORIGIN (repeat; '*' = any);\n"
+            "                         without it a request with a foreign Origin gets 403\n"
+            "  --allow-host NAME      Host name accepted on a loopback bind besides localhost\n"
+            "                         and the loopback addresses (repeat; '*' = no Host check)\n"
             "  --idle-timeout S       idle / slow-header connection timeout (default 60)\n"
             "  --http-threads N       HTTP event threads (default 1)\n"
             "  --quiet                no per-request log lines\n"
@@ -161,13 +168,15 @@ int cmd_serve(int argc, char **argv)
     const char *model_path = NULL, *host = "127.0.0.1", *alias = NULL, *tmpl_path = NULL;
     const char *usage_path = "hearth-usage.db", *config_path = NULL;
     long long port = 8080, ctx = 0, max_running = 16, max_queue = 256, batch_tokens = 0, threads = 1, max_conns = 4096,
-              idle = 60, http_threads = 1;
+              idle = 60, http_threads = 1, max_conns_ip = -1;
     double timeout = 600;
     int64_t kv_mem = 0, max_body = 8 << 20, max_response = 64 << 20;
     bool metrics_key = false, quiet = false;
     char *keys[MAX_KEYS];
     int n_keys = 0;
     char *key_files[8] = {0};
+    const char *cors[MAX_LIST], *allow_hosts[MAX_LIST];
+    int n_cors = 0, n_allow_hosts = 0;
     int n_key_files = 0;
     int rc = 1;
     for (int i = 1; i < argc; i++) {
@@ -226,7 +235,22 @@ int cmd_serve(int argc, char **argv)
             ok = VAL() && parse_size(a, v, &max_response);
         else if (!strcmp(a, "--max-conns"))
             ok = VAL() && arg_int(a, v, 1, 1 << 20, &max_conns);
-        else if (!strcmp(a, "--idle-timeout"))
+        else if (!strcmp(a, "--max-conns-per-ip"))
+            ok = VAL() && arg_int(a, v, 0, 1 << 20, &max_conns_ip);
+        else if (!strcmp(a, "--cors") || !strcmp(a, "--allow-host")) {
+            bool is_cors = a[2] == 'c';
+            ok = VAL() != NULL;
+            if (ok && (!*v || strlen(v) > 200)) {
+                fprintf(stderr, "hearth serve: %s needs a value of 1 to 200 bytes\n", a);
+                ok = false;
+            } else if (ok && (is_cors ? n_cors : n_allow_hosts) >= MAX_LIST) {
+                fprintf(stderr, "hearth serve: at most %d %s options\n", MAX_LIST, a);
+                ok = false;
+            } else if (ok && is_cors)
+                cors[n_cors++] = v;
+            else if (ok)
+                allow_hosts[n_allow_hosts++] = v;
+        } else if (!strcmp(a, "--idle-timeout"))
             ok = VAL() && arg_int(a, v, 1, 86400, &idle);
         else if (!strcmp(a, "--http-threads"))
             ok = VAL() && arg_int(a, v, 1, 64, &http_threads);
@@ -318,6 +342,12 @@ int cmd_serve(int argc, char **argv)
         .metrics_need_key = metrics_key,
         .max_body = (size_t)max_body,
         .max_conns = (unsigned)max_conns,
+        /* not given: the library's default (max-conns / 4); 0: no per-address limit */
+        .max_conns_per_ip = max_conns_ip < 0 ? 0 : max_conns_ip == 0 ? -1 : (int)max_conns_ip,
+        .cors = cors,
+        .n_cors = n_cors,
+        .allow_hosts = allow_hosts,
+        .n_allow_hosts = n_allow_hosts,
         .idle_timeout_s = (unsigned)idle,
         .n_threads = (unsigned)http_threads,
         .quiet = quiet,

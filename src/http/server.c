@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -43,11 +44,35 @@ typedef struct conn conn;
 #define HR_HTTP_PREP_THREADS 2 /* threads parsing, rendering and tokenizing request bodies */
 
 enum prep_state { PREP_NONE = 0, PREP_QUEUED, PREP_DONE, PREP_USED };
+/* Open connections per client address (IPv4 as v4-mapped IPv6). */
+#define IP_BUCKETS 1024
+typedef struct ip_count {
+    unsigned char a[16];
+    unsigned n;
+    struct ip_count *next;
+} ip_count;
+
+/* Per TCP connection (MHD's socket context). */
+typedef struct {
+    unsigned char a[16];
+    bool has_ip;
+    bool counted; /* in n_conns and its address's count */
+    bool over; /* accepted past a limit: answered 503 and closed */
+    bool per_ip; /* ... the per-address limit (else the global one) */
+} sock_ctx;
 
 struct hr_http {
     struct MHD_Daemon *d;
     hr_http_params p;
-    int port;
+    atomic_int port;
+    bool loopback;      /* bound to a loopback address: Host is checked */
+    bool host_any;      /* --allow-host '*' */
+    bool cors_any;      /* --cors '*' */
+    unsigned per_ip;    /* 0: no per-address limit */
+    pthread_mutex_t cmu; /* connection counts */
+    unsigned n_conns;
+    ip_count *ipt[IP_BUCKETS];
+    atomic_uint_fast64_t conns_refused;
     _Atomic(hr_sched *) sched;
     _Atomic(const hr_api_model *) api;
     atomic_bool stopping;
@@ -88,7 +113,12 @@ struct conn {
     hr_req *reqs[HR_API_MAX_PROMPTS];
     bool fin[HR_API_MAX_PROMPTS];
     int nreq;
-    bool all_done, failed, end_written, streaming;
+    bool all_done, failed, end_written;
+    atomic_bool streaming;     /* read by the ticker: set before list_add */
+    bool http11;
+    bool probed;               /* the ticker sent a 102 to tell a half-close from a dead peer */
+    const char *cors_origin;   /* Access-Control-Allow-Origin to send; NULL: none */
+    char origin[256];
     hr_api_buf out;
     size_t out_off;
     double last_write;
@@ -148,6 +178,15 @@ static void count_status(hr_http *h, int status)
         atomic_fetch_add(&h->by_status[status], 1);
 }
 
+static void add_cors(conn *c, struct MHD_Response *r)
+{
+    if (!c->cors_origin)
+        return;
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", c->cors_origin);
+    if (strcmp(c->cors_origin, "*"))
+        MHD_add_response_header(r, "Vary", "Origin");
+}
+
 /* Queues `body` (malloc'd, taken over; NULL: empty). */
 static mhd_result reply(conn *c, int status, char *body, const char *ctype, bool close)
 {
@@ -165,6 +204,7 @@ static mhd_result reply(conn *c, int status, char *body, const char *ctype, bool
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (close)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    add_cors(c, r);
     mhd_result ret = MHD_queue_response(c->mc, (unsigned)status, r);
     MHD_destroy_response(r);
     c->responded = true;
@@ -187,18 +227,37 @@ static mhd_result reply_error(conn *c, const hr_api_error *e, bool close)
     return reply(c, e->status, j, NULL, close);
 }
 
+static mhd_result vfail(conn *c, int status, const char *code, bool close, const char *fmt, va_list ap)
+{
+    hr_api_error e;
+    char msg[sizeof e.message];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    hr_api_error_set(&e, status, NULL, code, "%s", msg);
+    return reply_error(c, &e, close);
+}
+
 static mhd_result fail(conn *c, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static mhd_result fail(conn *c, int status, const char *code, const char *fmt, ...)
 {
-    hr_api_error e;
-    char msg[sizeof e.message];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    mhd_result r = vfail(c, status, code, status == 413, fmt, ap);
     va_end(ap);
-    hr_api_error_set(&e, status, NULL, code, "%s", msg);
-    return reply_error(c, &e, status == 413);
+    return r;
+}
+
+/* An error after which the connection is closed (framing in doubt, or a
+ * connection over a limit). */
+static mhd_result fail_close(conn *c, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static mhd_result fail_close(conn *c, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    mhd_result r = vfail(c, status, code, true, fmt, ap);
+    va_end(ap);
+    return r;
 }
 
 /* ---- auth ------------------------------------------------------------- */
@@ -492,8 +551,8 @@ static mhd_result start_generation(conn *c, hr_sched *s, const hr_api_model *m, 
         }
         c->nreq++;
     }
-    list_add(c);
     c->streaming = c->rq->stream;
+    list_add(c);
     if (!c->streaming)
         return nonstream_step(c);
     c->last_write = hr_now_s();
@@ -503,6 +562,7 @@ static mhd_result start_generation(conn *c, hr_sched *s, const hr_api_model *m, 
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    add_cors(c, r);
     mhd_result ret = MHD_queue_response(c->mc, MHD_HTTP_OK, r);
     MHD_destroy_response(r);
     c->responded = true;
@@ -751,6 +811,7 @@ static mhd_result up_step(conn *c)
             MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
             MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
             MHD_add_response_header(r, "X-Accel-Buffering", "no");
+            add_cors(c, r);
             mhd_result ret = MHD_queue_response(c->mc, MHD_HTTP_OK, r);
             MHD_destroy_response(r);
             c->responded = true;
@@ -1058,6 +1119,13 @@ static char *metrics_text(hr_http *h)
                (double)atomic_load(&h->cancelled_by_client));
     put_metric(&b, "hearth_http_generations_open", "gauge", "Generation requests with an open connection.",
                (double)atomic_load(&h->n_gen));
+    pthread_mutex_lock(&h->cmu);
+    unsigned nc = h->n_conns;
+    pthread_mutex_unlock(&h->cmu);
+    put_metric(&b, "hearth_http_connections_open", "gauge", "Open client connections (not counting refused ones).", nc);
+    put_metric(&b, "hearth_http_connections_refused_total", "counter",
+               "Connections answered 503 for being over --max-conns or --max-conns-per-ip.",
+               (double)atomic_load(&h->conns_refused));
     if (h->p.router)
         hr_router_metrics(h->p.router, put_line, &b);
     hr_usage_metrics(h->p.usage, put_line, &b);
@@ -1219,12 +1287,289 @@ static mhd_result reply_oom_static(struct MHD_Connection *mc)
     return ret;
 }
 
+/* ---- connection-level checks ----------------------------------------- */
+
+static unsigned ip_hash(const unsigned char *a)
+{
+    uint32_t x = 2166136261u;
+    for (int i = 0; i < 16; i++)
+        x = (x ^ a[i]) * 16777619u;
+    return x % IP_BUCKETS;
+}
+
+/* Counts connections in all and per client address; one past a limit is
+ * not counted (so a flood from one address cannot push the others over the
+ * global cap), is marked to be answered 503 at its first request, and is
+ * given 2 s to send one, so that it frees its socket soon. */
+static void on_connection(void *cls, struct MHD_Connection *mc, void **sctx, enum MHD_ConnectionNotificationCode code)
+{
+    hr_http *h = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        sock_ctx *k = calloc(1, sizeof *k);
+        if (!k)
+            return; /* not counted (and never over) */
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+        if (sa && sa->sa_family == AF_INET) {
+            memset(k->a + 10, 0xff, 2);
+            memcpy(k->a + 12, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+            k->has_ip = true;
+        } else if (sa && sa->sa_family == AF_INET6) {
+            memcpy(k->a, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+            k->has_ip = true;
+        }
+        pthread_mutex_lock(&h->cmu);
+        ip_count *e = NULL;
+        if (k->has_ip) {
+            unsigned b = ip_hash(k->a);
+            e = h->ipt[b];
+            while (e && memcmp(e->a, k->a, 16))
+                e = e->next;
+            if (!e && (e = calloc(1, sizeof *e)) != NULL) {
+                memcpy(e->a, k->a, 16);
+                e->next = h->ipt[b];
+                h->ipt[b] = e;
+            }
+            if (!e)
+                k->has_ip = false; /* out of memory: counted in all only */
+        }
+        k->per_ip = e && h->per_ip && e->n + 1 > h->per_ip;
+        k->over = k->per_ip || h->n_conns + 1 > h->p.max_conns;
+        if (!k->over) {
+            h->n_conns++;
+            if (e)
+                e->n++;
+            k->counted = true;
+        } else if (e && e->n == 0) { /* created above for nothing */
+            h->ipt[ip_hash(k->a)] = e->next;
+            free(e);
+        }
+        pthread_mutex_unlock(&h->cmu);
+        *sctx = k;
+        if (k->over)
+            MHD_set_connection_option(mc, MHD_CONNECTION_OPTION_TIMEOUT,
+                                      h->p.idle_timeout_s < 2 ? h->p.idle_timeout_s : 2u);
+        return;
+    }
+    sock_ctx *k = *sctx;
+    if (!k)
+        return;
+    *sctx = NULL;
+    if (!k->counted) {
+        free(k);
+        return;
+    }
+    pthread_mutex_lock(&h->cmu);
+    h->n_conns--;
+    if (k->has_ip) {
+        ip_count **pe = &h->ipt[ip_hash(k->a)];
+        while (*pe && memcmp((*pe)->a, k->a, 16))
+            pe = &(*pe)->next;
+        if (*pe && --(*pe)->n == 0) {
+            ip_count *e = *pe;
+            *pe = e->next;
+            free(e);
+        }
+    }
+    pthread_mutex_unlock(&h->cmu);
+    free(k);
+}
+
+typedef struct {
+    int n;
+    const char *first;
+    bool conflict;
+} cl_scan;
+
+static mhd_result scan_cl(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    cl_scan *x = cls;
+    (void)kind;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH))
+        return MHD_YES;
+    if (x->n++ == 0)
+        x->first = value;
+    else if (!value || !x->first || strcmp(value, x->first))
+        x->conflict = true;
+    return MHD_YES;
+}
+
+static bool name_is(const char *s, size_t n, const char *name)
+{
+    return strlen(name) == n && !strncasecmp(s, name, n);
+}
+
+/* On a loopback bind only these Host names reach the server (a web page
+ * whose name was rebound to 127.0.0.1 sends its own name): localhost, the
+ * loopback addresses, the bound address and --allow-host names, with no
+ * port or the bound one. */
+static bool host_ok(hr_http *h, const char *host)
+{
+    if (!h->loopback || h->host_any || !host)
+        return true; /* no Host at all: HTTP/1.0 (MHD answers 400 for 1.1) */
+    size_t nl;
+    const char *port = NULL;
+    if (host[0] == '[') {
+        const char *rb = strchr(host, ']');
+        if (!rb || (rb[1] && rb[1] != ':'))
+            return false;
+        nl = (size_t)(rb - host) + 1;
+        if (rb[1])
+            port = rb + 2;
+    } else {
+        const char *col = strchr(host, ':');
+        nl = col ? (size_t)(col - host) : strlen(host);
+        if (col)
+            port = col + 1;
+    }
+    if (port) {
+        char *e;
+        errno = 0;
+        long v = strtol(port, &e, 10);
+        if (!*port || *e || errno || v != atomic_load(&h->port))
+            return false;
+    }
+    if (name_is(host, nl, "localhost") || name_is(host, nl, "127.0.0.1") || name_is(host, nl, "[::1]"))
+        return true;
+    char bound[72];
+    snprintf(bound, sizeof bound, strchr(h->p.host, ':') ? "[%s]" : "%s", h->p.host);
+    if (name_is(host, nl, bound))
+        return true;
+    for (int i = 0; i < h->p.n_allow_hosts; i++)
+        if (name_is(host, nl, h->p.allow_hosts[i]))
+            return true;
+    return false;
+}
+
+/* A request with an Origin header comes from a web page: allowed for a
+ * --cors origin (or '*'), and for the server's own origin. */
+static bool origin_ok(conn *c, const char *origin)
+{
+    hr_http *h = c->h;
+    if (!origin)
+        return true;
+    if (h->cors_any) {
+        c->cors_origin = "*";
+        return true;
+    }
+    for (int i = 0; i < h->p.n_cors; i++)
+        if (!strcasecmp(origin, h->p.cors[i])) {
+            snprintf(c->origin, sizeof c->origin, "%s", origin);
+            c->cors_origin = c->origin;
+            return true;
+        }
+    const char *host = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    return host && !strncasecmp(origin, "http://", 7) && !strcasecmp(origin + 7, host);
+}
+
+/* A CORS preflight (OPTIONS from an allowed origin). */
+static mhd_result preflight(conn *c)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    add_cors(c, r);
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    const char *pna = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Access-Control-Request-Private-Network");
+    if (pna && !strcasecmp(pna, "true"))
+        MHD_add_response_header(r, "Access-Control-Allow-Private-Network", "true");
+    mhd_result ret = MHD_queue_response(c->mc, 204, r);
+    MHD_destroy_response(r);
+    c->responded = true;
+    c->status = 204;
+    count_status(c->h, 204);
+    return ret;
+}
+
+/* JSON endpoints take application/json (parameters such as charset
+ * allowed): a form or text/plain POST is what a page can send without a
+ * preflight. */
+static bool json_ctype(const char *ct)
+{
+    if (!ct)
+        return false;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    size_t n = strcspn(ct, ";");
+    while (n && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+        n--;
+    return name_is(ct, n, "application/json");
+}
+
+/* Checks made once the headers are in, before any body is read; answers
+ * (and returns true) when the request is refused. */
+static bool refuse_early(conn *c, const char *url, const char *method, mhd_result *ret)
+{
+    hr_http *h = c->h;
+    struct MHD_Connection *mc = c->mc;
+    const union MHD_ConnectionInfo *si = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    const sock_ctx *k = si ? si->socket_context : NULL;
+    if (k && k->over) {
+        atomic_fetch_add(&h->conns_refused, 1);
+        *ret = k->per_ip ? fail_close(c, 503, "too_many_connections",
+                                      "too many connections from this address (limit %u); retry later", h->per_ip)
+                         : fail_close(c, 503, "too_many_connections",
+                                      "too many connections (limit %u); retry later", h->p.max_conns);
+        return true;
+    }
+    cl_scan cl = {0};
+    MHD_get_connection_values(mc, MHD_HEADER_KIND, scan_cl, &cl);
+    if (cl.conflict) {
+        *ret = fail_close(c, 400, NULL, "conflicting Content-Length headers");
+        return true;
+    }
+    if (!host_ok(h, MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST))) {
+        *ret = fail(c, 421, "misdirected_request",
+                    "this server only answers to localhost on this port (Host header; see --allow-host)");
+        return true;
+    }
+    if (!origin_ok(c, MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Origin"))) {
+        *ret = fail(c, 403, "cross_origin_forbidden",
+                    "cross-origin requests are not allowed (Origin header); see --cors");
+        return true;
+    }
+    bool post_route = false;
+    c->route = route_of(url, &post_route);
+    if (c->route != R_NONE && c->cors_origin && !strcmp(method, MHD_HTTP_METHOD_OPTIONS)) {
+        *ret = preflight(c);
+        return true;
+    }
+    if (c->route == R_NONE) {
+        *ret = fail(c, 404, NULL, "Invalid URL (%.16s %.200s)", method, url);
+        return true;
+    }
+    if (post_route != c->post && !(c->route == R_HEALTH && !strcmp(method, MHD_HTTP_METHOD_HEAD))) {
+        *ret = fail(c, 405, NULL, "%.200s needs %s, not %.16s", url, post_route ? "POST" : "GET", method);
+        return true;
+    }
+    if (!authorized(c)) {
+        c->unauthenticated = true;
+        hr_api_error e;
+        hr_api_error_set(&e, 401, NULL, "invalid_api_key",
+                         "Incorrect or missing API key; send 'Authorization: Bearer <key>'");
+        *ret = reply_error(c, &e, false);
+        return true;
+    }
+    const char *cls = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cls && strtoull(cls, NULL, 10) > h->p.max_body) {
+        *ret = fail(c, 413, NULL, "the request body is larger than the limit of %zu bytes", h->p.max_body);
+        return true;
+    }
+    const char *ct = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (c->post && !json_ctype(ct)) {
+        *ret = fail(c, 415, NULL, "Content-Type must be application/json, not '%.100s'", ct ? ct : "(none)");
+        return true;
+    }
+    return false;
+}
+
 static mhd_result on_request(void *cls, struct MHD_Connection *mc, const char *url, const char *method,
                              const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
 {
     hr_http *h = cls;
     conn *c = *con_cls;
-    (void)version;
     if (c == (void *)&oom_conn) {
         *upload_size = 0;
         return MHD_YES;
@@ -1245,23 +1590,11 @@ static mhd_result on_request(void *cls, struct MHD_Connection *mc, const char *u
         pthread_mutex_init(&c->mu, NULL);
         c->body.max = h->p.max_body;
         *con_cls = c;
-        bool post_route = false;
-        c->route = route_of(url, &post_route);
         c->post = !strcmp(method, MHD_HTTP_METHOD_POST);
-        if (c->route == R_NONE)
-            return fail(c, 404, NULL, "Invalid URL (%.16s %.200s)", method, url);
-        if (post_route != c->post && !(c->route == R_HEALTH && !strcmp(method, MHD_HTTP_METHOD_HEAD)))
-            return fail(c, 405, NULL, "%.200s needs %s, not %.16s", url, post_route ? "POST" : "GET", method);
-        if (!authorized(c)) {
-            c->unauthenticated = true;
-            hr_api_error e;
-            hr_api_error_set(&e, 401, NULL, "invalid_api_key",
-                             "Incorrect or missing API key; send 'Authorization: Bearer <key>'");
-            return reply_error(c, &e, false);
-        }
-        const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > h->p.max_body)
-            return fail(c, 413, NULL, "the request body is larger than the limit of %zu bytes", h->p.max_body);
+        c->http11 = version && !strcmp(version, MHD_HTTP_VERSION_1_1);
+        mhd_result ret;
+        if (refuse_early(c, url, method, &ret))
+            return ret;
         return MHD_YES;
     }
     if (c->responded) {
@@ -1444,16 +1777,47 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     free(c);
 }
 
-/* True when the client closed (or reset) its side of c's socket. Peeks, so
- * a pipelined next request stays in the socket for libmicrohttpd. */
-static bool peer_closed(conn *c)
+/* The client's side of a non-streamed generation's socket: PEER_OPEN,
+ * PEER_EOF (it sent FIN: a half-close, after which it still reads, or a
+ * close; TCP cannot tell them apart until we write) or PEER_GONE (reset,
+ * an error, or the connection closed). Peeks, so a pipelined next
+ * request stays in the socket for libmicrohttpd. */
+enum { PEER_OPEN, PEER_EOF, PEER_GONE };
+
+static int peer_state(conn *c, int *fd)
 {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (!ci)
-        return false;
+        return PEER_OPEN;
+    *fd = ci->connect_fd;
     char b;
-    ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    ssize_t n = recv(*fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        return PEER_GONE;
+    struct tcp_info ti;
+    socklen_t tl = sizeof ti;
+    if (getsockopt(*fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && ti.tcpi_state == TCP_CLOSE)
+        return PEER_GONE;
+    return n == 0 ? PEER_EOF : PEER_OPEN;
+}
+
+/* After a FIN on a non-streamed request, writes an interim "102
+ * Processing" (HTTP/1.1 clients must accept 1xx before the answer): a
+ * half-closed client reads it and goes on waiting, a closed one answers
+ * with a reset, which the next look sees. Only while the connection is
+ * suspended (c->mu held, so it cannot be resumed meanwhile): then
+ * libmicrohttpd writes nothing to the socket. */
+static void probe_peer(conn *c, int fd)
+{
+    static const char msg[] = "HTTP/1.1 102 Processing\r\n\r\n";
+    pthread_mutex_lock(&c->mu);
+    if (c->suspended && !c->probed) {
+        c->probed = true;
+        if (send(fd, msg, sizeof msg - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno != EAGAIN &&
+            errno != EWOULDBLOCK)
+            c->client_gone = true;
+    }
+    pthread_mutex_unlock(&c->mu);
 }
 
 /* Every 250 ms: resumes every suspended stream (keep-alive comments, which
@@ -1469,7 +1833,13 @@ static void *ticker_main(void *arg)
         pthread_mutex_lock(&h->mu);
         for (conn *c = h->gens; c; c = c->next) {
             if (!c->streaming) {
-                if (c->nreq > 0 && !c->client_gone && peer_closed(c)) {
+                if (c->nreq == 0 || c->client_gone)
+                    continue;
+                int fd = -1, ps = peer_state(c, &fd);
+                /* an HTTP/1.0 client that half-closed cannot be sent a 102: it just waits */
+                if (ps == PEER_EOF && c->http11 && !c->probed)
+                    probe_peer(c, fd);
+                if (ps == PEER_GONE || c->client_gone) {
                     c->client_gone = true;
                     for (int i = 0; i < c->nreq; i++)
                         hr_req_cancel(c->reqs[i]);
@@ -1515,10 +1885,19 @@ hr_status hr_http_start(const hr_http_params *p, hr_http **out, hr_err *err)
         h->p.idle_timeout_s = 60;
     if (!h->p.n_threads)
         h->p.n_threads = 1;
+    if (h->p.max_conns_per_ip > 0)
+        h->per_ip = (unsigned)h->p.max_conns_per_ip;
+    else if (h->p.max_conns_per_ip == 0)
+        h->per_ip = h->p.max_conns / 4 ? h->p.max_conns / 4 : 1;
+    for (int i = 0; i < h->p.n_cors; i++)
+        h->cors_any |= !strcmp(h->p.cors[i], "*");
+    for (int i = 0; i < h->p.n_allow_hosts; i++)
+        h->host_any |= !strcmp(h->p.allow_hosts[i], "*");
     atomic_store(&h->rng, (uint64_t)time(NULL) * 1000003u ^ (uint64_t)getpid() << 20 ^ (uintptr_t)h);
     pthread_mutex_init(&h->mu, NULL);
     pthread_mutex_init(&h->prep_mu, NULL);
     pthread_cond_init(&h->prep_cv, NULL);
+    pthread_mutex_init(&h->cmu, NULL);
 
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
@@ -1528,12 +1907,15 @@ hr_status hr_http_start(const hr_http_params *p, hr_http **out, hr_err *err)
     if (inet_pton(AF_INET, h->p.host, &s4->sin_addr) == 1) {
         s4->sin_family = AF_INET;
         s4->sin_port = htons((uint16_t)h->p.port);
+        h->loopback = (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
     } else if (inet_pton(AF_INET6, h->p.host, &s6->sin6_addr) == 1) {
         s6->sin6_family = AF_INET6;
         s6->sin6_port = htons((uint16_t)h->p.port);
         flags |= MHD_USE_IPv6;
+        h->loopback = IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr);
     } else {
         pthread_mutex_destroy(&h->mu);
+        pthread_mutex_destroy(&h->cmu);
         free(h);
         return hr_err_set(err, HR_ERR_INVALID, "--host '%s' is not an IPv4 or IPv6 address", p->host);
     }
@@ -1541,7 +1923,11 @@ hr_status hr_http_start(const hr_http_params *p, hr_http **out, hr_err *err)
     int n = 0;
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, h};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, h->p.max_conns, NULL};
+    /* past max_conns (or the per-address limit) connections are still taken,
+     * to be answered 503 (on_connection); the library closes any past this */
+    unsigned hard = h->p.max_conns + h->p.max_conns / 8 + 16;
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, hard, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, h->p.idle_timeout_s, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 128 * 1024, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h};
@@ -1553,12 +1939,13 @@ hr_status hr_http_start(const hr_http_params *p, hr_http **out, hr_err *err)
                             MHD_OPTION_END);
     if (!h->d) {
         pthread_mutex_destroy(&h->mu);
+        pthread_mutex_destroy(&h->cmu);
         free(h);
         return hr_err_set(err, HR_ERR_IO, "cannot listen on %s port %d: %s", p->host, p->port,
                           errno ? strerror(errno) : "libmicrohttpd failed to start");
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
-    h->port = di ? di->port : p->port;
+    atomic_store(&h->port, di ? di->port : p->port);
     if (pthread_create(&h->ticker, NULL, ticker_main, h) == 0)
         h->ticker_started = true;
     while (h->n_prep_thr < HR_HTTP_PREP_THREADS && pthread_create(&h->prep_thr[h->n_prep_thr], NULL, prep_main, h) == 0)
@@ -1567,7 +1954,7 @@ hr_status hr_http_start(const hr_http_params *p, hr_http **out, hr_err *err)
     return HR_OK;
 }
 
-int hr_http_port(const hr_http *h) { return h->port; }
+int hr_http_port(const hr_http *h) { return atomic_load(&((hr_http *)h)->port); }
 
 void hr_http_set_ready(hr_http *h, hr_sched *s, const hr_api_model *m)
 {
@@ -1619,5 +2006,6 @@ void hr_http_stop(hr_http *h, double grace_s)
     pthread_mutex_destroy(&h->mu);
     pthread_mutex_destroy(&h->prep_mu);
     pthread_cond_destroy(&h->prep_cv);
+    pthread_mutex_destroy(&h->cmu);
     free(h);
 }

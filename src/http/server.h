@@ -30,10 +30,18 @@ typedef struct {
     int n_api_keys;
     bool metrics_need_key;         /* /metrics behind the key too */
     size_t max_body;               /* request body cap (413 past it); 0: 8 MiB */
-    unsigned max_conns;            /* concurrent connections; 0: 4096 */
+    unsigned max_conns;            /* concurrent connections; 0: 4096 (503 past it) */
+    int max_conns_per_ip;          /* concurrent connections per client address; 0: max_conns / 4,
+                                      < 0: no per-address limit (503 past it) */
     unsigned idle_timeout_s;       /* idle connection / slow header timeout; 0: 60 */
     unsigned n_threads;            /* HTTP event threads; 0: 1 */
     bool quiet;                    /* no per-request log lines */
+    const char *const *cors;       /* origins allowed cross-origin access ("*": any); none: no CORS,
+                                      and requests with a foreign Origin header get 403 */
+    int n_cors;
+    const char *const *allow_hosts;/* Host names accepted besides localhost / the loopback
+                                      addresses on a loopback bind ("*": no Host check) */
+    int n_allow_hosts;
     struct hr_usage_db *usage;     /* usage log: one row per generation request; may be NULL */
     struct hr_router *router;      /* routes, upstreams, budgets, pilot (--config); may be NULL */
 } hr_http_params;

@@ -65,7 +65,7 @@ static void say(hr_usage_db *db, const char *fmt, ...)
 hr_usage_params hr_usage_defaults(void)
 {
     hr_usage_params p = {.queue_rows = 16384, .batch_ms = 100, .busy_ms = 5000, .queue_pairs = 1024,
-                         .flush_wait_ms = 5000};
+                         .flush_wait_ms = 5000, .retry_ms = 250};
     return p;
 }
 
@@ -206,7 +206,7 @@ static void *writer_main(void *arg)
 {
     hr_usage_db *db = arg;
     bool retrying = false;
-    int backoff_ms = 250;
+    int backoff_ms = db->p.retry_ms;
     int64_t give_up_at = 0; /* while flushing / closing through an outage */
     pthread_mutex_lock(&db->mu);
     for (;;) {
@@ -249,7 +249,7 @@ static void *writer_main(void *arg)
             }
             db->st.connected = true;
             retrying = false;
-            backoff_ms = 250;
+            backoff_ms = db->p.retry_ms;
             give_up_at = 0;
             continue;
         }
@@ -296,8 +296,8 @@ static void *writer_main(void *arg)
             }
             if (wait > give_up_at - now)
                 wait = (int)(give_up_at - now);
-            if (wait > 250)
-                wait = 250;
+            if (wait > db->p.retry_ms)
+                wait = db->p.retry_ms;
         } else {
             give_up_at = 0;
             backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;
@@ -340,6 +340,8 @@ hr_status hr_usage_open(const char *target, const hr_usage_params *pp, hr_usage_
             p.queue_pairs = pp->queue_pairs;
         if (pp->flush_wait_ms > 0)
             p.flush_wait_ms = pp->flush_wait_ms;
+        if (pp->retry_ms > 0)
+            p.retry_ms = pp->retry_ms;
         p.log = pp->log;
         p.log_ctx = pp->log_ctx;
     }

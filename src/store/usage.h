@@ -100,6 +100,7 @@ typedef struct {
     int32_t batch_ms;     /* batch window (default 100) */
     int32_t busy_ms;      /* SQLite busy timeout (default 5000) */
     int32_t queue_pairs;  /* pilot pair queue capacity (default 1024; a pair holds up to 128 KiB of text) */
+    int32_t retry_ms;     /* first wait before retrying a failed write (default 250; doubles up to 5000) */
     int32_t flush_wait_ms;/* while the database is unreachable, how long flush / close keep retrying
                              before counting the queued rows as failed (default 5000) */
     /* Where the episode lines go (one when writes start failing, one when

@@ -51,10 +51,10 @@ check "cmpl list+n" 200 "$(post /v1/completions '{"prompt":["Once upon a time","
 check "cmpl list+n choices" "0 1 2 3" "$(jqb '[.choices[].index] | map(tostring) | join(" ")')"
 check "cmpl n greedy equal" "$(jqb '.choices[0].text')" "$(jqb '.choices[1].text')"
 check "cmpl usage prompts" 1 "$(jqb '.usage.prompt_tokens > 4 | if . then 1 else 0 end')"
-IDS=$(curl -s -d '{"content":"Once upon a time","add_special":true}' "$BASE/tokenize" | jq -c .tokens)
+IDS=$(curl -s -H 'Content-Type: application/json' -d '{"content":"Once upon a time","add_special":true}' "$BASE/tokenize" | jq -c .tokens)
 check "cmpl token ids" 200 "$(post /v1/completions "{\"prompt\":$IDS,\"max_tokens\":16,\"temperature\":0}")"
 check "token ids = text prompt" "$CTEXT" "$(jqb '.choices[0].text')"
-curl -sN -d '{"prompt":"Once upon a time","max_tokens":16,"temperature":0,"stream":true}' "$BASE/v1/completions" >"$TMPD/sse"
+curl -sN -H 'Content-Type: application/json' -d '{"prompt":"Once upon a time","max_tokens":16,"temperature":0,"stream":true}' "$BASE/v1/completions" >"$TMPD/sse"
 check "cmpl stream text" "$CTEXT" "$(sse_text "$TMPD/sse")"
 check "cmpl stream has no usage key" null "$(grep '^data: {' "$TMPD/sse" | head -n1 | sed 's/^data: //' | jq -r '.usage')"
 check "chat n=3" 3 "$(post /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"max_tokens":4,"n":3}' >/dev/null; jqb '.choices | length')"
@@ -89,7 +89,7 @@ check "tool_calls history" 200 "$(post /v1/chat/completions '{"messages":[{"role
 # --- tokenize / detokenize
 check "tokenize" 200 "$(post /tokenize '{"content":"Hello world","with_pieces":true}')"
 check "tokenize pieces" "Hello world" "$(jqb '[.tokens[].piece] | join("") | ltrimstr(" ")')"
-check "detokenize" 200 "$(post /detokenize "{\"tokens\":$(curl -s -d '{"content":"Hello world"}' "$BASE/tokenize" | jq -c .tokens)}")"
+check "detokenize" 200 "$(post /detokenize "{\"tokens\":$(curl -s -H 'Content-Type: application/json' -d '{"content":"Hello world"}' "$BASE/tokenize" | jq -c .tokens)}")"
 check "detokenize text" "Hello world" "$(jqb .content)"
 
 # --- errors: each a 4xx with an OpenAI error body
@@ -133,12 +133,12 @@ err "cmpl echo" 400 echo '{"prompt":"a","echo":true}' /v1/completions
 err "tokenize no content" 400 content '{}' /tokenize
 err "detokenize bad id" 400 tokens '{"tokens":[-1]}' /detokenize
 printf '{"messages":[{"role":"user","content":"\xff\xfe bad"}]}' >"$TMPD/badutf8"
-check "invalid utf-8" 400 "$(curl -s -o "$TMPD/body" -w '%{http_code}' --data-binary @"$TMPD/badutf8" "$BASE/v1/chat/completions")"
+check "invalid utf-8" 400 "$(curl -s -H 'Content-Type: application/json' -o "$TMPD/body" -w '%{http_code}' --data-binary @"$TMPD/badutf8" "$BASE/v1/chat/completions")"
 check_true "invalid utf-8 message" bash -c "jq -r .error.message $TMPD/body | grep -qi 'utf'"
 head -c 9000000 /dev/zero | tr '\0' 'a' >"$TMPD/huge"
-check "huge body 413" 413 "$(curl -s -o "$TMPD/body" -w '%{http_code}' --data-binary @"$TMPD/huge" "$BASE/v1/chat/completions")"
+check "huge body 413" 413 "$(curl -s -H 'Content-Type: application/json' -o "$TMPD/body" -w '%{http_code}' --data-binary @"$TMPD/huge" "$BASE/v1/chat/completions")"
 check "huge body error" invalid_request_error "$(jqb .error.type)"
-check "huge chunked body 413" 413 "$(curl -s -o "$TMPD/body" -w '%{http_code}' -H 'Transfer-Encoding: chunked' --data-binary @"$TMPD/huge" "$BASE/v1/chat/completions")"
+check "huge chunked body 413" 413 "$(curl -s -H 'Content-Type: application/json' -o "$TMPD/body" -w '%{http_code}' -H 'Transfer-Encoding: chunked' --data-binary @"$TMPD/huge" "$BASE/v1/chat/completions")"
 check "unknown path" 404 "$(curl -s -o "$TMPD/body" -w '%{http_code}' "$BASE/v2/nothing")"
 check "unknown path error" invalid_request_error "$(jqb .error.type)"
 check "wrong method" 405 "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/v1/chat/completions")"
@@ -171,7 +171,7 @@ check "alias or file name" 200 "$(post /v1/chat/completions '{"model":"qwen2-Q8_
 check "template chat" 200 "$(post /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}')"
 PT=$(jqb .usage.prompt_tokens)
 RENDERED=$'<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n'
-EXPECT=$(jq -n --arg c "$RENDERED" '{content:$c,add_special:true,parse_special:true}' | curl -s -d @- "$BASE/tokenize" | jq '.tokens | length')
+EXPECT=$(jq -n --arg c "$RENDERED" '{content:$c,add_special:true,parse_special:true}' | curl -s -H 'Content-Type: application/json' -d @- "$BASE/tokenize" | jq '.tokens | length')
 check "template prompt tokens" "$EXPECT" "$PT"
 stop_server $T
 
@@ -183,7 +183,7 @@ SERVER_PIDS+=("$L")
 for _ in $(seq 1 50); do grep -q listening "$TMPD/loading.log" && break; sleep 0.1; done
 LP=$(sed -n 's/.*127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMPD/loading.log" | head -n1)
 check "health while loading" 503 "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$LP/health")"
-check "chat while loading" 503 "$(curl -s -o /dev/null -w '%{http_code}' -d "{$M}" "http://127.0.0.1:$LP/v1/chat/completions")"
+check "chat while loading" 503 "$(curl -s -H 'Content-Type: application/json' -o /dev/null -w '%{http_code}' -d "{$M}" "http://127.0.0.1:$LP/v1/chat/completions")"
 kill -KILL $L 2>/dev/null; wait $L 2>/dev/null
 
 finish

@@ -25,7 +25,7 @@ for i in $(seq 0 $((N - 1))); do
   jqb '.choices[0].text' >"$TMPD/single.$i"
 done
 for i in $(seq 0 $((N - 1))); do
-  curl -sN --max-time 60 -d "{\"prompt\":\"Once upon a time there was a $i\",\"max_tokens\":40,\"temperature\":0,\"ignore_eos\":true,\"stream\":true}" \
+  curl -sN -H 'Content-Type: application/json' --max-time 60 -d "{\"prompt\":\"Once upon a time there was a $i\",\"max_tokens\":40,\"temperature\":0,\"ignore_eos\":true,\"stream\":true}" \
     "$BASE/v1/completions" >"$TMPD/conc.$i" &
 done
 wait $(jobs -p | grep -v "^$S\$") 2>/dev/null
@@ -40,7 +40,7 @@ done
 check "64 concurrent streams equal to single greedy" $N $same
 # the same through chat, non-streamed, concurrently
 for i in $(seq 0 15); do
-  curl -s --max-time 60 -d "{\"messages\":[{\"role\":\"user\",\"content\":\"story $i\"}],\"max_tokens\":20,\"temperature\":0}" \
+  curl -s -H 'Content-Type: application/json' --max-time 60 -d "{\"messages\":[{\"role\":\"user\",\"content\":\"story $i\"}],\"max_tokens\":20,\"temperature\":0}" \
     "$BASE/v1/chat/completions" >"$TMPD/cc.$i" &
 done
 wait $(jobs -p | grep -v "^$S\$") 2>/dev/null
@@ -56,7 +56,7 @@ start_server drop -m "$MODEL" -c 2048 --max-running 32
 S=$PID
 before=$(metric hearth_http_client_disconnects_total)
 for i in $(seq 0 31); do
-  curl -sN --max-time 60 -d "{\"prompt\":\"Once upon a time $i\",\"max_tokens\":2000,\"ignore_eos\":true,\"stream\":true}" \
+  curl -sN -H 'Content-Type: application/json' --max-time 60 -d "{\"prompt\":\"Once upon a time $i\",\"max_tokens\":2000,\"ignore_eos\":true,\"stream\":true}" \
     "$BASE/v1/completions" >"$TMPD/drop.$i" &
 done
 # wait until every stream has produced something, then drop them all
@@ -82,7 +82,7 @@ start_server ndrop -m "$MODEL" -c 2048 --max-running 2 --max-queue 16
 S=$PID
 before=$(metric hearth_http_client_disconnects_total)
 for i in $(seq 0 7); do
-  curl -s --max-time 60 -d "{\"prompt\":\"Once upon a time $i\",\"max_tokens\":2000,\"ignore_eos\":true}" \
+  curl -s -H 'Content-Type: application/json' --max-time 60 -d "{\"prompt\":\"Once upon a time $i\",\"max_tokens\":2000,\"ignore_eos\":true}" \
     "$BASE/v1/completions" >/dev/null &
 done
 for _ in $(seq 1 100); do
@@ -101,7 +101,7 @@ stop_server $S
 start_server over -m "$MODEL" -c 2048 --max-running 2 --max-queue 2
 S=$PID
 for i in $(seq 0 11); do
-  curl -s -D "$TMPD/oh.$i" -o "$TMPD/ob.$i" --max-time 60 \
+  curl -s -D "$TMPD/oh.$i" -o "$TMPD/ob.$i" --max-time 60 -H 'Content-Type: application/json' \
     -d "{\"prompt\":\"Once upon a time $i\",\"max_tokens\":1500,\"ignore_eos\":true}" "$BASE/v1/completions" &
 done
 wait $(jobs -p | grep -v "^$S\$") 2>/dev/null
@@ -128,7 +128,7 @@ stop_server $S
 start_server term -m "$MODEL" -c 2048
 S=$PID
 for i in $(seq 0 3); do
-  curl -sN --max-time 30 -d '{"prompt":"Once","max_tokens":2000,"ignore_eos":true,"stream":true}' "$BASE/v1/completions" >"$TMPD/term.$i" &
+  curl -sN -H 'Content-Type: application/json' --max-time 30 -d '{"prompt":"Once","max_tokens":2000,"ignore_eos":true,"stream":true}' "$BASE/v1/completions" >"$TMPD/term.$i" &
 done
 # every stream must have started (its first chunk arrived) before SIGTERM
 for _ in $(seq 1 400); do

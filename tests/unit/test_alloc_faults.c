@@ -679,7 +679,8 @@ static int op_usage(void *ctx, char *msg, size_t cap)
     p.queue_rows = 64;
     p.queue_pairs = 4;
     p.batch_ms = 1;
-    p.flush_wait_ms = 200;
+    p.flush_wait_ms = 20;
+    p.retry_ms = 1; /* the sweep need not wait out the backoff */
     hr_usage_db *db = NULL;
     hr_err err = {0};
     if (hr_usage_open(c->path, &p, &db, &err)) {
