@@ -505,6 +505,7 @@ typedef struct {
     int n;               /* completions */
     bool stop;
     bool logprobs;
+    bool fresh;          /* a scheduler of this run only: hr_sched_free joins its thread, nothing to settle */
 } sched_case;
 
 /* Submits and drains one request; 1 + message when it ended in an error. */
@@ -568,8 +569,10 @@ static int op_sched(void *ctx, char *msg, size_t cap)
     }
     hr_req_release(r);
     /* the scheduler drops its reference after the step's notifications:
-     * let it, so the next run starts from a settled count */
-    settle_live(live0);
+     * let it, so the next run starts from a settled count (a fresh
+     * scheduler keeps its thread's first-use buffers until it is freed) */
+    if (!c->fresh)
+        settle_live(live0);
     if (!rc && c->expect && strcmp(text, c->expect)) {
         snprintf(msg, cap, "different text after a tolerated failure: %.300s", text);
         return -1;
@@ -628,7 +631,9 @@ static int op_sched_fresh(void *ctx, char *msg, size_t cap)
 {
     sched_case *c = ctx;
     c->s = mk_sched();
+    c->fresh = true;
     int rc = op_sched(c, msg, cap);
+    c->fresh = false;
     hr_sched_free(c->s);
     c->s = NULL;
     return rc;
@@ -640,8 +645,8 @@ static void test_sched(void **state)
     sweep("sched new/free", op_sched_new, NULL, AH_ALL_THREADS);
     hr_sched *s = mk_sched();
     sched_case cases[] = {
-        {s, NULL, {1, 403, 407, 261, 378, 432, 383, 286}, 8, 1, false, false},
-        {s, NULL, {1, 403, 407, 261}, 4, 3, true, true},
+        {s, NULL, {1, 403, 407, 261, 378, 432, 383, 286}, 8, 1, false, false, false},
+        {s, NULL, {1, 403, 407, 261}, 4, 3, true, true, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char name[64];
