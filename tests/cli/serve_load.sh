@@ -28,7 +28,7 @@ for i in $(seq 0 $((N - 1))); do
   curl -sN -H 'Content-Type: application/json' --max-time 60 -d "{\"prompt\":\"Once upon a time there was a $i\",\"max_tokens\":40,\"temperature\":0,\"ignore_eos\":true,\"stream\":true}" \
     "$BASE/v1/completions" >"$TMPD/conc.$i" &
 done
-wait $(jobs -p | grep -v "^$S\$") 2>/dev/null
+wait_clients
 same=0
 for i in $(seq 0 $((N - 1))); do
   if [ "$(sse_text "$TMPD/conc.$i")" = "$(cat "$TMPD/single.$i")" ] && grep -q '^data: \[DONE\]' "$TMPD/conc.$i"; then
@@ -43,7 +43,7 @@ for i in $(seq 0 15); do
   curl -s -H 'Content-Type: application/json' --max-time 60 -d "{\"messages\":[{\"role\":\"user\",\"content\":\"story $i\"}],\"max_tokens\":20,\"temperature\":0}" \
     "$BASE/v1/chat/completions" >"$TMPD/cc.$i" &
 done
-wait $(jobs -p | grep -v "^$S\$") 2>/dev/null
+wait_clients
 okc=0
 for i in $(seq 0 15); do
   [ "$(jq -r '.choices[0].message.content' "$TMPD/cc.$i")" = "$(post /v1/chat/completions "{\"messages\":[{\"role\":\"user\",\"content\":\"story $i\"}],\"max_tokens\":20,\"temperature\":0}" >/dev/null; jqb '.choices[0].message.content')" ] && okc=$((okc + 1))
@@ -68,7 +68,7 @@ for _ in $(seq 1 100); do
 done
 check "32 streams running" 32 "$(metric hearth_running_sequences)"
 kill $(jobs -p | grep -v "^$S\$") 2>/dev/null
-wait $(jobs -p | grep -v "^$S\$") 2>/dev/null
+wait_clients
 check "KV blocks back within 1 s of the drop" yes "$(freed_within_1s)"
 check "free = total" "$(metric hearth_kv_blocks_total)" "$(metric hearth_kv_blocks_free)"
 check "32 disconnects counted" 32 "$(( $(metric hearth_http_client_disconnects_total) - before ))"
@@ -92,7 +92,7 @@ done
 check "2 non-streamed running" 2 "$(metric hearth_running_sequences)"
 check "6 non-streamed queued" 6 "$(metric hearth_queue_depth)"
 kill $(jobs -p | grep -v "^$S\$") 2>/dev/null
-wait $(jobs -p | grep -v "^$S\$") 2>/dev/null
+wait_clients
 check "non-streamed: queue empty and KV blocks back within 1 s of the drop" yes "$(freed_within_1s)"
 check "8 non-streamed disconnects counted" 8 "$(( $(metric hearth_http_client_disconnects_total) - before ))"
 stop_server $S
@@ -104,7 +104,7 @@ for i in $(seq 0 11); do
   curl -s -D "$TMPD/oh.$i" -o "$TMPD/ob.$i" --max-time 60 -H 'Content-Type: application/json' \
     -d "{\"prompt\":\"Once upon a time $i\",\"max_tokens\":1500,\"ignore_eos\":true}" "$BASE/v1/completions" &
 done
-wait $(jobs -p | grep -v "^$S\$") 2>/dev/null
+wait_clients
 n429=0 n200=0 nother=0 retry=0
 for i in $(seq 0 11); do
   code=$(head -n1 "$TMPD/oh.$i" | awk '{print $2}')

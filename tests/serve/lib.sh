@@ -48,6 +48,18 @@ start_server() {
   LOG=$log
 }
 
+# wait_clients: waits for the background jobs that are not servers. A bare
+# `wait $(jobs -p | grep -v SERVER)` waits for every child, servers included
+# (forever), when the clients are already gone and the list comes out empty.
+wait_clients() {
+  local p pids=()
+  for p in $(jobs -p); do
+    [[ " ${SERVER_PIDS[*]} " == *" $p "* ]] || pids+=("$p")
+  done
+  [ ${#pids[@]} -eq 0 ] || wait "${pids[@]}" 2>/dev/null
+  return 0
+}
+
 # stop_server PID: SIGTERM, must exit 0 within 10 s
 stop_server() {
   kill -TERM "$1"
