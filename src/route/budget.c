@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "base/clock.h"
+
 #include <sqlite3.h>
 
 #define MAX_ACCOUNTS 65536
@@ -366,20 +368,6 @@ static const char *const seed_sql =
     " WHERE key_id = $1 AND ts_ms >= $2::bigint AND ts_ms < $3::bigint AND status >= 200 AND status < 300"
     " GROUP BY 1, 2";
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
 {
@@ -451,7 +439,7 @@ static bool send_add(hr_budget *b, const char *kid, int32_t day, int32_t month, 
     period_names(day, month, dp, mp, sizeof dp);
     snprintf(t, sizeof t, "%lld", (long long)tokens);
     snprintf(u, sizeof u, "%.17g", usd);
-    snprintf(now, sizeof now, "%lld", (long long)wall_ms());
+    snprintf(now, sizeof now, "%lld", (long long)hr_wall_ms());
     const char *pv[6] = {kid, dp, mp, t, u, now};
     PGresult *r = PQexecParams(b->pg, add_sql, 6, NULL, pv, NULL, NULL, 0);
     bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
@@ -470,7 +458,7 @@ static bool pg_ready(hr_budget *b)
 {
     if (b->pg && PQstatus(b->pg) == CONNECTION_OK)
         return true;
-    int64_t now = mono_ms();
+    int64_t now = hr_mono_ms();
     if (now < b->pg_next_try_ms)
         return false;
     PQfinish(b->pg);
@@ -644,7 +632,7 @@ static hr_budget_verdict fleet_txn(hr_budget *b, int ai, const char *kid, const 
     period_names(day, month, dp, mp, sizeof dp);
     snprintf(t, sizeof t, "%lld", (long long)tokens);
     snprintf(u, sizeof u, "%.17g", usd);
-    snprintf(now, sizeof now, "%lld", (long long)wall_ms());
+    snprintf(now, sizeof now, "%lld", (long long)hr_wall_ms());
     const char *pv[6] = {kid, dp, mp, t, u, now};
     r = PQexecParams(b->pg, add_sql, 6, NULL, pv, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 2) {

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <xxhash.h>
 
+#include "base/clock.h"
+
 #include "store/usage_impl.h"
 
 struct hr_usage_db {
@@ -145,20 +147,6 @@ void hr_usage_redact(const char *target, char *buf, size_t cap)
     }
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void deadline_after(struct timespec *ts, int ms)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
@@ -244,7 +232,7 @@ static void *writer_main(void *arg)
                 say(db,
                     "usage log: writing again after %.1f s; %d rows of the backlog written, %llu rows lost "
                     "meanwhile (hearth_usage_rows_dropped_total, hearth_usage_rows_failed_total)",
-                    (double)(mono_ms() - db->fail_since_ms) / 1000.0, n,
+                    (double)(hr_mono_ms() - db->fail_since_ms) / 1000.0, n,
                     (unsigned long long)(db->st.dropped - db->fail_dropped0 + db->st.failed - db->fail_failed0));
             }
             db->st.connected = true;
@@ -259,7 +247,7 @@ static void *writer_main(void *arg)
         if (!db->failing) {
             db->failing = true;
             if (!db->drop_logged) {
-                db->fail_since_ms = mono_ms();
+                db->fail_since_ms = hr_mono_ms();
                 db->fail_dropped0 = db->st.dropped;
                 db->fail_failed0 = db->st.failed;
             }
@@ -284,7 +272,7 @@ static void *writer_main(void *arg)
         retrying = true;
         int wait = backoff_ms;
         if (db->stop || db->flush_waiters > 0) {
-            int64_t now = mono_ms();
+            int64_t now = hr_mono_ms();
             if (!give_up_at)
                 give_up_at = now + db->p.flush_wait_ms;
             if (now >= give_up_at) {
@@ -407,7 +395,7 @@ bool hr_usage_record(hr_usage_db *db, const hr_usage_row *r)
         if (!db->drop_logged && !db->stop) {
             db->drop_logged = true;
             if (!db->failing) { /* the episode starts here (the database is slow, or not failed yet) */
-                db->fail_since_ms = mono_ms();
+                db->fail_since_ms = hr_mono_ms();
                 db->fail_dropped0 = db->st.dropped - 1;
                 db->fail_failed0 = db->st.failed;
             }
@@ -418,7 +406,7 @@ bool hr_usage_record(hr_usage_db *db, const hr_usage_row *r)
         return false;
     }
     hr_usage_qrow *q = &db->ring[(db->head + db->count) % db->p.queue_rows];
-    q->ts_ms = r->ts_ms > 0 ? r->ts_ms : now_ms();
+    q->ts_ms = r->ts_ms > 0 ? r->ts_ms : hr_wall_ms();
     hr_usage_copy_str(q->request_id, sizeof q->request_id, r->request_id);
     hr_usage_copy_str(q->key_id, sizeof q->key_id, r->key_id);
     hr_usage_copy_str(q->model, sizeof q->model, r->model);
@@ -469,7 +457,7 @@ bool hr_usage_record_pair(hr_usage_db *db, const hr_pilot_pair *p)
         pthread_mutex_unlock(&db->mu);
         return false;
     }
-    q->ts_ms = p->ts_ms > 0 ? p->ts_ms : now_ms();
+    q->ts_ms = p->ts_ms > 0 ? p->ts_ms : hr_wall_ms();
     hr_usage_copy_str(q->request_id, sizeof q->request_id, p->request_id);
     hr_usage_copy_str(q->route, sizeof q->route, p->route);
     hr_usage_copy_str(q->key_id, sizeof q->key_id, p->key_id);
