@@ -46,6 +46,8 @@ static void usage(FILE *f)
             "  --batch-tokens N       tokens per engine step: decodes plus prefill chunks (default 256)\n"
             "  --max-queue N          requests waiting for admission before 429 (default 256)\n"
             "  --timeout SECONDS      per-request wall-clock limit (default 600; 0 = none)\n"
+            "  --admission-bypass S   seconds a queued request that does not fit yet (n > free slots)\n"
+            "                         may be passed by later ones (default 5; 0 = strict arrival order)\n"
             "  -t, --threads N        compute threads (default 1)\n"
             "  --alias NAME           model id clients use (default: the file's base name)\n"
             "  --chat-template FILE   Jinja chat template (default: the model's, else the fallback)\n"
@@ -169,7 +171,7 @@ int cmd_serve(int argc, char **argv)
     const char *usage_path = "hearth-usage.db", *config_path = NULL;
     long long port = 8080, ctx = 0, max_running = 16, max_queue = 256, batch_tokens = 0, threads = 1, max_conns = 4096,
               idle = 60, http_threads = 1, max_conns_ip = -1;
-    double timeout = 600;
+    double timeout = 600, bypass = -1;
     int64_t kv_mem = 0, max_body = 8 << 20, max_response = 64 << 20;
     bool metrics_key = false, quiet = false;
     char *keys[MAX_KEYS];
@@ -204,6 +206,8 @@ int cmd_serve(int argc, char **argv)
             ok = VAL() && arg_int(a, v, 1, 1 << 20, &max_queue);
         else if (!strcmp(a, "--timeout"))
             ok = VAL() && arg_float(a, v, 0, 1e7, &timeout);
+        else if (!strcmp(a, "--admission-bypass"))
+            ok = VAL() && arg_float(a, v, 0, 1e6, &bypass);
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads"))
             ok = VAL() && arg_int(a, v, 1, 1024, &threads);
         else if (!strcmp(a, "--alias"))
@@ -399,6 +403,8 @@ int cmd_serve(int argc, char **argv)
     sp.max_queue = (int32_t)max_queue;
     sp.n_threads = (int32_t)threads;
     sp.timeout_s = timeout;
+    if (bypass >= 0)
+        sp.bypass_s = bypass;
     if (hr_sched_new(model, &sp, &sched, &err)) {
         cli_fail("serve", "%s", err.msg);
         goto stop;
