@@ -649,7 +649,15 @@ int64_t hr_gguf_arr_i64(const hr_gguf_value *arr, uint64_t i)
         return 0;
     hr_gguf_value v = {0};
     scalar_decode(arr->v.arr.elem, (const uint8_t *)arr->v.arr.raw + i * es, &v);
-    if (v.type == HR_GGUF_F32 || v.type == HR_GGUF_F64)
+    if (v.type == HR_GGUF_F32 || v.type == HR_GGUF_F64) {
+        /* saturate: a cast of NaN or of a value out of range is undefined */
+        if (!(v.v.f == v.v.f))
+            return 0;
+        if (v.v.f >= 9223372036854775807.0)
+            return INT64_MAX;
+        if (v.v.f <= -9223372036854775808.0)
+            return INT64_MIN;
         return (int64_t)v.v.f;
+    }
     return is_sint(v.type) ? v.v.i : (int64_t)v.v.u;
 }

@@ -180,12 +180,12 @@ static hr_status parse_target(hr_route_config *c, json_t *o, const char *where, 
         if (!model)
             return hr_err_set(err, HR_ERR_FORMAT, "%s: missing \"model\" (the upstream model name)", where);
     }
-    t->model = dup_s(model);
     t->weight = 1;
     if (get_num(o, "weight", where, 0, 1e6, &t->weight, err))
         return err->status;
     if (json_object_get(o, "weight") && !weight_ok)
         return hr_err_set(err, HR_ERR_FORMAT, "%s: \"weight\" only applies to targets", where);
+    t->model = dup_s(model); /* last: a target refused above owns nothing */
     return HR_OK;
 }
 

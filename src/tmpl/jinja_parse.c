@@ -188,14 +188,14 @@ static void lex_string(jparser *p, size_t *posp)
         case 'v': out[o++] = '\v'; break;
         case 'x': case 'u': case 'U': {
             int nd = e == 'x' ? 2 : e == 'u' ? 4 : 8;
-            int32_t v = 0;
+            uint32_t v = 0; /* 8 hex digits fit; > 0x10FFFF is refused below */
             for (int k = 0; k < nd; k++) {
                 int h = i + 1 + (size_t)k < end ? hexv(s[i + 1 + k]) : -1;
                 if (h < 0)
                     pfail(p, line_at(p, i), "truncated \\%c escape in string", e);
-                v = v * 16 + h;
+                v = v * 16 + (uint32_t)h;
             }
-            if (v > 0x10FFFF || v < 0)
+            if (v > 0x10FFFF)
                 pfail(p, line_at(p, i), "illegal Unicode character in string");
             i += (size_t)nd;
             cp = v;

@@ -264,6 +264,9 @@ static void test_limits(void **state)
     expect_error("{% include 'x.jinja' %}", NULL, NULL, HR_ERR_FORMAT, "include");
     expect_error("{{ 'abc' ", NULL, NULL, HR_ERR_FORMAT, NULL);
     expect_error("{{ \"abc }}", NULL, NULL, HR_ERR_FORMAT, NULL);
+    /* 8 hex digits past int32 (a signed overflow fuzz_jinja found), and past U+10FFFF */
+    expect_error("{{ '\\UFFFFFFFF' }}", NULL, NULL, HR_ERR_FORMAT, "illegal Unicode");
+    expect_error("{{ '\\U00110000' }}", NULL, NULL, HR_ERR_FORMAT, "illegal Unicode");
     expect_error("{# never closed", NULL, NULL, HR_ERR_FORMAT, NULL);
     expect_error("{{ 1 // 0 }}", NULL, NULL, HR_ERR_FORMAT, "ZeroDivision");
     expect_error("{{ [].append(1) }}", NULL, NULL, HR_ERR_FORMAT, "unsafe");
