@@ -5,7 +5,7 @@ set -euo pipefail
 
 need_build=(gcc cmake ninja-build pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libxxhash-dev
             libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev libpq-dev)
-need_test=(libcmocka-dev clang libclang-rt-14-dev curl jq sqlite3)
+need_test=(libcmocka-dev clang libclang-rt-14-dev curl jq sqlite3 python3)
 # CI (CI=true) also starts a throwaway PostgreSQL server for the usage-log tests
 if [ "${CI:-}" = true ]; then need_test+=(postgresql); fi
 
