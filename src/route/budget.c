@@ -432,8 +432,8 @@ static PGconn *pg_connect(const char *url)
     return c;
 }
 
-/* One settlement; false when it could not be sent (with pg_mu). */
-static bool send_add(hr_budget *b, const char *kid, int32_t day, int32_t month, int64_t tokens, double usd)
+/* Adds tokens / usd to the key's day and month rows (add_sql; with pg_mu). */
+static PGresult *exec_add(hr_budget *b, const char *kid, int32_t day, int32_t month, int64_t tokens, double usd)
 {
     char dp[48], mp[48], t[32], u[48], now[32];
     period_names(day, month, dp, mp, sizeof dp);
@@ -441,7 +441,13 @@ static bool send_add(hr_budget *b, const char *kid, int32_t day, int32_t month, 
     snprintf(u, sizeof u, "%.17g", usd);
     snprintf(now, sizeof now, "%lld", (long long)hr_wall_ms());
     const char *pv[6] = {kid, dp, mp, t, u, now};
-    PGresult *r = PQexecParams(b->pg, add_sql, 6, NULL, pv, NULL, NULL, 0);
+    return PQexecParams(b->pg, add_sql, 6, NULL, pv, NULL, NULL, 0);
+}
+
+/* One settlement; false when it could not be sent (with pg_mu). */
+static bool send_add(hr_budget *b, const char *kid, int32_t day, int32_t month, int64_t tokens, double usd)
+{
+    PGresult *r = exec_add(b, kid, day, month, tokens, usd);
     bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     if (!ok) {
         char m[512];
@@ -628,13 +634,9 @@ static hr_budget_verdict fleet_txn(hr_budget *b, int ai, const char *kid, const 
         return v;
     }
     PQclear(r);
-    char dp[48], mp[48], t[32], u[48], now[32];
+    r = exec_add(b, kid, day, month, tokens, usd);
+    char dp[48], mp[48]; /* the rows' period names, for seeding below */
     period_names(day, month, dp, mp, sizeof dp);
-    snprintf(t, sizeof t, "%lld", (long long)tokens);
-    snprintf(u, sizeof u, "%.17g", usd);
-    snprintf(now, sizeof now, "%lld", (long long)hr_wall_ms());
-    const char *pv[6] = {kid, dp, mp, t, u, now};
-    r = PQexecParams(b->pg, add_sql, 6, NULL, pv, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 2) {
         hr_budget_verdict v = fleet_fail(b, r, msg, cap);
         PQclear(r);
