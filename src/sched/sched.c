@@ -46,7 +46,6 @@ const double hr_hist_bounds[HR_HIST_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0
                                                 1.0,   2.5,  5.0,   10.0, 25.0, 60.0, 120.0};
 
 /* the one clock (base/clock.h); the local name keeps the call sites as they are */
-static double now_s(void) { return hr_now_s(); }
 
 static void hist_add(hr_hist *h, double v)
 {
@@ -434,7 +433,7 @@ static void seq_finish_ex(hr_sched *s, seq *q, hr_finish f, bool flush, const ch
     pthread_mutex_unlock(&r->mu);
     if (++r->n_seq_done == r->n) {
         pthread_mutex_lock(&r->mu);
-        r->usage.total_s = now_s() - r->t_submit;
+        r->usage.total_s = hr_now_s() - r->t_submit;
         pthread_mutex_unlock(&r->mu);
         pthread_mutex_lock(&s->stats_mu);
         s->stats.requests_done++;
@@ -724,7 +723,7 @@ static void admit(hr_sched *s)
         }
         seq *q0 = r->seqs[0];
         if (!cancelled && (s->n_free_slots < r->n || !seq_place(s, q0, r->n - 1))) {
-            const double t = now_s();
+            const double t = hr_now_s();
             if (r->blocked_at == 0)
                 r->blocked_at = t;
             if (t - r->blocked_at >= s->p.bypass_s)
@@ -747,7 +746,7 @@ static void admit(hr_sched *s)
             req_finish_queued(s, r, HR_FINISH_CANCELLED);
             continue;
         }
-        double t = now_s();
+        double t = hr_now_s();
         pthread_mutex_lock(&r->mu);
         r->usage.queue_s = t - r->t_submit;
         r->usage.cached_tokens = q0->n_computed;
@@ -771,7 +770,7 @@ static void admit(hr_sched *s)
 /* Drops cancelled / timed-out work everywhere. */
 static void reap(hr_sched *s)
 {
-    double t = now_s();
+    double t = hr_now_s();
     for (int32_t i = 0; i < s->n_running; i++) {
         seq *q = s->running[i];
         hr_req *r = q->req;
@@ -959,7 +958,7 @@ static void step(hr_sched *s)
             else if (n_jobs == 1)
                 sample_job(&s->jobs[0]);
             /* then the text, stop strings and finishes in order */
-            const double t = now_s();
+            const double t = hr_now_s();
             for (int32_t j = 0; j < n_jobs; j++)
                 if (s->jobs[j].q->state == SEQ_RUN)
                     seq_take(s, s->jobs[j].q, &s->jobs[j], t);
@@ -1231,7 +1230,7 @@ hr_status hr_sched_submit(hr_sched *s, const hr_gen_params *p, void (*notify)(vo
     atomic_init(&r->cancel, false);
     r->notify = notify;
     r->notify_ctx = ctx;
-    r->t_submit = now_s();
+    r->t_submit = hr_now_s();
     /* room for every DONE event in both buffers (see emit) */
     if (!hr_grow((void **)&r->pending.ev, &r->pending.cap, (size_t)p->n + 1, sizeof *r->pending.ev) ||
         !hr_grow((void **)&r->taken.ev, &r->taken.cap, (size_t)p->n + 1, sizeof *r->taken.ev))
