@@ -45,8 +45,6 @@
 const double hr_hist_bounds[HR_HIST_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                                 1.0,   2.5,  5.0,   10.0, 25.0, 60.0, 120.0};
 
-/* the one clock (base/clock.h); the local name keeps the call sites as they are */
-
 static void hist_add(hr_hist *h, double v)
 {
     int i = 0;
