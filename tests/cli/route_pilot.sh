@@ -33,12 +33,22 @@ JSON
 DB=$TMPD/b.db
 start_server b -m "$MODEL" --config "$TMPD/cfg.json" --usage-db "$DB"
 
-# the same model on both sides, greedy: identical answers, judge says tie
-for i in 1 2 3; do code=$(chat same); check "same $i" 200 "$code"; done
-for i in 1 2; do code=$(chat diff); check "diff $i" 200 "$code"; done
-code=$(chat json); check "json" 200 "$code"
 m() { curl -s "$BASE/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
-for _ in $(seq 1 100); do [ "$(m hearth_pilot_pairs_total)" = 6 ] && break; sleep 0.1; done
+# Each request waits for its pair to be scored before the next is sent: the
+# shadow queue holds 2, and on a loaded machine a local shadow plus its judge
+# call can outlast the next two primaries, which would (correctly) drop one.
+wait_pairs() {
+  for _ in $(seq 1 300); do
+    [ "$(m hearth_pilot_pairs_total)" = "$1" ] && [ "$(m hearth_pilot_shadows_in_flight)" = 0 ] && return
+    sleep 0.1
+  done
+}
+n=0
+# the same model on both sides, greedy: identical answers, judge says tie
+for i in 1 2 3; do code=$(chat same); check "same $i" 200 "$code"; n=$((n + 1)); wait_pairs $n; done
+for i in 1 2; do code=$(chat diff); check "diff $i" 200 "$code"; n=$((n + 1)); wait_pairs $n; done
+code=$(chat json); check "json" 200 "$code"
+wait_pairs 6
 check "pairs scored" 6 "$(m hearth_pilot_pairs_total)"
 check "judged" 3 "$(m hearth_pilot_judged_total)"
 check "judge: tie = shadow as good" 1 "$(m hearth_pilot_score_judge_mean)"
