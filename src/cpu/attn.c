@@ -10,14 +10,14 @@
 #define TILE 16
 
 static void attn_one(const float *q, int32_t group, int32_t d, int32_t dv, float scale, const hr_attn_kv *kv,
-                     int32_t n_pos, float *out)
+                     int32_t lo, int32_t n_pos, const float *sinks, float *out)
 {
     for (int32_t g = 0; g < group; g++) {
         const float *qg = q + (size_t)g * d;
         float *o = out + (size_t)g * dv;
         float m = -INFINITY, l = 0.0f;
         memset(o, 0, (size_t)dv * sizeof(float));
-        for (int32_t p0 = 0, n; p0 < n_pos; p0 += n) {
+        for (int32_t p0 = lo, n; p0 < n_pos; p0 += n) {
             /* a tile: at most TILE positions, inside one block */
             const int32_t blk = p0 / kv->block_tokens, in = p0 % kv->block_tokens;
             n = n_pos - p0 < TILE ? n_pos - p0 : TILE;
@@ -50,6 +50,17 @@ static void attn_one(const float *q, int32_t group, int32_t d, int32_t dv, float
                     o[i] += pj * vr[i];
             }
         }
+        if (sinks) { /* the sink's logit joins the denominator only */
+            const float sk = sinks[g];
+            if (sk > m) {
+                const float c = expf(m - sk);
+                l *= c;
+                for (int32_t i = 0; i < dv; i++)
+                    o[i] *= c;
+                m = sk;
+            }
+            l += expf(sk - m);
+        }
         const float inv = l > 0.0f ? 1.0f / l : 0.0f;
         for (int32_t i = 0; i < dv; i++)
             o[i] *= inv;
@@ -60,7 +71,16 @@ void hr_attn_ref(const float *q, size_t q_stride, int32_t n_tok, const int32_t *
                  int32_t dv, float scale, const hr_attn_kv *kv, float *out, size_t out_stride)
 {
     for (int32_t t = 0; t < n_tok; t++)
-        attn_one(q + (size_t)t * q_stride, group, d, dv, scale, kv, n_pos[t], out + (size_t)t * out_stride);
+        attn_one(q + (size_t)t * q_stride, group, d, dv, scale, kv, 0, n_pos[t], NULL, out + (size_t)t * out_stride);
+}
+
+void hr_attn_ref_ex(const float *q, size_t q_stride, int32_t n_tok, const int32_t *lo, const int32_t *n_pos,
+                    const float *sinks, int32_t group, int32_t d, int32_t dv, float scale, const hr_attn_kv *kv,
+                    float *out, size_t out_stride)
+{
+    for (int32_t t = 0; t < n_tok; t++)
+        attn_one(q + (size_t)t * q_stride, group, d, dv, scale, kv, lo ? lo[t] : 0, n_pos[t], sinks,
+                 out + (size_t)t * out_stride);
 }
 
 hr_attn_fn hr_cpu_attn(int32_t group, int32_t d, int32_t dv)

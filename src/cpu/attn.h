@@ -41,4 +41,13 @@ hr_attn_fn hr_cpu_attn(int32_t group, int32_t d, int32_t dv);
 void hr_attn_ref(const float *q, size_t q_stride, int32_t n_tok, const int32_t *n_pos, int32_t group, int32_t d,
                  int32_t dv, float scale, const hr_attn_kv *kv, float *out, size_t out_stride);
 
+/* The portable version with what some architectures add: token t sees only
+ * positions lo[t]..n_pos[t]-1 (a sliding window or an attention chunk; lo
+ * NULL: from 0), and sinks (group logits, or NULL) join each head's softmax
+ * denominator without a value row. Tiles start at lo[t], so a token's
+ * arithmetic still depends only on its own positions. */
+void hr_attn_ref_ex(const float *q, size_t q_stride, int32_t n_tok, const int32_t *lo, const int32_t *n_pos,
+                    const float *sinks, int32_t group, int32_t d, int32_t dv, float scale, const hr_attn_kv *kv,
+                    float *out, size_t out_stride);
+
 #endif

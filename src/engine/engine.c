@@ -1,135 +1,149 @@
-/* engine.c - the transformer forward pass (llama / qwen2 / qwen3).
+/* engine.c - the transformer forward pass of every architecture, written
+ * once against the layer descriptor (model/model.h) and the backend
+ * interface (backend/backend.h).
  *
- * Reads top to bottom like the math: embed, then per layer
- *   x += Wo * attn(rope(norm_q(Wq*rms(x)+bq)), rope(norm_k(Wk*rms(x)+bk)), Wv*rms(x)+bv)
- *   x += Wdown * (silu(Wgate*rms(x)) * (Wup*rms(x)))
- * then logits = Wout * rms(x) for the tokens that want them.
+ * Reads top to bottom like the math: embed (times embd_scale), then per layer
+ *   a  = attn(rope(norm_q(Wq n + bq)), rope(norm_k(Wk n + bk)), Wv n + bv),  n = rms(x)
+ *   x += post_norm(Wo a + bo)
+ *   x += post_norm(ffn(rms(x)))
+ * where attn sees the positions the layer's kind allows (causal, sliding
+ * window, chunk), with optional sinks, and ffn is a dense GLU or k of E
+ * experts chosen by the router (plus an optional shared expert); then
+ * logits = softcap(Wout rms(x)) for the tokens that want them.
  *
- * Matrix products quantise the activations to the weight type's dot-product
- * partner (Q8_0, Q8_K, F16, ...) once per token and reuse them for every
- * row, as llama.cpp does; this is why quantised models land within its
- * reference tolerances. Matrix products run on the SIMD kernels and the
- * compute pool (src/cpu/); attention is split over (token, head) pairs.
- * Each output is computed the same way whatever the batch and thread count,
- * so a sequence's results do not depend on what it is batched with. */
+ * The engine holds no architecture knowledge beyond the descriptor and
+ * touches no activation memory itself: every step is a backend operation,
+ * so a backend (CPU today, CUDA later) carries every architecture. Each
+ * output is computed the same way whatever the batch and thread count, so
+ * a sequence's results do not depend on what it is batched with. */
 #include "engine/engine.h"
 
-#include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
-#include <sys/mman.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/attn.h"
-#include "cpu/matmul.h"
-#include "cpu/ops.h"
-#include "cpu/pool.h"
+#include "backend/backend.h"
 #include "model/model_impl.h"
-#include "quant/quant.h"
+
+/* A layer's weights as the backend holds them. */
+typedef struct {
+    hr_bweight *wq, *wk, *wv, *wo;
+    hr_bweight *gate, *up, *down;
+    hr_bweight *router, *gate_exps, *up_exps, *down_exps;
+    hr_bweight *gate_sh, *up_sh, *down_sh;
+    float *attn_norm, *bq, *bk, *bv, *bo, *q_norm, *k_norm, *sinks, *post_attn_norm, *ffn_norm, *post_ffn_norm;
+    float *router_bias, *gate_exps_b, *up_exps_b, *down_exps_b;
+} dev_layer;
 
 struct hr_engine {
     const hr_model *m;
     hr_engine_params p;
-    /* scratch, all (max_batch, dim) */
-    float *x;      /* residual stream (n_embd) */
-    float *xn;     /* normalised input (max(n_embd, n_ff)) */
-    float *q;      /* (n_head * head_dim) */
-    float *k;      /* (n_head_kv * head_dim) */
-    float *v;      /* (n_head_kv * head_dim_v) */
-    float *att;    /* attention output (n_head * head_dim_v) */
-    float *gate;   /* (n_ff) */
-    float *up;     /* (n_ff) */
-    float *rope_cs;    /* (max_batch, rope_dim) cos/sin pairs of each token's position */
-    const float **blk; /* (n_threads, 2, blk_cap) K and V block pointers for attention */
-    int32_t blk_cap;
-    /* attention items of the current chunk (attn_items), all (max_batch) or
-     * (max_batch * n_head_kv) */
-    int32_t *run_start, *run_len, *n_pos;
-    int64_t *item_cost;
-    int32_t n_items;
-    hr_pool *pool; /* NULL when single-threaded */
-    void *act;     /* quantised activations (max_batch, act_row_bytes) */
-    size_t act_row_bytes;
-    /* repacked copies of the weight matrices (hr_matmul_pack), NULL where
-     * the path in use has no packed layout for the type: n_layer * 7 for the
-     * layers (wq wk wv wo gate up down), then the output matrix */
-    void **packed;
-    size_t packed_bytes;
+    hr_backend *bk;
+    const hr_backend_ops *op;
+    dev_layer *L;
+    hr_bweight *tok_embd, *output;
+    float *output_norm, *rope_factors;
+    void **owned; /* backend buffers to release */
+    int32_t n_owned, cap_owned;
+    /* scratch in backend memory, all (max_batch, dim) unless noted */
+    float *x, *xn, *ffo, *q, *k, *v, *att, *gate, *up;
+    float *rlog;      /* router logits (max_batch, n_expert) */
+    int32_t *ids;     /* chosen experts (max_batch, k) */
+    float *rw;        /* their weights (max_batch, k) */
+    float *ein;       /* per-slot expert input (max_batch * k, n_embd) */
+    float *eg, *eu;   /* per-slot expert gate / up (max_batch * k, n_ff) */
+    float *ed;        /* per-slot expert output (max_batch * k, n_embd) */
+    float *logits;    /* (max_batch, n_vocab) */
+    int32_t *rows;    /* host: tokens that want logits */
     int32_t failed_seq; /* of the last failed forward, -1: the whole batch */
+    uint64_t chunk_id;
 };
 
-enum { PK_Q, PK_K, PK_V, PK_O, PK_GATE, PK_UP, PK_DOWN, PK_PER_LAYER };
-
-static const hr_weight *layer_weight(const hr_layer_weights *L, int i)
+static void *own(hr_engine *e, size_t bytes, bool *ok)
 {
-    const hr_weight *w[PK_PER_LAYER] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->ffn_gate, &L->ffn_up, &L->ffn_down };
-    return w[i];
-}
-
-/* Gives back the original pages of a packed matrix. MADV_PAGEOUT reclaims
- * them (out of this process and, when no one else maps them, out of the page
- * cache) and never loses data, whatever the memory is. A tied output matrix
- * is still read by the embedding lookup (a few rows per token): it gets
- * MADV_DONTNEED, which only unmaps the pages from this process and leaves
- * them in the page cache, so a lookup re-maps its page cheaply. That is
- * safe because model tensors always live in hr_gguf_open's read-only
- * MAP_SHARED file mapping (on anonymous memory DONTNEED would zero them).
- * Kernels without MADV_PAGEOUT (before 5.4) ignore it. */
-static void release_pages(const hr_weight *w, bool still_read)
-{
-    const long pg = sysconf(_SC_PAGESIZE);
-    if (pg <= 0)
-        return;
-    const uintptr_t lo = ((uintptr_t)w->data + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
-    const uintptr_t hi = ((uintptr_t)w->data + w->row_bytes * (size_t)w->ne1) & ~((uintptr_t)pg - 1);
-    if (hi > lo)
-        (void)madvise((void *)lo, hi - lo, still_read ? MADV_DONTNEED : MADV_PAGEOUT);
-}
-
-/* Packs every matrix that has a packed layout on the path in use (unless
- * HEARTH_REPACK=0). */
-static bool pack_weights(hr_engine *e)
-{
-    const hr_model *m = e->m;
-    const int32_t nl = m->hp.n_layer;
-    const char *env = getenv("HEARTH_REPACK");
-    if (env && env[0] == '0')
-        return true;
-    e->packed = calloc((size_t)nl * PK_PER_LAYER + 1, sizeof *e->packed);
-    if (!e->packed)
-        return false;
-    for (int32_t i = 0; i <= nl * PK_PER_LAYER; i++) {
-        const hr_weight *w = i < nl * PK_PER_LAYER ? layer_weight(&m->layers[i / PK_PER_LAYER], i % PK_PER_LAYER)
-                                                   : &m->output;
-        const size_t n = hr_matmul_packed_bytes(w->type, w->ne0, w->ne1);
-        if (!n)
-            continue;
-        /* 2 MiB aligned and marked for transparent huge pages: fewer page
-         * faults while packing, fewer TLB misses while streaming */
-        const size_t huge = (size_t)2 << 20;
-        const size_t align = n >= huge ? huge : 64;
-        void *p = aligned_alloc(align, (n + align - 1) / align * align);
-        if (!p)
-            return false;
-        if (align == huge)
-            (void)madvise(p, (n + align - 1) / align * align, MADV_HUGEPAGE);
-        hr_matmul_pack(e->pool, w->data, w->type, w->row_bytes, w->ne0, w->ne1, p);
-        e->packed[i] = p;
-        e->packed_bytes += n;
-        release_pages(w, w->data == m->tok_embd.data);
+    if (!*ok)
+        return NULL;
+    if (e->n_owned == e->cap_owned) {
+        int32_t cap = e->cap_owned ? e->cap_owned * 2 : 64;
+        void **p = realloc(e->owned, (size_t)cap * sizeof *p);
+        if (!p) {
+            *ok = false;
+            return NULL;
+        }
+        e->owned = p;
+        e->cap_owned = cap;
     }
-    return true;
-}
-
-static void *xalloc(size_t n, bool *ok)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p)
+    void *p = e->op->alloc(e->bk, bytes ? bytes : 1);
+    if (!p) {
         *ok = false;
+        return NULL;
+    }
+    e->owned[e->n_owned++] = p;
     return p;
 }
+
+/* A backend copy of a host float vector (NULL stays NULL). */
+static float *dev_floats(hr_engine *e, const float *host, size_t n, bool *ok)
+{
+    if (!host || !*ok)
+        return NULL;
+    float *d = own(e, n * sizeof(float), ok);
+    if (d)
+        e->op->write(e->bk, d, host, n * sizeof(float));
+    return d;
+}
+
+static hr_status upload(hr_engine *e, const hr_weight *w, bool still_read, hr_bweight **out, hr_err *err)
+{
+    *out = NULL;
+    if (!w->data)
+        return HR_OK;
+    return e->op->upload(e->bk, w->data, w->type, w->ne0, w->ne1, w->row_bytes, w->n_expert, w->expert_bytes,
+                         still_read, out, err);
+}
+
+static hr_status upload_layer(hr_engine *e, int32_t il, hr_err *err)
+{
+    const hr_model *m = e->m;
+    const hr_layer_weights *W = &m->layers[il];
+    const hr_layer_desc *d = &m->hp.layer[il];
+    dev_layer *L = &e->L[il];
+    const size_t D = (size_t)m->hp.n_embd, E = (size_t)m->hp.n_expert;
+    hr_status st;
+    if ((st = upload(e, &W->wq, false, &L->wq, err)) || (st = upload(e, &W->wk, false, &L->wk, err)) ||
+        (st = upload(e, &W->wv, false, &L->wv, err)) || (st = upload(e, &W->wo, false, &L->wo, err)) ||
+        (st = upload(e, &W->ffn_gate, false, &L->gate, err)) || (st = upload(e, &W->ffn_up, false, &L->up, err)) ||
+        (st = upload(e, &W->ffn_down, false, &L->down, err)) || (st = upload(e, &W->router, false, &L->router, err)) ||
+        (st = upload(e, &W->gate_exps, false, &L->gate_exps, err)) ||
+        (st = upload(e, &W->up_exps, false, &L->up_exps, err)) ||
+        (st = upload(e, &W->down_exps, false, &L->down_exps, err)) ||
+        (st = upload(e, &W->gate_shexp, false, &L->gate_sh, err)) ||
+        (st = upload(e, &W->up_shexp, false, &L->up_sh, err)) ||
+        (st = upload(e, &W->down_shexp, false, &L->down_sh, err)))
+        return st;
+    bool ok = true;
+    const size_t QD = (size_t)d->n_head * (size_t)d->head_dim, KD = (size_t)d->n_head_kv * (size_t)d->head_dim;
+    const size_t VD = (size_t)d->n_head_kv * (size_t)d->head_dim_v;
+    L->attn_norm = dev_floats(e, W->attn_norm, D, &ok);
+    L->bq = dev_floats(e, W->bq, QD, &ok);
+    L->bk = dev_floats(e, W->bk, KD, &ok);
+    L->bv = dev_floats(e, W->bv, VD, &ok);
+    L->bo = dev_floats(e, W->bo, D, &ok);
+    L->q_norm = dev_floats(e, W->q_norm, (size_t)d->head_dim, &ok);
+    L->k_norm = dev_floats(e, W->k_norm, (size_t)d->head_dim, &ok);
+    L->sinks = dev_floats(e, W->sinks, (size_t)d->n_head, &ok);
+    L->post_attn_norm = dev_floats(e, W->post_attn_norm, D, &ok);
+    L->ffn_norm = dev_floats(e, W->ffn_norm, D, &ok);
+    L->post_ffn_norm = dev_floats(e, W->post_ffn_norm, D, &ok);
+    L->router_bias = dev_floats(e, W->router_bias, E, &ok);
+    L->gate_exps_b = dev_floats(e, W->gate_exps_b, E * (size_t)d->n_ff, &ok);
+    L->up_exps_b = dev_floats(e, W->up_exps_b, E * (size_t)d->n_ff, &ok);
+    L->down_exps_b = dev_floats(e, W->down_exps_b, E * D, &ok);
+    return ok ? HR_OK : hr_err_set(err, HR_ERR_NOMEM, "out of memory for layer %d's vectors", il);
+}
+
+static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
 hr_status hr_engine_new(const hr_model *m, const hr_engine_params *p, hr_engine **out, hr_err *err)
 {
@@ -144,33 +158,78 @@ hr_status hr_engine_new(const hr_model *m, const hr_engine_params *p, hr_engine 
         e->p.max_batch = 512;
     if (e->p.n_threads < 1)
         e->p.n_threads = 1;
-    size_t B = (size_t)e->p.max_batch;
-    size_t wide = (size_t)(hp->n_ff > hp->n_embd ? hp->n_ff : hp->n_embd);
-    size_t attn_out = (size_t)hp->n_head * (size_t)hp->head_dim_v;
-    if (attn_out > wide)
-        wide = attn_out;
-    /* largest activation row in any vec_dot format: F32 is the widest */
-    e->act_row_bytes = wide * sizeof(float) + 64;
+    if (e->p.n_ctx < 1)
+        e->p.n_ctx = hp->n_ctx_train;
+    hr_status st = hr_backend_cpu_new(e->p.n_threads, &e->bk, err);
+    if (st) {
+        free(e);
+        return st;
+    }
+    e->op = e->bk->ops;
+    e->L = calloc((size_t)hp->n_layer, sizeof *e->L);
+    if (!e->L) {
+        hr_engine_free(e);
+        return hr_err_set(err, HR_ERR_NOMEM, "out of memory");
+    }
+
+    /* weights: the embedding table is read row by row on the host too when it
+     * is also the output matrix */
+    if ((st = upload(e, &m->tok_embd, true, &e->tok_embd, err)) ||
+        (!hp->tied_output && (st = upload(e, &m->output, false, &e->output, err)))) {
+        hr_engine_free(e);
+        return st;
+    }
+    if (hp->tied_output)
+        e->output = e->tok_embd;
+    for (int32_t i = 0; i < hp->n_layer; i++)
+        if ((st = upload_layer(e, i, err))) {
+            hr_engine_free(e);
+            return st;
+        }
     bool ok = true;
-    e->x = xalloc(B * (size_t)hp->n_embd * sizeof(float), &ok);
-    e->xn = xalloc(B * wide * sizeof(float), &ok);
-    e->q = xalloc(B * (size_t)hp->n_head * (size_t)hp->head_dim * sizeof(float), &ok);
-    e->k = xalloc(B * (size_t)hp->n_head_kv * (size_t)hp->head_dim * sizeof(float), &ok);
-    e->v = xalloc(B * (size_t)hp->n_head_kv * (size_t)hp->head_dim_v * sizeof(float), &ok);
-    e->att = xalloc(B * attn_out * sizeof(float), &ok);
-    e->gate = xalloc(B * (size_t)hp->n_ff * sizeof(float), &ok);
-    e->up = xalloc(B * (size_t)hp->n_ff * sizeof(float), &ok);
-    e->act = xalloc(B * e->act_row_bytes, &ok);
-    e->run_start = xalloc(B * sizeof(int32_t), &ok);
-    e->run_len = xalloc(B * sizeof(int32_t), &ok);
-    e->n_pos = xalloc(B * sizeof(int32_t), &ok);
-    e->item_cost = xalloc(B * (size_t)hp->n_head_kv * sizeof(int64_t), &ok);
-    e->rope_cs = xalloc(B * (size_t)(hp->rope_dim > 0 ? hp->rope_dim : 1) * sizeof(float), &ok);
-    if (ok && e->p.n_threads > 1 && !(e->pool = hr_pool_new(e->p.n_threads)))
-        ok = false;
-    if (ok && !pack_weights(e))
-        ok = false;
-    if (!ok) {
+    e->output_norm = dev_floats(e, m->output_norm, (size_t)hp->n_embd, &ok);
+    /* LongRoPE: the long factors once the context exceeds the original one */
+    const float *factors = m->rope_freqs_long && e->p.n_ctx > m->rope_long_ctx ? m->rope_freqs_long : m->rope_freqs;
+    e->rope_factors = dev_floats(e, factors, (size_t)(hp->rope_dim / 2), &ok);
+
+    /* scratch: the widest layer decides */
+    size_t B = (size_t)e->p.max_batch, D = (size_t)hp->n_embd, QD = 0, KD = 0, VD = 0, AD = 0, F = 1, FE = 1;
+    for (int32_t i = 0; i < hp->n_layer; i++) {
+        const hr_layer_desc *d = &hp->layer[i];
+        QD = max_sz(QD, (size_t)d->n_head * (size_t)d->head_dim);
+        KD = max_sz(KD, (size_t)d->n_head_kv * (size_t)d->head_dim);
+        VD = max_sz(VD, (size_t)d->n_head_kv * (size_t)d->head_dim_v);
+        AD = max_sz(AD, (size_t)d->n_head * (size_t)d->head_dim_v);
+        if (d->ffn == HR_FFN_MOE)
+            FE = max_sz(FE, (size_t)d->n_ff);
+        else
+            F = max_sz(F, (size_t)d->n_ff);
+        F = max_sz(F, (size_t)d->n_ff_shexp);
+    }
+    const size_t K = hp->n_expert ? (size_t)hp->n_expert_used : 0;
+    const size_t f = sizeof(float);
+    e->x = own(e, B * D * f, &ok);
+    e->xn = own(e, B * D * f, &ok);
+    e->ffo = own(e, B * D * f, &ok);
+    e->q = own(e, B * QD * f, &ok);
+    e->k = own(e, B * KD * f, &ok);
+    e->v = own(e, B * VD * f, &ok);
+    e->att = own(e, B * AD * f, &ok);
+    e->gate = own(e, B * F * f, &ok);
+    e->up = own(e, B * F * f, &ok);
+    e->logits = own(e, B * (size_t)hp->n_vocab * f, &ok);
+    if (K) {
+        e->rlog = own(e, B * (size_t)hp->n_expert * f, &ok);
+        e->ids = own(e, B * K * sizeof(int32_t), &ok);
+        e->rw = own(e, B * K * f, &ok);
+        if (hp->route_scales_input)
+            e->ein = own(e, B * K * D * f, &ok);
+        e->eg = own(e, B * K * FE * f, &ok);
+        e->eu = own(e, B * K * FE * f, &ok);
+        e->ed = own(e, B * K * D * f, &ok);
+    }
+    e->rows = malloc(B * sizeof *e->rows);
+    if (!ok || !e->rows) {
         hr_engine_free(e);
         return hr_err_set(err, HR_ERR_NOMEM, "out of memory for engine scratch (batch %zu)", B);
     }
@@ -182,314 +241,164 @@ void hr_engine_free(hr_engine *e)
 {
     if (!e)
         return;
-    free(e->x);
-    free(e->xn);
-    free(e->q);
-    free(e->k);
-    free(e->v);
-    free(e->att);
-    free(e->gate);
-    free(e->up);
-    free(e->blk);
-    free(e->run_start);
-    free(e->run_len);
-    free(e->n_pos);
-    free(e->item_cost);
-    free(e->rope_cs);
-    free(e->act);
-    if (e->packed)
-        for (int32_t i = 0; i <= e->m->hp.n_layer * PK_PER_LAYER; i++)
-            free(e->packed[i]);
-    free(e->packed);
-    hr_pool_free(e->pool);
+    if (e->bk) {
+        if (e->L)
+            for (int32_t i = 0; i < e->m->hp.n_layer; i++) {
+                hr_bweight *const w[] = { e->L[i].wq, e->L[i].wk, e->L[i].wv, e->L[i].wo, e->L[i].gate,
+                                          e->L[i].up, e->L[i].down, e->L[i].router, e->L[i].gate_exps,
+                                          e->L[i].up_exps, e->L[i].down_exps, e->L[i].gate_sh, e->L[i].up_sh,
+                                          e->L[i].down_sh };
+                for (size_t j = 0; j < sizeof w / sizeof w[0]; j++)
+                    e->op->weight_free(e->bk, w[j]);
+            }
+        if (e->output != e->tok_embd)
+            e->op->weight_free(e->bk, e->output);
+        e->op->weight_free(e->bk, e->tok_embd);
+        for (int32_t i = 0; i < e->n_owned; i++)
+            e->op->release(e->bk, e->owned[i]);
+        hr_backend_free(e->bk);
+    }
+    free(e->owned);
+    free(e->L);
+    free(e->rows);
     free(e);
 }
 
-/* y[t] = W x[t] for n tokens; x rows are w->ne0 floats, y rows w->ne1.
- * pk is the index of w's packed copy (layer * PK_PER_LAYER + PK_x, or
- * n_layer * PK_PER_LAYER for the output). */
-static void matmul(hr_engine *e, const hr_weight *w, int32_t pk, const float *x, int32_t n, float *y)
+/* The FFN of layer il on e->xn (n rows), into e->ffo. */
+static void ffn(hr_engine *e, int32_t il, int32_t n)
 {
-    if (e->packed && e->packed[pk])
-        hr_matmul_packed(e->pool, e->packed[pk], w->type, w->ne0, w->ne1, x, n, y, e->act);
-    else
-        hr_matmul(e->pool, w->data, w->type, w->row_bytes, w->ne0, w->ne1, x, n, y, e->act);
-}
-
-/* Several matrices on the same input: one packed pass when all of them are
- * packed with one type (same results as separate calls). */
-static void matmul_multi(hr_engine *e, int nm, const hr_weight *const *w, const int32_t *pk, const float *x, int32_t n,
-                         float *const *y)
-{
-    bool same = e->packed != NULL;
-    for (int i = 0; same && i < nm; i++)
-        same = e->packed[pk[i]] && w[i]->type == w[0]->type && w[i]->ne0 == w[0]->ne0;
-    if (!same) {
-        for (int i = 0; i < nm; i++)
-            matmul(e, w[i], pk[i], x, n, y[i]);
+    const hr_hparams *hp = &e->m->hp;
+    const hr_layer_desc *d = &hp->layer[il];
+    const dev_layer *L = &e->L[il];
+    const hr_backend_ops *op = e->op;
+    hr_backend *b = e->bk;
+    const int32_t D = hp->n_embd;
+    if (d->ffn == HR_FFN_DENSE) {
+        const hr_bweight *w[2] = { L->gate, L->up };
+        float *const y[2] = { e->gate, e->up };
+        op->matmul_n(b, 2, w, e->xn, n, y);
+        op->glu(b, hp->act, hp->act_alpha, hp->act_limit, e->gate, e->up, (int64_t)n * d->n_ff);
+        op->matmul(b, L->down, e->gate, n, e->ffo);
         return;
     }
-    const void *p[3];
-    int64_t N[3];
-    for (int i = 0; i < nm; i++) {
-        p[i] = e->packed[pk[i]];
-        N[i] = w[i]->ne1;
+    const int32_t k = hp->n_expert_used, F = d->n_ff;
+    op->matmul(b, L->router, e->xn, n, e->rlog);
+    /* a router bias is part of the router's linear layer (gpt-oss) */
+    if (L->router_bias)
+        op->add_bias(b, e->rlog, L->router_bias, n, hp->n_expert);
+    const hr_route_opts ro = { hp->router, hp->n_expert, k, hp->router_renorm, NULL };
+    op->route(b, e->rlog, n, &ro, e->ids, e->rw);
+    const float *in = e->xn;
+    bool per_slot = false;
+    if (hp->route_scales_input) { /* the weight scales each slot's input (llama4) */
+        op->dup_rows(b, e->ein, e->xn, n, k, D);
+        op->scale_rows(b, e->ein, e->rw, (int64_t)n * k, D);
+        in = e->ein;
+        per_slot = true;
     }
-    hr_matmul_packed_multi(e->pool, nm, p, N, y, w[0]->type, w[0]->ne0, x, n, e->act);
-}
-
-static void rmsnorm(float *out, const float *x, const float *w, int32_t n, float eps)
-{
-    double sum = 0.0;
-    for (int32_t i = 0; i < n; i++)
-        sum += (double)(x[i] * x[i]);
-    float scale = 1.0f / sqrtf((float)(sum / n) + eps);
-    for (int32_t i = 0; i < n; i++)
-        out[i] = x[i] * scale * w[i];
-}
-
-/* The cos/sin of every rotated pair of position pos: pair i's angle is
- * pos * freq_scale * theta^(-2i/rope_dim) / freq_factor[i], built up by
- * repeated multiplication like the reference implementation. Computed once
- * per token and shared by every head and layer. */
-static void rope_table(float *cs, int32_t pos, const hr_hparams *hp, const float *freq_factors)
-{
-    const int32_t nd = hp->rope_dim;
-    const float theta_scale = powf(hp->rope_theta, -2.0f / (float)nd);
-    float theta = (float)pos;
-    for (int32_t i = 0; i < nd / 2; i++) {
-        float th = hp->rope_freq_scale * theta;
-        if (freq_factors)
-            th /= freq_factors[i];
-        cs[2 * i] = cosf(th);
-        cs[2 * i + 1] = sinf(th);
-        theta *= theta_scale;
+    op->matmul_id(b, L->gate_exps, in, per_slot, n, k, e->ids, e->eg);
+    op->matmul_id(b, L->up_exps, in, per_slot, n, k, e->ids, e->eu);
+    if (L->gate_exps_b) {
+        op->add_bias_id(b, e->eg, L->gate_exps_b, e->ids, n, k, F);
+        op->add_bias_id(b, e->eu, L->up_exps_b, e->ids, n, k, F);
     }
-}
-
-/* Rotates the first rope_dim dimensions of each of n_heads heads of `v`
- * (head stride head_dim) by the table of rope_table. */
-static void rope(float *v, int32_t n_heads, int32_t head_dim, const float *cs, const hr_hparams *hp)
-{
-    const int32_t nd = hp->rope_dim;
-    for (int32_t h = 0; h < n_heads; h++) {
-        float *x = v + (size_t)h * head_dim;
-        for (int32_t i = 0; i < nd / 2; i++) {
-            const float c = cs[2 * i], s = cs[2 * i + 1];
-            int32_t a, b;
-            if (hp->rope_style == HR_ROPE_NEOX) {
-                a = i;
-                b = i + nd / 2;
-            } else {
-                a = 2 * i;
-                b = 2 * i + 1;
-            }
-            float x0 = x[a], x1 = x[b];
-            x[a] = x0 * c - x1 * s;
-            x[b] = x0 * s + x1 * c;
-        }
+    op->glu(b, hp->act, hp->act_alpha, hp->act_limit, e->eg, e->eu, (int64_t)n * k * F);
+    op->matmul_id(b, L->down_exps, e->eg, true, n, k, e->ids, e->ed);
+    if (L->down_exps_b)
+        op->add_bias_id(b, e->ed, L->down_exps_b, e->ids, n, k, D);
+    op->moe_sum(b, e->ffo, e->ed, hp->route_scales_input ? NULL : e->rw, n, k, D);
+    if (L->gate_sh) {
+        const hr_bweight *w[2] = { L->gate_sh, L->up_sh };
+        float *const y[2] = { e->gate, e->up };
+        op->matmul_n(b, 2, w, e->xn, n, y);
+        op->glu(b, hp->act, hp->act_alpha, hp->act_limit, e->gate, e->up, (int64_t)n * d->n_ff_shexp);
+        op->matmul(b, L->down_sh, e->gate, n, e->xn);
+        op->add(b, e->ffo, e->xn, (int64_t)n * D);
     }
-}
-
-/* Per-thread lists of K/V block pointers, room for n positions. */
-static hr_status ensure_blocks(hr_engine *e, hr_kv *kv, int32_t n, hr_err *err)
-{
-    const int32_t need = n / hr_kv_block_tokens(kv) + 1;
-    if (need <= e->blk_cap)
-        return HR_OK;
-    int32_t cap = e->blk_cap ? e->blk_cap : 64;
-    while (cap < need)
-        cap *= 2;
-    const float **p = realloc(e->blk, (size_t)cap * 2 * (size_t)e->p.n_threads * sizeof *p);
-    if (!p)
-        return hr_err_set(err, HR_ERR_NOMEM, "out of memory for attention block lists");
-    e->blk = p;
-    e->blk_cap = cap;
-    return HR_OK;
-}
-
-typedef struct {
-    hr_engine *e;
-    hr_kv *kv;
-    int32_t layer, n;
-    const int32_t *seq;
-    hr_attn_fn attn;
-} attn_job;
-
-/* Splits the chunk's tokens into attention items: runs of consecutive
- * tokens of one sequence (at most HR_ATTN_MAX_TOKENS), times the KV heads,
- * with a running sum of their cost (positions attended) so that threads can
- * take equal shares. The same for every layer. */
-static void attn_items(hr_engine *e, int32_t n, const int32_t *pos, const int32_t *seq, int32_t n_kv)
-{
-    int32_t runs = 0;
-    for (int32_t t = 0; t < n; runs++) {
-        int32_t len = 1;
-        while (t + len < n && seq[t + len] == seq[t] && len < HR_ATTN_MAX_TOKENS)
-            len++;
-        e->run_start[runs] = t;
-        e->run_len[runs] = len;
-        t += len;
-    }
-    for (int32_t t = 0; t < n; t++)
-        e->n_pos[t] = pos[t] + 1;
-    e->n_items = 0;
-    int64_t cost = 0;
-    for (int32_t h = 0; h < n_kv; h++)
-        for (int32_t r = 0; r < runs; r++) {
-            for (int32_t i = 0; i < e->run_len[r]; i++)
-                cost += e->n_pos[e->run_start[r] + i] + 16; /* + a fixed share per row */
-            e->item_cost[e->n_items++] = cost;
-        }
-}
-
-/* Pool task: a contiguous share of the items by cost; each computes the
- * query heads of its KV head for a run of tokens over their sequence's
- * positions, streaming the cache block by block (src/cpu/attn.h). */
-static void attend_task(void *ctx, int ith, int nth)
-{
-    const attn_job *j = ctx;
-    hr_engine *e = j->e;
-    const hr_hparams *hp = hr_model_hparams(e->m);
-    const int32_t hd = hp->head_dim, hdv = hp->head_dim_v, nkv = hp->n_head_kv;
-    const int32_t group = hp->n_head / nkv;
-    const int32_t QD = hp->n_head * hd, AD = hp->n_head * hdv;
-    const int32_t bt = hr_kv_block_tokens(j->kv);
-    const float scale = 1.0f / sqrtf((float)hd);
-    const int32_t runs = e->n_items / nkv;
-    const int64_t total = e->n_items ? e->item_cost[e->n_items - 1] : 0;
-    const int64_t clo = total * ith / nth, chi = total * (ith + 1) / nth;
-    /* items whose cost interval ends in (clo, chi] */
-    int32_t lo = 0, hi = 0;
-    while (lo < e->n_items && e->item_cost[lo] <= clo)
-        lo++;
-    hi = lo;
-    while (hi < e->n_items && e->item_cost[hi] <= chi)
-        hi++;
-    if (ith == nth - 1)
-        hi = e->n_items;
-    const float **kp = e->blk + (size_t)ith * 2 * (size_t)e->blk_cap, **vp = kp + e->blk_cap;
-    int32_t have_seq = -1, have_kvh = -1, have_blocks = 0;
-    for (int32_t it = lo; it < hi; it++) {
-        const int32_t kvh = it / runs, r = it % runs;
-        const int32_t t0 = e->run_start[r], nt = e->run_len[r], seq = j->seq[t0];
-        int32_t max_pos = 0;
-        for (int32_t i = 0; i < nt; i++)
-            max_pos = e->n_pos[t0 + i] > max_pos ? e->n_pos[t0 + i] : max_pos;
-        const int32_t nblk = (max_pos + bt - 1) / bt;
-        if (seq != have_seq || kvh != have_kvh)
-            have_blocks = 0;
-        for (int32_t b = have_blocks; b < nblk; b++) {
-            kp[b] = hr_kv_k(j->kv, j->layer, seq, b * bt) + (size_t)kvh * hd;
-            vp[b] = hr_kv_v(j->kv, j->layer, seq, b * bt) + (size_t)kvh * hdv;
-        }
-        if (nblk > have_blocks)
-            have_blocks = nblk;
-        have_seq = seq;
-        have_kvh = kvh;
-        const hr_attn_kv kvv = { kp, vp, bt, (size_t)nkv * hd, (size_t)nkv * hdv };
-        j->attn(e->q + (size_t)t0 * QD + (size_t)kvh * group * hd, (size_t)QD, nt, e->n_pos + t0, group, hd, hdv,
-                scale, &kvv, e->att + (size_t)t0 * AD + (size_t)kvh * group * hdv, (size_t)AD);
-    }
-}
-
-static void add_bias(float *y, const float *b, int32_t n_tok, int32_t dim)
-{
-    if (!b)
-        return;
-    for (int32_t t = 0; t < n_tok; t++)
-        for (int32_t i = 0; i < dim; i++)
-            y[(size_t)t * dim + i] += b[i];
 }
 
 /* One chunk of at most max_batch tokens. */
-static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *b, int32_t off, int32_t n,
+static hr_status forward_chunk(hr_engine *e, hr_kv *kv, const hr_batch *bt, int32_t off, int32_t n,
                                float **logits_out, hr_err *err)
 {
     const hr_model *m = e->m;
     const hr_hparams *hp = &m->hp;
-    const int32_t D = hp->n_embd, F = hp->n_ff;
-    const int32_t QD = hp->n_head * hp->head_dim, KD = hp->n_head_kv * hp->head_dim;
-    const int32_t VD = hp->n_head_kv * hp->head_dim_v;
-    const int32_t *tok = b->token + off, *pos = b->pos + off, *seq = b->seq + off;
-    hr_status st;
+    const hr_backend_ops *op = e->op;
+    hr_backend *b = e->bk;
+    const int32_t D = hp->n_embd;
+    const hr_tokens tk = { n, bt->pos + off, bt->seq + off, ++e->chunk_id };
 
-    int32_t max_pos = 0;
-    for (int32_t t = 0; t < n; t++)
-        if (pos[t] > max_pos)
-            max_pos = pos[t];
-    if ((st = ensure_blocks(e, kv, max_pos + 1, err)))
-        return st;
+    op->get_rows(b, e->tok_embd, bt->token + off, n, e->x);
+    if (hp->embd_scale != 1.0f)
+        op->scale(b, e->x, hp->embd_scale, (int64_t)n * D);
 
-    const hr_type_traits *et = hr_type_get(m->tok_embd.type);
-    for (int32_t t = 0; t < n; t++)
-        et->to_float((const char *)m->tok_embd.data + (size_t)tok[t] * m->tok_embd.row_bytes, e->x + (size_t)t * D, D);
+    for (int32_t il = 0; il < hp->n_layer; il++) {
+        const hr_layer_desc *d = &hp->layer[il];
+        const dev_layer *L = &e->L[il];
+        const int32_t QD = d->n_head * d->head_dim, KD = d->n_head_kv * d->head_dim;
+        const int32_t VD = d->n_head_kv * d->head_dim_v;
 
-    for (int32_t t = 0; t < n; t++)
-        rope_table(e->rope_cs + (size_t)t * (size_t)hp->rope_dim, pos[t], hp, m->rope_freqs);
-
-    attn_items(e, n, pos, seq, hp->n_head_kv);
-    const hr_attn_fn attn = hr_cpu_attn(hp->n_head / hp->n_head_kv, hp->head_dim, hp->head_dim_v);
-    for (int32_t l = 0; l < hp->n_layer; l++) {
-        const hr_layer_weights *L = &m->layers[l];
-        for (int32_t t = 0; t < n; t++)
-            rmsnorm(e->xn + (size_t)t * D, e->x + (size_t)t * D, L->attn_norm, D, hp->rms_eps);
+        op->rms_norm(b, e->xn, e->x, L->attn_norm, n, D, hp->rms_eps);
         {
-            const hr_weight *w[3] = { &L->wq, &L->wk, &L->wv };
-            const int32_t pk[3] = { l * PK_PER_LAYER + PK_Q, l * PK_PER_LAYER + PK_K, l * PK_PER_LAYER + PK_V };
+            const hr_bweight *w[3] = { L->wq, L->wk, L->wv };
             float *const y[3] = { e->q, e->k, e->v };
-            matmul_multi(e, 3, w, pk, e->xn, n, y);
+            op->matmul_n(b, 3, w, e->xn, n, y);
         }
-        add_bias(e->q, L->bq, n, QD);
-        add_bias(e->k, L->bk, n, KD);
-        add_bias(e->v, L->bv, n, VD);
-        for (int32_t t = 0; t < n; t++) {
-            float *qt = e->q + (size_t)t * QD, *kt = e->k + (size_t)t * KD;
-            if (L->q_norm) {
-                for (int32_t h = 0; h < hp->n_head; h++)
-                    rmsnorm(qt + (size_t)h * hp->head_dim, qt + (size_t)h * hp->head_dim, L->q_norm, hp->head_dim, hp->rms_eps);
-                for (int32_t h = 0; h < hp->n_head_kv; h++)
-                    rmsnorm(kt + (size_t)h * hp->head_dim, kt + (size_t)h * hp->head_dim, L->k_norm, hp->head_dim, hp->rms_eps);
-            }
-            const float *cs = e->rope_cs + (size_t)t * (size_t)hp->rope_dim;
-            rope(qt, hp->n_head, hp->head_dim, cs, hp);
-            rope(kt, hp->n_head_kv, hp->head_dim, cs, hp);
-            memcpy(hr_kv_k(kv, l, seq[t], pos[t]), kt, (size_t)KD * sizeof(float));
-            memcpy(hr_kv_v(kv, l, seq[t], pos[t]), e->v + (size_t)t * VD, (size_t)VD * sizeof(float));
+        if (L->bq)
+            op->add_bias(b, e->q, L->bq, n, QD);
+        if (L->bk)
+            op->add_bias(b, e->k, L->bk, n, KD);
+        if (L->bv)
+            op->add_bias(b, e->v, L->bv, n, VD);
+        if (d->qk_norm == HR_QKNORM_RMS) {
+            op->rms_norm(b, e->q, e->q, L->q_norm, (int64_t)n * d->n_head, d->head_dim, hp->rms_eps);
+            op->rms_norm(b, e->k, e->k, L->k_norm, (int64_t)n * d->n_head_kv, d->head_dim, hp->rms_eps);
         }
-        attn_job job = { e, kv, l, n, seq, attn };
-        if (e->pool)
-            hr_pool_run(e->pool, attend_task, &job);
-        else
-            attend_task(&job, 0, 1);
-        matmul(e, &L->wo, l * PK_PER_LAYER + PK_O, e->att, n, e->xn);
-        for (size_t i = 0; i < (size_t)n * D; i++)
-            e->x[i] += e->xn[i];
+        if (d->rope >= 0) {
+            const hr_rope_cfg *rc = &hp->rope[d->rope];
+            op->rope(b, e->q, &tk, d->n_head, d->head_dim, QD, hp->rope_dim, hp->rope_style, rc, e->rope_factors);
+            op->rope(b, e->k, &tk, d->n_head_kv, d->head_dim, KD, hp->rope_dim, hp->rope_style, rc, e->rope_factors);
+        }
+        if (d->qk_norm == HR_QKNORM_L2) {
+            op->rms_norm(b, e->q, e->q, NULL, (int64_t)n * d->n_head, d->head_dim, hp->rms_eps);
+            op->rms_norm(b, e->k, e->k, NULL, (int64_t)n * d->n_head_kv, d->head_dim, hp->rms_eps);
+        }
+        if (d->temp_scale != 0.0f)
+            op->attn_temp(b, e->q, &tk, QD, d->temp_scale, d->temp_floor);
+        op->kv_write(b, kv, il, &tk, e->k, e->v);
+        const hr_attn_opts ao = { d->attn, d->window, d->q_scale, d->sinks ? L->sinks : NULL };
+        op->attention(b, kv, il, &tk, e->q, d->n_head, d->n_head_kv, d->head_dim, d->head_dim_v, &ao, e->att);
+        op->matmul(b, L->wo, e->att, n, e->xn);
+        if (L->bo)
+            op->add_bias(b, e->xn, L->bo, n, D);
+        if (L->post_attn_norm)
+            op->rms_norm(b, e->xn, e->xn, L->post_attn_norm, n, D, hp->rms_eps);
+        op->add(b, e->x, e->xn, (int64_t)n * D);
 
-        for (int32_t t = 0; t < n; t++)
-            rmsnorm(e->xn + (size_t)t * D, e->x + (size_t)t * D, L->ffn_norm, D, hp->rms_eps);
-        {
-            const hr_weight *w[2] = { &L->ffn_gate, &L->ffn_up };
-            const int32_t pk[2] = { l * PK_PER_LAYER + PK_GATE, l * PK_PER_LAYER + PK_UP };
-            float *const y[2] = { e->gate, e->up };
-            matmul_multi(e, 2, w, pk, e->xn, n, y);
-        }
-        hr_cpu_silu_mul(e->gate, e->up, (int64_t)n * F);
-        matmul(e, &L->ffn_down, l * PK_PER_LAYER + PK_DOWN, e->gate, n, e->xn);
-        for (size_t i = 0; i < (size_t)n * D; i++)
-            e->x[i] += e->xn[i];
+        op->rms_norm(b, e->xn, e->x, L->ffn_norm, n, D, hp->rms_eps);
+        ffn(e, il, n);
+        if (L->post_ffn_norm)
+            op->rms_norm(b, e->ffo, e->ffo, L->post_ffn_norm, n, D, hp->rms_eps);
+        op->add(b, e->x, e->ffo, (int64_t)n * D);
     }
 
     /* gather the tokens that want logits, normalise, project */
     int32_t n_out = 0;
-    for (int32_t t = 0; t < n; t++) {
-        if (b->logits && !b->logits[off + t])
-            continue;
-        rmsnorm(e->xn + (size_t)n_out * D, e->x + (size_t)t * D, m->output_norm, D, hp->rms_eps);
-        n_out++;
-    }
+    for (int32_t t = 0; t < n; t++)
+        if (!bt->logits || bt->logits[off + t])
+            e->rows[n_out++] = t;
+    hr_status st = HR_OK;
     if (n_out) {
-        matmul(e, &m->output, hp->n_layer * PK_PER_LAYER, e->xn, n_out, *logits_out);
+        op->select_rows(b, e->x, e->x, e->rows, n_out, D);
+        op->rms_norm(b, e->xn, e->x, e->output_norm, n_out, D, hp->rms_eps);
+        op->matmul(b, e->output, e->xn, n_out, e->logits);
+        if (hp->final_softcap > 0.0f)
+            op->softcap(b, e->logits, hp->final_softcap, (int64_t)n_out * hp->n_vocab);
+    }
+    if ((st = op->check(b, err)))
+        return st;
+    if (n_out) {
+        op->read(b, *logits_out, e->logits, (size_t)n_out * (size_t)hp->n_vocab * sizeof(float));
         *logits_out += (size_t)n_out * hp->n_vocab;
     }
     return HR_OK;
@@ -507,7 +416,9 @@ void hr_engine_set_fault(hr_engine_fault_fn fn, void *ctx)
 
 int32_t hr_engine_failed_seq(const hr_engine *e) { return e->failed_seq; }
 
-hr_pool *hr_engine_pool(const hr_engine *e) { return e->pool; }
+struct hr_pool *hr_engine_pool(const hr_engine *e) { return hr_backend_cpu_pool(e->bk); }
+
+size_t hr_engine_weight_bytes(const hr_engine *e) { return e->op->weight_bytes(e->bk); }
 
 hr_status hr_engine_forward(hr_engine *e, hr_kv *kv, const hr_batch *b, float *logits, hr_err *err)
 {

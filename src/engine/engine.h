@@ -23,6 +23,7 @@ typedef struct hr_engine hr_engine;
 typedef struct {
     int32_t max_batch;  /* tokens processed per internal step (larger batches are split) */
     int32_t n_threads;  /* compute threads (>= 1) */
+    int32_t n_ctx;      /* the context the caller serves (chooses LongRoPE factors); 0 = the training context */
 } hr_engine_params;
 
 typedef struct {
@@ -47,6 +48,10 @@ hr_status hr_engine_forward(hr_engine *e, hr_kv *kv, const hr_batch *b, float *l
 /* The engine's compute pool (NULL when single-threaded), for the caller's
  * own parallel work between forwards (hr_pool_run from the calling thread). */
 struct hr_pool *hr_engine_pool(const hr_engine *e);
+
+/* Bytes the backend holds for weights beyond the file mapping (repacked
+ * copies). */
+size_t hr_engine_weight_bytes(const hr_engine *e);
 
 /* After a failed hr_engine_forward: the sequence id the failure concerns
  * (a bad token, position or sequence id, its KV rows not fitting), or -1

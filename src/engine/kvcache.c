@@ -40,11 +40,12 @@ typedef struct {
 
 struct hr_kv {
     int32_t n_layer;
-    int32_t k_dim, v_dim;     /* floats per token per layer */
+    int32_t *k_dim, *v_dim;   /* (n_layer) floats per token of each layer */
+    size_t *layer_off;        /* (n_layer) floats from a block's start to the layer's K rows */
     int32_t block_tokens;
     int32_t n_blocks;
-    size_t block_floats;      /* floats in one block: n_layer * block_tokens * (k_dim + v_dim) */
-    float *pool;              /* (n_blocks, n_layer, 2, block_tokens, dim) */
+    size_t block_floats;      /* floats in one block: block_tokens * sum of (k_dim + v_dim) */
+    float *pool;              /* (n_blocks; per layer: block_tokens K rows, then block_tokens V rows) */
     block_meta *meta;         /* (n_blocks) */
     int32_t *block_tokens_ids; /* (n_blocks, block_tokens) tokens of hashed blocks, to verify hits */
     int32_t *free_stack;      /* free blocks */
@@ -58,9 +59,24 @@ struct hr_kv {
     int32_t max_seqs;
 };
 
+/* Floats per token of layer l's K and V rows (the layer descriptor's sizes;
+ * the common ones when there is no descriptor). */
+static int32_t layer_k(const hr_hparams *hp, int32_t l)
+{
+    return hp->layer ? hp->layer[l].n_head_kv * hp->layer[l].head_dim : hp->n_head_kv * hp->head_dim;
+}
+
+static int32_t layer_v(const hr_hparams *hp, int32_t l)
+{
+    return hp->layer ? hp->layer[l].n_head_kv * hp->layer[l].head_dim_v : hp->n_head_kv * hp->head_dim_v;
+}
+
 size_t hr_kv_bytes_per_token(const hr_hparams *hp)
 {
-    return (size_t)hp->n_layer * (size_t)hp->n_head_kv * (size_t)(hp->head_dim + hp->head_dim_v) * sizeof(float);
+    size_t n = 0;
+    for (int32_t l = 0; l < hp->n_layer; l++)
+        n += (size_t)layer_k(hp, l) + (size_t)layer_v(hp, l);
+    return n * sizeof(float);
 }
 
 hr_status hr_kv_new(const hr_hparams *hp, const hr_kv_params *p, hr_kv **out, hr_err *err)
@@ -72,15 +88,26 @@ hr_status hr_kv_new(const hr_hparams *hp, const hr_kv_params *p, hr_kv **out, hr
     if (!kv)
         return hr_err_set(err, HR_ERR_NOMEM, "out of memory");
     kv->n_layer = hp->n_layer;
-    kv->k_dim = hp->n_head_kv * hp->head_dim;
-    kv->v_dim = hp->n_head_kv * hp->head_dim_v;
+    kv->k_dim = malloc((size_t)hp->n_layer * sizeof *kv->k_dim);
+    kv->v_dim = malloc((size_t)hp->n_layer * sizeof *kv->v_dim);
+    kv->layer_off = malloc((size_t)hp->n_layer * sizeof *kv->layer_off);
+    if (!kv->k_dim || !kv->v_dim || !kv->layer_off) {
+        hr_kv_free(kv);
+        return hr_err_set(err, HR_ERR_NOMEM, "out of memory");
+    }
     kv->block_tokens = p->block_tokens;
     kv->n_blocks = p->n_blocks;
     kv->max_seqs = p->max_seqs;
-    kv->block_floats = (size_t)kv->n_layer * (size_t)kv->block_tokens * (size_t)(kv->k_dim + kv->v_dim);
+    kv->block_floats = 0;
+    for (int32_t l = 0; l < hp->n_layer; l++) {
+        kv->k_dim[l] = layer_k(hp, l);
+        kv->v_dim[l] = layer_v(hp, l);
+        kv->layer_off[l] = kv->block_floats;
+        kv->block_floats += (size_t)kv->block_tokens * (size_t)(kv->k_dim[l] + kv->v_dim[l]);
+    }
     size_t total = kv->block_floats * (size_t)p->n_blocks;
     if (total / (size_t)p->n_blocks != kv->block_floats || total > SIZE_MAX / sizeof(float)) {
-        free(kv);
+        hr_kv_free(kv);
         return hr_err_set(err, HR_ERR_LIMIT, "KV cache size overflows");
     }
     kv->n_buckets = 16;
@@ -126,6 +153,9 @@ void hr_kv_free(hr_kv *kv)
     free(kv->block_tokens_ids);
     free(kv->meta);
     free(kv->pool);
+    free(kv->k_dim);
+    free(kv->v_dim);
+    free(kv->layer_off);
     free(kv);
 }
 
@@ -487,11 +517,14 @@ static float *row(hr_kv *kv, int32_t layer, int32_t seq, int32_t pos, int which)
     int32_t b = s->blocks[pos / kv->block_tokens];
     int32_t r = pos % kv->block_tokens;
     float *blk = kv->pool + (size_t)b * kv->block_floats;
-    float *lay = blk + (size_t)layer * (size_t)kv->block_tokens * (size_t)(kv->k_dim + kv->v_dim);
+    float *lay = blk + kv->layer_off[layer];
     if (which == 0)
-        return lay + (size_t)r * (size_t)kv->k_dim;
-    return lay + (size_t)kv->block_tokens * (size_t)kv->k_dim + (size_t)r * (size_t)kv->v_dim;
+        return lay + (size_t)r * (size_t)kv->k_dim[layer];
+    return lay + (size_t)kv->block_tokens * (size_t)kv->k_dim[layer] + (size_t)r * (size_t)kv->v_dim[layer];
 }
 
 float *hr_kv_k(hr_kv *kv, int32_t layer, int32_t seq, int32_t pos) { return row(kv, layer, seq, pos, 0); }
 float *hr_kv_v(hr_kv *kv, int32_t layer, int32_t seq, int32_t pos) { return row(kv, layer, seq, pos, 1); }
+
+size_t hr_kv_k_dim(const hr_kv *kv, int32_t layer) { return (size_t)kv->k_dim[layer]; }
+size_t hr_kv_v_dim(const hr_kv *kv, int32_t layer) { return (size_t)kv->v_dim[layer]; }

@@ -84,6 +84,10 @@ int32_t hr_kv_blocks_free(const hr_kv *kv);
 int32_t hr_kv_blocks_cached(const hr_kv *kv);
 size_t hr_kv_block_bytes(const hr_kv *kv);
 
+/* Floats of one position's K (V) row in layer `layer`. */
+size_t hr_kv_k_dim(const hr_kv *kv, int32_t layer);
+size_t hr_kv_v_dim(const hr_kv *kv, int32_t layer);
+
 /* K row (n_head_kv * head_dim floats) and V row (n_head_kv * head_dim_v) of
  * (layer, seq, pos); pos must be within the reserved capacity. */
 float *hr_kv_k(hr_kv *kv, int32_t layer, int32_t seq, int32_t pos);

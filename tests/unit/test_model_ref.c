@@ -1,9 +1,13 @@
 /* Forward pass against llama.cpp's reference logits for every synthetic
- * model in the fixtures (llama / qwen2 / qwen3 x every tensor type):
- * teacher-forced NMSE and top-1 agreement within the stated tolerances, and
- * the greedy continuation reproduced up to the first near-tie. */
+ * model in the fixtures (models/synth: llama / qwen2 / qwen3 x every tensor
+ * type) and every model of models/arch/ whose architecture hearth loads
+ * (the others must be refused as unsupported, by name): teacher-forced NMSE
+ * and top-1 agreement within the stated tolerances, and the greedy
+ * continuation reproduced up to the first near-tie. The references were
+ * made with a context of 256 (LongRoPE picks its factors by it). */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
@@ -24,15 +28,18 @@ typedef struct {
     hr_engine *e;
 } rig;
 
-static void rig_open(rig *r, const char *path)
+static bool rig_open(rig *r, const char *path)
 {
     hr_err err = {0};
-    if (hr_model_load(path, &r->m, &err))
-        fail_msg("%s", err.msg);
+    if (hr_model_load(path, &r->m, &err)) {
+        printf("  %s: FAIL: %s\n", path, err.msg);
+        return false;
+    }
     hr_kv_params kp = {.n_blocks = 64, .block_tokens = 16, .max_seqs = 2};
-    hr_engine_params ep = {.max_batch = 64, .n_threads = 1};
+    hr_engine_params ep = {.max_batch = 64, .n_threads = 1, .n_ctx = 256};
     assert_int_equal(hr_kv_new(hr_model_hparams(r->m), &kp, &r->kv, &err), HR_OK);
     assert_int_equal(hr_engine_new(r->m, &ep, &r->e, &err), HR_OK);
+    return true;
 }
 
 static void rig_close(rig *r)
@@ -69,7 +76,7 @@ static float *forward_all(rig *r, const int32_t *ids, size_t n)
     return lg;
 }
 
-static int check_model(const char *json_path)
+static int check_model(const char *sub, const char *json_path)
 {
     json_error_t je;
     json_t *d = json_load_file(json_path, 0, &je);
@@ -77,9 +84,12 @@ static int check_model(const char *json_path)
         fail_msg("cannot parse %s: %s", json_path, je.text);
     const char *model = json_string_value(json_object_get(d, "model"));
     char path[4096];
-    snprintf(path, sizeof path, "%s/models/synth/%s", tu_fixtures(), model);
+    snprintf(path, sizeof path, "%s/models/%s/%s", tu_fixtures(), sub, model);
     rig r;
-    rig_open(&r, path);
+    if (!rig_open(&r, path)) {
+        json_decref(d);
+        return 1;
+    }
     int32_t nv = hr_model_hparams(r.m)->n_vocab;
     json_t *tol = json_object_get(d, "tolerance");
     double nmse_max = json_real_value(json_object_get(tol, "nmse_max"));
@@ -91,7 +101,7 @@ static int check_model(const char *json_path)
         size_t n;
         int32_t *ids = json_ids(json_object_get(d, s ? "sequence_B" : "sequence_A"), &n);
         json_t *lf = json_object_get(d, s ? "logits_B" : "logits_A");
-        snprintf(path, sizeof path, "%s/models/synth/%s", tu_fixtures(), json_string_value(json_object_get(lf, "file")));
+        snprintf(path, sizeof path, "%s/models/%s/%s", tu_fixtures(), sub, json_string_value(json_object_get(lf, "file")));
         size_t rsize;
         float *ref = tu_read_file(path, &rsize);
         assert_non_null(ref);
@@ -157,11 +167,40 @@ static int check_model(const char *json_path)
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static void test_all_reference_models(void **state)
+/* Architectures of models/arch/ that a later issue adds (issue 14: latent
+ * attention, recurrent state): their files must be refused by name. */
+static const char *const not_yet[] = { "deepseek2", "deepseek32", "mistral4", "qwen35" };
+
+static bool is_not_yet(const char *json_name)
 {
-    (void)state;
+    for (size_t i = 0; i < sizeof not_yet / sizeof not_yet[0]; i++)
+        if (!strncmp(json_name, not_yet[i], strlen(not_yet[i])) && json_name[strlen(not_yet[i])] == '-')
+            return true;
+    return false;
+}
+
+static int check_refused(const char *json_path)
+{
+    json_error_t je;
+    json_t *d = json_load_file(json_path, 0, &je);
+    assert_non_null(d);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/models/arch/%s", tu_fixtures(), json_string_value(json_object_get(d, "model")));
+    hr_model *m = NULL;
+    hr_err err = {0};
+    const hr_status st = hr_model_load(path, &m, &err);
+    const char *arch = json_string_value(json_object_get(d, "arch"));
+    const int ok = st == HR_ERR_UNSUPPORTED && arch && strstr(err.msg, arch) && strstr(err.msg, "unknown architecture");
+    printf("  %-22s refused: %s %s\n", json_string_value(json_object_get(d, "model")), err.msg, ok ? "ok" : "FAIL");
+    hr_model_free(m);
+    json_decref(d);
+    return !ok;
+}
+
+static void check_dir(const char *sub, int min_models)
+{
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s/models/synth/reference", tu_fixtures());
+    snprintf(dir, sizeof dir, "%s/models/%s/reference", tu_fixtures(), sub);
     DIR *dp = opendir(dir);
     assert_non_null(dp);
     char *names[256];
@@ -174,22 +213,35 @@ static void test_all_reference_models(void **state)
     }
     closedir(dp);
     qsort(names, (size_t)n, sizeof *names, cmp_str);
-    assert_true(n >= 30);
+    assert_true(n >= min_models);
     int failures = 0;
     for (int i = 0; i < n; i++) {
         char path[4096 + 256];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        failures += check_model(path);
+        failures += strcmp(sub, "arch") || !is_not_yet(names[i]) ? check_model(sub, path) : check_refused(path);
         free(names[i]);
     }
-    printf("%d reference models checked, %d failures\n", n, failures);
+    printf("%d reference models of models/%s checked, %d failures\n", n, sub, failures);
     assert_int_equal(failures, 0);
+}
+
+static void test_synth_reference_models(void **state)
+{
+    (void)state;
+    check_dir("synth", 30);
+}
+
+static void test_arch_reference_models(void **state)
+{
+    (void)state;
+    check_dir("arch", 20);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_all_reference_models),
+        cmocka_unit_test(test_synth_reference_models),
+        cmocka_unit_test(test_arch_reference_models),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
