@@ -40,6 +40,7 @@ struct hr_engine {
     const hr_model *m;
     hr_engine_params p;
     hr_backend *bk;
+    bool own_bk;
     const hr_backend_ops *op;
     dev_layer *L;
     hr_bweight *tok_embd, *output;
@@ -160,11 +161,14 @@ hr_status hr_engine_new(const hr_model *m, const hr_engine_params *p, hr_engine 
         e->p.n_threads = 1;
     if (e->p.n_ctx < 1)
         e->p.n_ctx = hp->n_ctx_train;
-    hr_status st = hr_backend_cpu_new(e->p.n_threads, &e->bk, err);
-    if (st) {
+    hr_status st = HR_OK;
+    if (p->backend)
+        e->bk = p->backend;
+    else if ((st = hr_backend_cpu_new(e->p.n_threads, &e->bk, err))) {
         free(e);
         return st;
-    }
+    } else
+        e->own_bk = true;
     e->op = e->bk->ops;
     e->L = calloc((size_t)hp->n_layer, sizeof *e->L);
     if (!e->L) {
@@ -256,7 +260,8 @@ void hr_engine_free(hr_engine *e)
         e->op->weight_free(e->bk, e->tok_embd);
         for (int32_t i = 0; i < e->n_owned; i++)
             e->op->release(e->bk, e->owned[i]);
-        hr_backend_free(e->bk);
+        if (e->own_bk)
+            hr_backend_free(e->bk);
     }
     free(e->owned);
     free(e->L);
@@ -416,7 +421,7 @@ void hr_engine_set_fault(hr_engine_fault_fn fn, void *ctx)
 
 int32_t hr_engine_failed_seq(const hr_engine *e) { return e->failed_seq; }
 
-struct hr_pool *hr_engine_pool(const hr_engine *e) { return hr_backend_cpu_pool(e->bk); }
+struct hr_pool *hr_engine_pool(const hr_engine *e) { return e->own_bk ? hr_backend_cpu_pool(e->bk) : NULL; }
 
 size_t hr_engine_weight_bytes(const hr_engine *e) { return e->op->weight_bytes(e->bk); }
 

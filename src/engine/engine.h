@@ -19,11 +19,14 @@
 #include "model/model.h"
 
 typedef struct hr_engine hr_engine;
+struct hr_backend;
 
 typedef struct {
     int32_t max_batch;  /* tokens processed per internal step (larger batches are split) */
     int32_t n_threads;  /* compute threads (>= 1) */
     int32_t n_ctx;      /* the context the caller serves (chooses LongRoPE factors); 0 = the training context */
+    struct hr_backend *backend; /* where to run (not owned; must outlive the engine); NULL = a CPU backend
+                                 * of n_threads, owned by the engine */
 } hr_engine_params;
 
 typedef struct {
