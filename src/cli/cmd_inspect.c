@@ -9,6 +9,7 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "gguf/gguf.h"
+#include "engine/kvcache.h"
 #include "model/model.h"
 #include "quant/quant.h"
 
@@ -117,6 +118,16 @@ int cmd_inspect(int argc, char **argv)
     hr_model *m = NULL;
     hr_err merr = {0};
     hr_status mst = hr_model_load(path, &m, &merr);
+    /* the layer descriptor the engine will run, and the bytes a token reads */
+    char *desc = NULL;
+    uint64_t active = 0, kv_per_tok = 0;
+    if (m) {
+        const size_t cap = 256 * (size_t)(hr_model_hparams(m)->n_layer + 2);
+        if ((desc = malloc(cap)))
+            hr_model_describe(m, desc, cap);
+        active = hr_model_active_bytes(m);
+        kv_per_tok = hr_kv_bytes_per_token(hr_model_hparams(m));
+    }
     hr_model_free(m);
 
     static const char *arch_keys[] = {"context_length", "embedding_length", "block_count", "feed_forward_length",
@@ -147,6 +158,11 @@ int cmd_inspect(int argc, char **argv)
             }
         json_object_set_new(o, "tensor_types", types);
         json_object_set_new(o, "runnable", json_boolean(mst == HR_OK));
+        if (desc) {
+            json_object_set_new(o, "layers", json_string(desc));
+            json_object_set_new(o, "active_bytes_per_token", json_integer((json_int_t)active));
+            json_object_set_new(o, "kv_bytes_per_token_f32", json_integer((json_int_t)kv_per_tok));
+        }
         if (mst)
             json_object_set_new(o, "error", json_string(merr.msg));
         if (meta) {
@@ -179,6 +195,11 @@ int cmd_inspect(int argc, char **argv)
                 printf("  %-8s %5llu tensors  %10.2f MiB\n", hr_type_name((uint32_t)t),
                        (unsigned long long)type_count[t], type_bytes[t] / 1048576.0);
         printf("runnable:      %s\n", mst == HR_OK ? "yes" : merr.msg);
+        if (desc) {
+            printf("weights read per token: %.2f MiB; KV cache per token: %llu bytes (F32)\n", active / 1048576.0,
+                   (unsigned long long)kv_per_tok);
+            printf("descriptor:    %s\n", desc);
+        }
         if (meta) {
             printf("metadata:\n");
             for (uint64_t i = 0; i < hr_gguf_n_kv(g); i++) {
@@ -189,6 +210,7 @@ int cmd_inspect(int argc, char **argv)
             }
         }
     }
+    free(desc);
     hr_gguf_close(g);
     return rc;
 }
