@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "gguf/gguf.h"
+#include "model/model.h"
 #include "quant/quant.h"
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
@@ -176,16 +177,19 @@ hr_status hr_fit_model_from_gguf(const char *path, hr_fit_model *out, hr_err *er
         s->rope_dim = meta_i(g, arch, "rope.dimension_count", 64);
         s->indexer_dim = meta_i(g, arch, "attention.indexer.key_length", 0);
     }
-    int32_t win = meta_i(g, arch, "attention.sliding_window", 0);
-    if (win > 0 && s->layers > 0 && s->attn == HR_ATTN_GQA) {
-        if (!strcmp(arch, "gemma3")) { /* 5 local layers per global one */
-            s->swa_layers = s->layers - s->layers / 6;
-            s->swa_window = win;
-        } else if (!strcmp(arch, "gemma2") || !strcmp(arch, "gpt-oss")) { /* alternating */
-            s->swa_layers = s->layers / 2;
-            s->swa_window = win;
-        }
+    /* the layer pattern (sliding-window layers and their window) comes from
+     * the model loader's descriptor, the same one the engine runs; a family
+     * hearth cannot load yet is counted with every layer attending fully */
+    hr_model *hm = NULL;
+    if (s->attn == HR_ATTN_GQA && hr_model_load(path, &hm, NULL) == HR_OK) {
+        const hr_hparams *hp = hr_model_hparams(hm);
+        for (int32_t i = 0; i < hp->n_layer; i++)
+            if (hp->layer[i].attn == HR_ATTN_WINDOW) {
+                s->swa_layers++;
+                s->swa_window = hp->layer[i].window > s->swa_window ? hp->layer[i].window : s->swa_window;
+            }
     }
+    hr_model_free(hm);
     s->kv_layers = s->layers - s->swa_layers;
 
     double total = 0, params = 0, experts = 0, expert_params_sum = 0, embd = 0, embd_params = 0;

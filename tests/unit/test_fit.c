@@ -187,6 +187,37 @@ static void test_gguf_weights(void **state)
     assert_int_not_equal(hr_fit_model_from_gguf(tu_fixture("README.md"), &fm, &err), HR_OK);
 }
 
+/* The sliding-window layers of a GGUF come from the model loader's
+ * descriptor (fixtures/README.md: gemma3 layers il % 6 < 5 local with
+ * window 12, the 62-layer file 52 local with window 10; gpt-oss even layers
+ * with window 16; phi3 never, whatever its sliding_window key says). */
+static void test_gguf_windows(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *file;
+        int32_t layers, swa, window;
+    } cases[] = {
+        { "models/arch/gemma3-F32.gguf", 6, 5, 12 },
+        { "models/arch/gemma3_27b-F32.gguf", 62, 52, 10 },
+        { "models/arch/gpt-oss-F32.gguf", 2, 1, 16 },
+        { "models/arch/phi3_longrope-F32.gguf", 2, 0, 0 },
+        { "models/arch/qwen3moe-F32.gguf", 2, 0, 0 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *path = tu_fixture(cases[i].file);
+        if (access(path, R_OK) != 0)
+            TU_SKIP_OR_FAIL("fixture %s missing", path);
+        hr_err err = {0};
+        hr_fit_model fm;
+        assert_int_equal(hr_fit_model_from_gguf(path, &fm, &err), HR_OK);
+        assert_int_equal(fm.spec.layers, cases[i].layers);
+        assert_int_equal(fm.spec.swa_layers, cases[i].swa);
+        assert_int_equal(fm.spec.swa_window, cases[i].window);
+        assert_int_equal(fm.spec.kv_layers, cases[i].layers - cases[i].swa);
+    }
+}
+
 static void write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -242,7 +273,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_catalog_names), cmocka_unit_test(test_kv_bytes),   cmocka_unit_test(test_fit_result),
-        cmocka_unit_test(test_gguf_weights),  cmocka_unit_test(test_user_files),
+        cmocka_unit_test(test_gguf_weights),  cmocka_unit_test(test_gguf_windows), cmocka_unit_test(test_user_files),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
