@@ -70,28 +70,10 @@ static uint64_t peak_rss_bytes(void)
     return (uint64_t)ru.ru_maxrss * 1024u;
 }
 
-/* Weight bytes one decode step reads: every 2-D matrix of the layers, the
- * output matrix (the token embedding when tied) and one embedding row.
- * Norms, biases and the KV cache are not counted. */
-static uint64_t weight_bytes_per_token(const hr_model *m)
-{
-    const hr_gguf *g = hr_model_gguf(m);
-    uint64_t sum = 0;
-    const hr_gguf_tensor *emb = hr_gguf_find_tensor(g, "token_embd.weight");
-    const hr_gguf_tensor *out = hr_gguf_find_tensor(g, "output.weight");
-    for (uint64_t i = 0; i < hr_gguf_n_tensors(g); i++) {
-        const hr_gguf_tensor *t = hr_gguf_tensor_at(g, i);
-        if (t->n_dims == 2 && t->name.len > 4 && !memcmp(t->name.ptr, "blk.", 4))
-            sum += t->size;
-    }
-    if (out)
-        sum += out->size;
-    else if (emb)
-        sum += emb->size;
-    if (emb && emb->ne[1] > 0)
-        sum += emb->size / (uint64_t)emb->ne[1];
-    return sum;
-}
+/* Weight bytes one decode step reads: the model's active bytes (every
+ * tensor but the experts a token is not routed to, and one row of an untied
+ * embedding table; hr_model_active_bytes). The KV cache is not counted. */
+static uint64_t weight_bytes_per_token(const hr_model *m) { return hr_model_active_bytes(m); }
 
 /* "qwen2 0.5B Q4_K_M", as llama-bench's model_type. */
 static void model_type(const hr_model *m, char *buf, size_t cap)
@@ -419,7 +401,7 @@ int cmd_bench(int argc, char **argv)
         printf("%s\n", s);
         free(s);
     } else {
-        printf("\nweights read per generated token: %.2f MiB (layer matrices + output matrix + 1 embedding row); "
+        printf("\nweights read per generated token: %.2f MiB (every tensor but unrouted experts; 1 row of an untied embedding); "
                "peak RSS %.2f MiB (file-backed pages of the mapping included)\n",
                wbytes / 1048576.0, peak_rss_bytes() / 1048576.0);
     }
