@@ -3,7 +3,8 @@
  *
  *   bench_matmul [--types Q4_K,Q8_0,...] [--isa scalar,avx2,avx512]
  *                [--threads 1,2] [--ntok 1,64] [--time SECONDS]
- *                [--shapes KxN,KxN]  (default 896x4864,4864x896)
+ *                [--shapes KxN,KxN]  (default 896x4864,4864x896;
+ *                gpt-oss-20b experts: 2880x2880)
  *
  * --isa packed runs hr_matmul_packed (the avx512 GEMM micro-kernels on
  * repacked weights) for the types that have a packed layout.
@@ -56,7 +57,7 @@ static uint32_t type_by_name(const char *name)
 
 int main(int argc, char **argv)
 {
-    char types_s[256] = "F16,Q8_0,Q4_0,Q4_K,Q5_K,Q6_K";
+    char types_s[256] = "F16,Q8_0,Q4_0,Q4_K,Q5_K,Q6_K,MXFP4";
     char shape_s[128] = "896x4864,4864x896";
     char isa_s[64] = "scalar,avx2,avx512,packed", thr_s[64] = "1,2", ntok_s[64] = "1,64";
     double min_time = 0.1;

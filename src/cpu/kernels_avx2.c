@@ -121,8 +121,9 @@ static inline __m256i scale_pair(int s0, int s1)
 
 /* ---- 32-element blocks against Q8_0 ---- */
 
-/* One body per weight type: LOADQ(pw_block) yields 32 signed int8 values. */
-#define DOT_Q8_0_BODY(WSIZE, LOADQ)                                                   \
+/* One body per weight type: LOADQ(pw_block) yields 32 signed int8 values,
+ * WSCALE(pw_block) the block's float scale. */
+#define DOT_Q8_0_BODY(WSIZE, WSCALE, LOADQ)                                           \
     const uint8_t *pw = w, *pa = a;                                                   \
     const int64_t nb = n / HR_QK32;                                                   \
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                    \
@@ -132,15 +133,15 @@ static inline __m256i scale_pair(int s0, int s1)
         const uint8_t *y0 = pa + i * 34, *y1 = y0 + 34;                               \
         const __m256i p0 = dot_s8s8(LOADQ(x0), ld256(y0 + 2));                        \
         const __m256i p1 = dot_s8s8(LOADQ(x1), ld256(y1 + 2));                        \
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(ld_f16(x0) * ld_f16(y0)),               \
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(WSCALE(x0) * ld_f16(y0)),               \
                                _mm256_cvtepi32_ps(p0), acc0);                         \
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(ld_f16(x1) * ld_f16(y1)),               \
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(WSCALE(x1) * ld_f16(y1)),               \
                                _mm256_cvtepi32_ps(p1), acc1);                         \
     }                                                                                 \
     for (; i < nb; i++) {                                                             \
         const uint8_t *x0 = pw + i * (WSIZE), *y0 = pa + i * 34;                      \
         const __m256i p0 = dot_s8s8(LOADQ(x0), ld256(y0 + 2));                        \
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(ld_f16(x0) * ld_f16(y0)),               \
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(WSCALE(x0) * ld_f16(y0)),               \
                                _mm256_cvtepi32_ps(p0), acc0);                         \
     }                                                                                 \
     *s = hsum_ps(_mm256_add_ps(acc0, acc1));
@@ -165,10 +166,21 @@ static inline __m256i iq4_nl_q(const uint8_t *x)
     return _mm256_shuffle_epi8(table, unpack_nibbles(x + 2));
 }
 
-static void vd_q8_0(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(34, q8_0_q) }
-static void vd_q4_0(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(18, q4_0_q) }
-static void vd_q5_0(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(22, q5_0_q) }
-static void vd_iq4_nl(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(18, iq4_nl_q) }
+/* MXFP4: the doubled E2M1 values by table lookup (|v| <= 12, so maddubs
+ * stays far from saturation), the scale 2^(e-128) from the exponent byte. */
+static inline __m256i mxfp4_q(const uint8_t *x)
+{
+    const __m256i table = _mm256_broadcastsi128_si256(ld128(hr_mxfp4_values));
+    return _mm256_shuffle_epi8(table, unpack_nibbles(x + 1));
+}
+
+static inline float ld_e8m0_half(const uint8_t *x) { return hr_e8m0_half(x[0]); }
+
+static void vd_q8_0(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(34, ld_f16, q8_0_q) }
+static void vd_q4_0(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(18, ld_f16, q4_0_q) }
+static void vd_q5_0(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(22, ld_f16, q5_0_q) }
+static void vd_iq4_nl(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(18, ld_f16, iq4_nl_q) }
+static void vd_mxfp4(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(17, ld_e8m0_half, mxfp4_q) }
 
 /* ---- Q4_1 / Q5_1 against Q8_1: unsigned quants, offset m through s ---- */
 
@@ -555,6 +567,7 @@ hr_vec_dot_fn hr_avx2_vec_dot(uint32_t type)
     case HR_TYPE_Q4_0: return vd_q4_0;
     case HR_TYPE_Q5_0: return vd_q5_0;
     case HR_TYPE_IQ4_NL: return vd_iq4_nl;
+    case HR_TYPE_MXFP4: return vd_mxfp4;
     case HR_TYPE_Q4_1: return vd_q4_1;
     case HR_TYPE_Q5_1: return vd_q5_1;
     case HR_TYPE_Q2_K: return vd_q2_k;

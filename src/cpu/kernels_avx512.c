@@ -69,7 +69,7 @@ static inline __m512i dot_s8s8(__m512i x, __m512i y)
     return _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(x), sy);
 }
 
-/* ---- 32-element blocks against Q8_0: two blocks per register ---- */
+/* ---- 32-element blocks against Q8_0 (MXFP4 too): two blocks per register ---- */
 
 static inline __m256i unpack_nibbles(const uint8_t *p)
 {
@@ -85,6 +85,12 @@ static inline __m256i iq4_nl_q(const uint8_t *x)
     const __m256i table = _mm256_broadcastsi128_si256(ld128(hr_iq4nl_values));
     return _mm256_shuffle_epi8(table, unpack_nibbles(x + 2));
 }
+static inline __m256i mxfp4_q(const uint8_t *x)
+{
+    const __m256i table = _mm256_broadcastsi128_si256(ld128(hr_mxfp4_values));
+    return _mm256_shuffle_epi8(table, unpack_nibbles(x + 1));
+}
+static inline float ld_e8m0_half(const uint8_t *x) { return hr_e8m0_half(x[0]); }
 static inline __m256i q5_0_q(const uint8_t *x)
 {
     /* the 32 fifth bits as a mask: (nibble | bit<<4) - 16 = nibble - 16 where clear */
@@ -93,7 +99,7 @@ static inline __m256i q5_0_q(const uint8_t *x)
     return _mm256_mask_sub_epi8(nib, clear, nib, _mm256_set1_epi8(16));
 }
 
-#define DOT_Q8_0_BODY(WSIZE, LOADQ)                                                   \
+#define DOT_Q8_0_BODY(WSIZE, WSCALE, LOADQ)                                           \
     const uint8_t *pw = w, *pa = a;                                                   \
     const int64_t nb = n / HR_QK32;                                                   \
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();                    \
@@ -104,25 +110,26 @@ static inline __m256i q5_0_q(const uint8_t *x)
                                     join256(ld256(y + 2), ld256(y + 36)));            \
         const __m512i p1 = dot_s8s8(join256(LOADQ(x + 2 * (WSIZE)), LOADQ(x + 3 * (WSIZE))), \
                                     join256(ld256(y + 70), ld256(y + 104)));          \
-        acc0 = _mm512_fmadd_ps(join_ps(ld_f16(x) * ld_f16(y), ld_f16(x + (WSIZE)) * ld_f16(y + 34)), \
+        acc0 = _mm512_fmadd_ps(join_ps(WSCALE(x) * ld_f16(y), WSCALE(x + (WSIZE)) * ld_f16(y + 34)), \
                                _mm512_cvtepi32_ps(p0), acc0);                         \
-        acc1 = _mm512_fmadd_ps(join_ps(ld_f16(x + 2 * (WSIZE)) * ld_f16(y + 68),      \
-                                       ld_f16(x + 3 * (WSIZE)) * ld_f16(y + 102)),    \
+        acc1 = _mm512_fmadd_ps(join_ps(WSCALE(x + 2 * (WSIZE)) * ld_f16(y + 68),      \
+                                       WSCALE(x + 3 * (WSIZE)) * ld_f16(y + 102)),    \
                                _mm512_cvtepi32_ps(p1), acc1);                         \
     }                                                                                 \
     for (; i < nb; i++) {                                                             \
         const uint8_t *x = pw + i * (WSIZE), *y = pa + i * 34;                        \
         const __m512i p = dot_s8s8(_mm512_zextsi256_si512(LOADQ(x)),                  \
                                    _mm512_zextsi256_si512(ld256(y + 2)));             \
-        acc0 = _mm512_mask3_fmadd_ps(_mm512_set1_ps(ld_f16(x) * ld_f16(y)),           \
+        acc0 = _mm512_mask3_fmadd_ps(_mm512_set1_ps(WSCALE(x) * ld_f16(y)),           \
                                      _mm512_cvtepi32_ps(p), acc0, 0x00ff);            \
     }                                                                                 \
     *s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 
-static void vd_q8_0(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(34, q8_0_q) }
-static void vd_q4_0(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(18, q4_0_q) }
-static void vd_q5_0(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(22, q5_0_q) }
-static void vd_iq4_nl(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(18, iq4_nl_q) }
+static void vd_q8_0(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(34, ld_f16, q8_0_q) }
+static void vd_q4_0(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(18, ld_f16, q4_0_q) }
+static void vd_q5_0(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(22, ld_f16, q5_0_q) }
+static void vd_iq4_nl(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(18, ld_f16, iq4_nl_q) }
+static void vd_mxfp4(int64_t n, float *s, const void *w, const void *a) { DOT_Q8_0_BODY(17, ld_e8m0_half, mxfp4_q) }
 
 /* ---- K-quants against Q8_K ---- */
 
@@ -931,6 +938,7 @@ hr_vec_dot_fn hr_avx512_vec_dot(uint32_t type)
     case HR_TYPE_Q4_0: return vd_q4_0;
     case HR_TYPE_Q5_0: return vd_q5_0;
     case HR_TYPE_IQ4_NL: return vd_iq4_nl;
+    case HR_TYPE_MXFP4: return vd_mxfp4;
     case HR_TYPE_Q4_K: return vd_q4_k;
     case HR_TYPE_Q5_K: return vd_q5_k;
     case HR_TYPE_Q6_K: return vd_q6_k;

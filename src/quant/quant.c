@@ -154,7 +154,8 @@ static const hr_type_traits type_table[HR_TYPE_COUNT] = {
     [36] = UNSUP("IQ4_NL_4_4", 32, 18),
     [37] = UNSUP("IQ4_NL_4_8", 32, 18),
     [38] = UNSUP("IQ4_NL_8_8", 32, 18),
-    [39] = UNSUP("MXFP4", 32, 17),
+    [HR_TYPE_MXFP4] = { "MXFP4", 32, sizeof(hr_block_mxfp4), true, HR_TYPE_Q8_0,
+                        hr_mxfp4_to_float, NULL, hr_mxfp4_vec_dot },
     [40] = UNSUP("NVFP4", 64, 36),
     [41] = UNSUP("Q1_0", 128, 18),
     /* 4 and 5 (Q4_2, Q4_3) were never stored in GGUF: left empty. */
@@ -207,6 +208,7 @@ bool hr_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
     case HR_TYPE_Q5_1: hr_q5_1_quantize(src, dst, n); return true;
     case HR_TYPE_Q8_0: hr_q8_0_quantize(src, dst, n); return true;
     case HR_TYPE_IQ4_NL: hr_iq4_nl_quantize(src, dst, n); return true;
+    case HR_TYPE_MXFP4: hr_mxfp4_quantize(src, dst, n); return true;
     case HR_TYPE_Q2_K: hr_q2_k_quantize(src, dst, n); return true;
     case HR_TYPE_Q3_K: hr_q3_k_quantize(src, dst, n); return true;
     case HR_TYPE_Q4_K: hr_q4_k_quantize(src, dst, n); return true;

@@ -4,7 +4,7 @@
  * Every weight type has
  *   - to_float: dequantise n elements (n a multiple of the block size);
  *   - vec_dot_type: the activation format its dot product consumes
- *     (F32 for F32, F16 for F16, BF16 for BF16, Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL,
+ *     (F32 for F32, F16 for F16, BF16 for BF16, Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL/MXFP4,
  *     Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants) - the same pairing as
  *     llama.cpp, so results land close to its reference logits;
  *   - vec_dot: the dot product of one weight row with one activation row in
@@ -37,6 +37,7 @@ typedef enum {
     HR_TYPE_Q8_K = 15,
     HR_TYPE_IQ4_NL = 20,
     HR_TYPE_BF16 = 30,
+    HR_TYPE_MXFP4 = 39, /* E8M0 scale + 32 E2M1 codes (gpt-oss experts) */
     HR_TYPE_COUNT = 42 /* ids below this may be named even if unsupported */
 } hr_type;
 
@@ -69,8 +70,9 @@ size_t hr_row_size(uint32_t id, int64_t n);
 /* Quantise n floats (a multiple of the block size) into a weight type with a
  * simple round-to-nearest quantiser (for writing test/synthetic files, not
  * for serving). Types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K,
- * Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL. Returns false (writing nothing) for other
- * types or a bad n. dst holds hr_row_size(type, n) bytes. */
+ * Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, MXFP4 (MXFP4: llama.cpp's quantiser, byte
+ * for byte). Returns false (writing nothing) for other types or a bad n. dst
+ * holds hr_row_size(type, n) bytes. */
 bool hr_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
 
 #endif

@@ -33,6 +33,7 @@ typedef struct { hr_f16 d, m; uint8_t qh[4]; uint8_t qs[16]; } hr_block_q5_1;/* 
 typedef struct { hr_f16 d; int8_t qs[32]; } hr_block_q8_0;                   /* q*d */
 typedef struct { hr_f16 d, s; int8_t qs[32]; } hr_block_q8_1;                /* s = d*sum(q) */
 typedef struct { hr_f16 d; uint8_t qs[16]; } hr_block_iq4_nl;                /* d*table[q] */
+typedef struct { uint8_t e; uint8_t qs[16]; } hr_block_mxfp4;                /* fp4[q] * 2^(e-127) */
 
 /* ---- 256-element super-blocks ---- */
 typedef struct {
@@ -76,6 +77,7 @@ _Static_assert(sizeof(hr_block_q5_1) == 24, "q5_1 size");
 _Static_assert(sizeof(hr_block_q8_0) == 34, "q8_0 size");
 _Static_assert(sizeof(hr_block_q8_1) == 36, "q8_1 size");
 _Static_assert(sizeof(hr_block_iq4_nl) == 18, "iq4_nl size");
+_Static_assert(sizeof(hr_block_mxfp4) == 17, "mxfp4 size");
 _Static_assert(sizeof(hr_block_q2_k) == 84, "q2_k size");
 _Static_assert(sizeof(hr_block_q3_k) == 110, "q3_k size");
 _Static_assert(sizeof(hr_block_q4_k) == 144, "q4_k size");
@@ -85,6 +87,22 @@ _Static_assert(sizeof(hr_block_q8_k) == 292, "q8_k size");
 
 /* IQ4_NL's non-linear code book (a property of the format). */
 extern const int8_t hr_iq4nl_values[16];
+
+/* MXFP4's FP4 (E2M1) code values, doubled so that they are integers: code
+ * c (bit 3 the sign, bits 2..0 the magnitude) is worth table[c] / 2. */
+extern const int8_t hr_mxfp4_values[16];
+
+/* Half the value of an E8M0 scale byte: 2^(e - 128), as float (e = 0 and 1
+ * give the subnormals 2^-128 and 2^-127; e = 255, NaN in the OCP format, is
+ * taken as 2^127 as GGML does). With the doubled code values this is the
+ * whole scale: element = hr_mxfp4_values[c] * hr_e8m0_half(e), exactly. */
+static inline float hr_e8m0_half(uint8_t e)
+{
+    const uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
 
 /* Round to nearest, ties to even (the default FP environment), as int. The
  * caller keeps |x| well inside int range (quantisers clamp first). */
@@ -141,6 +159,7 @@ HR_DECL_TYPE(q5_0)
 HR_DECL_TYPE(q5_1)
 HR_DECL_TYPE(q8_0)
 HR_DECL_TYPE(iq4_nl)
+HR_DECL_TYPE(mxfp4)
 HR_DECL_TYPE(q2_k)
 HR_DECL_TYPE(q3_k)
 HR_DECL_TYPE(q4_k)

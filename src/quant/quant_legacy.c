@@ -1,5 +1,5 @@
 /* quant_legacy.c - the 32-element block types: Q4_0, Q4_1, Q5_0, Q5_1,
- * Q8_0, IQ4_NL (weights) and Q8_0, Q8_1 (activations).
+ * Q8_0, IQ4_NL, MXFP4 (weights) and Q8_0, Q8_1 (activations).
  *
  * Element order in a 4-bit block: byte j holds element j in its low nibble
  * and element j+16 in its high nibble. Q5 types keep the fifth bits in a
@@ -8,6 +8,11 @@
 
 const int8_t hr_iq4nl_values[16] = {
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+};
+
+/* E2M1 magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6 doubled; codes 8..15 negative. */
+const int8_t hr_mxfp4_values[16] = {
+    0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,
 };
 
 static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
@@ -440,5 +445,107 @@ void hr_iq4_nl_quantize(const float *src, void *dst, int64_t n)
                 dcand[1] = sxq / sqq;
         }
         memcpy(p + i * sizeof best, &best, sizeof best);
+    }
+}
+
+/* ---- MXFP4 (OCP microscaling FP4: one E8M0 exponent per 32 E2M1 codes) ----
+ *
+ * Block: byte 0 the exponent e, bytes 1..16 the codes, byte j holding element
+ * j in its low nibble and element j+16 in its high nibble (as Q4_0). Element
+ * = hr_mxfp4_values[code] * 2^(e-128), exact in float. */
+
+void hr_mxfp4_to_float(const void *src, float *dst, int64_t n)
+{
+    const uint8_t *p = src;
+    for (int64_t i = 0; i < n / HR_QK32; i++) {
+        hr_block_mxfp4 b;
+        memcpy(&b, p + i * sizeof b, sizeof b);
+        const float d = hr_e8m0_half(b.e);
+        float *y = dst + i * HR_QK32;
+        for (int j = 0; j < 16; j++) {
+            y[j] = (float)hr_mxfp4_values[b.qs[j] & 0x0f] * d;
+            y[j + 16] = (float)hr_mxfp4_values[b.qs[j] >> 4] * d;
+        }
+    }
+}
+
+/* Against Q8_0 activations, as llama.cpp pairs it: per block the exact
+ * integer sum of doubled codes times quants, scaled by fp16(d_a) * 2^(e-128)
+ * (that product is exact unless it falls below the normal range). */
+void hr_mxfp4_vec_dot(int64_t n, float *s, const void *w, const void *a)
+{
+    const uint8_t *pw = w, *pa = a;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / HR_QK32; i++) {
+        hr_block_mxfp4 x;
+        hr_block_q8_0 y;
+        memcpy(&x, pw + i * sizeof x, sizeof x);
+        memcpy(&y, pa + i * sizeof y, sizeof y);
+        int isum = 0;
+        for (int j = 0; j < 16; j++)
+            isum += hr_mxfp4_values[x.qs[j] & 0x0f] * y.qs[j] + hr_mxfp4_values[x.qs[j] >> 4] * y.qs[j + 16];
+        sum += hr_load_f16(y.d) * hr_e8m0_half(x.e) * (float)isum;
+    }
+    *s = sum;
+}
+
+/* The code of the grid value nearest to |x| (0..7) for the scale d: the
+ * first magnitude whose float error fabsf(v*d - |x|) is smallest. v*d is
+ * exact and rounding is monotone, so the rounded errors fall and then rise
+ * along the ascending magnitudes: the scan may stop at the first increase.
+ * It gives exactly what a search over all 16 codes in order with a strict
+ * "<" gives (llama.cpp's quantiser): a negative code's error for x equals
+ * its magnitude's for |x| (round-to-nearest is symmetric), codes 8..15 come
+ * after 0..7, and for x >= 0 a negative code is never below code 0's error
+ * |x| (nor a positive one for x < 0). */
+static int mxfp4_magnitude(float ax, float d)
+{
+    int best = 0;
+    float best_err = ax; /* fabsf(0 * d - ax) */
+    for (int k = 1; k < 8; k++) {
+        const float err = fabsf((float)hr_mxfp4_values[k] * d - ax);
+        if (err < best_err) {
+            best = k;
+            best_err = err;
+        } else if (err > best_err) {
+            break;
+        }
+    }
+    return best;
+}
+
+static int mxfp4_code(float x, float d)
+{
+    const int m = mxfp4_magnitude(fabsf(x), d);
+    return x < 0.0f && m != 0 ? m + 8 : m; /* NaN: every comparison false, code 0 */
+}
+
+/* llama.cpp's MXFP4 quantiser (quantize_row_mxfp4_ref; llama-quantize uses
+ * it with or without an importance matrix): e = floor(log2f(amax)) - 2 + 127,
+ * so amax/2^(e-127) is in [4, 8) and values past 6 times the scale clip to
+ * +-6; then each value takes its nearest code. Byte for byte the same for
+ * finite input. Where GGML's float-to-uint8 cast is undefined (amax below
+ * 2^-125, or infinite) the exponent is clamped to 0..254 here. */
+void hr_mxfp4_quantize(const float *src, void *dst, int64_t n)
+{
+    uint8_t *p = dst;
+    for (int64_t i = 0; i < n / HR_QK32; i++) {
+        const float *x = src + i * HR_QK32;
+        float amax = 0.0f;
+        for (int j = 0; j < HR_QK32; j++)
+            if (amax < fabsf(x[j]))
+                amax = fabsf(x[j]);
+        int e = 0;
+        if (amax > 0.0f) {
+            const float l = floorf(log2f(amax)); /* -149 .. 128, or +inf */
+            e = l > 129.0f ? 254 : (int)l + 125;
+            e = clampi(e, 0, 254);
+        }
+        hr_block_mxfp4 b;
+        b.e = (uint8_t)e;
+        const float d = hr_e8m0_half(b.e);
+        for (int j = 0; j < 16; j++)
+            b.qs[j] = (uint8_t)(mxfp4_code(x[j], d) | mxfp4_code(x[j + 16], d) << 4);
+        memcpy(p + i * sizeof b, &b, sizeof b);
     }
 }

@@ -18,8 +18,10 @@
  *  - K-quants (Q2_K..Q6_K): 0 - their kernels reduce each super-block to the
  *    same integer and scale it with the same float operations as the
  *    reference, so the bits match;
- *  - 32-element block types: integer block sums are exact (|sum| < 2^24);
- *    each block adds at most two terms (d_w d_a isum, and m s for Q4_1/Q5_1),
+ *  - 32-element block types (MXFP4 included: its scale is 2^(e-128) and its
+ *    doubled E2M1 codes are integers): integer block sums are exact
+ *    (|sum| < 2^24); each block adds at most two terms (d_w d_a isum, and
+ *    m s for Q4_1/Q5_1),
  *    each product rounded at most twice, and any order of summing the 2 nb
  *    terms (lanes, then a tree of at most 4 levels) passes each term through
  *    at most 2 nb + 8 roundings: |x - exact| <= gamma(2 nb + 8) S' for the
@@ -47,13 +49,14 @@
 #include "cpu/cpu.h"
 #include "cpu/matmul.h"
 #include "cpu/pool.h"
+#include "gguf/gguf.h"
 #include "quant/quant.h"
 #include "testutil.h"
 
 static const uint32_t weight_types[] = {
     HR_TYPE_F32, HR_TYPE_F16, HR_TYPE_BF16, HR_TYPE_Q4_0, HR_TYPE_Q4_1, HR_TYPE_Q5_0,
     HR_TYPE_Q5_1, HR_TYPE_Q8_0, HR_TYPE_Q2_K, HR_TYPE_Q3_K, HR_TYPE_Q4_K, HR_TYPE_Q5_K,
-    HR_TYPE_Q6_K, HR_TYPE_IQ4_NL,
+    HR_TYPE_Q6_K, HR_TYPE_IQ4_NL, HR_TYPE_MXFP4,
 };
 #define N_WEIGHT_TYPES (sizeof weight_types / sizeof weight_types[0])
 
@@ -273,6 +276,8 @@ static void test_vec_dot_random_bytes(void **state)
                     case HR_TYPE_Q6_K: offs[k++] = 208; break;
                     case HR_TYPE_Q4_K: case HR_TYPE_Q5_K: case HR_TYPE_Q4_1: case HR_TYPE_Q5_1:
                         offs[k++] = 0; offs[k++] = 2; break;
+                    case HR_TYPE_MXFP4: /* E8M0 byte: scales 2^-28 .. 2^11 */
+                        blk[0] = (unsigned char)(100 + rng_next() % 40); break;
                     default: offs[k++] = 0; break;
                     }
                     for (int j = 0; j < k; j++) {
@@ -293,22 +298,51 @@ static void test_vec_dot_random_bytes(void **state)
 
 /* ---- vec_dot on the fixture rows (real GGUF blocks) ---- */
 
+/* The fixture rows of a type: quant/<TYPE>.blocks.bin (8 rows of 256), or,
+ * for MXFP4, which that folder lacks, the first 64 rows (160 columns) of
+ * gpt-oss's blk.0.ffn_gate_exps.weight as llama-quantize wrote them. */
+static unsigned char *fixture_rows(uint32_t type, size_t *size, int64_t *cols)
+{
+    if (type == HR_TYPE_MXFP4) {
+        const char *path = tu_fixture("models/arch/gpt-oss-MXFP4_F32.gguf");
+        hr_gguf *g = NULL;
+        hr_err err;
+        if (hr_gguf_open(path, &g, &err) != HR_OK)
+            fail_msg("cannot open fixture %s: %s", path, err.msg);
+        const hr_gguf_tensor *t = hr_gguf_find_tensor(g, "blk.0.ffn_gate_exps.weight");
+        assert_non_null(t);
+        assert_int_equal(t->type, HR_TYPE_MXFP4);
+        *cols = t->ne[0];
+        const size_t rb = hr_row_size(type, *cols);
+        assert_true(rb > 0 && t->size >= 64 * rb);
+        *size = 64 * rb;
+        unsigned char *b = malloc(*size);
+        assert_non_null(b);
+        memcpy(b, t->data, *size);
+        hr_gguf_close(g);
+        return b;
+    }
+    char rel[64];
+    snprintf(rel, sizeof rel, "quant/%s.blocks.bin", hr_type_name(type));
+    unsigned char *b = tu_read_file(tu_fixture(rel), size);
+    if (!b)
+        fail_msg("cannot read fixture %s", tu_fixture(rel));
+    *cols = 256;
+    return b;
+}
+
 static void test_vec_dot_fixtures(void **state)
 {
     (void)state;
     for (size_t ti = 0; ti < N_WEIGHT_TYPES; ti++) {
         const uint32_t type = weight_types[ti];
         const hr_type_traits *wt = traits(type), *at = traits(wt->vec_dot_type);
-        char rel[64];
-        snprintf(rel, sizeof rel, "quant/%s.blocks.bin", hr_type_name(type));
         size_t size = 0;
-        unsigned char *blocks = tu_read_file(tu_fixture(rel), &size);
-        if (!blocks)
-            fail_msg("cannot read fixture %s", tu_fixture(rel));
-        const int64_t cols = 256;
+        int64_t cols = 0;
+        unsigned char *blocks = fixture_rows(type, &size, &cols);
         const size_t rb = hr_row_size(type, cols);
         assert_true(rb > 0 && size % rb == 0);
-        float *wf = malloc(cols * sizeof(float)), *xa = malloc(cols * sizeof(float));
+        float *wf = malloc((size_t)cols * sizeof(float)), *xa = malloc((size_t)cols * sizeof(float));
         void *a = malloc(hr_row_size(wt->vec_dot_type, cols));
         assert_true(wf && xa && a);
         for (size_t r = 0; r < size / rb; r++) {
@@ -318,7 +352,7 @@ static void test_vec_dot_fixtures(void **state)
                 if (which == 0)
                     fill_data(xa, cols, 1.0f);
                 else
-                    memcpy(xa, wf, cols * sizeof(float));
+                    memcpy(xa, wf, (size_t)cols * sizeof(float));
                 at->from_float(xa, a, cols);
                 for (int isa = 1; isa < n_isas(); isa++)
                     if (hr_cpu_vec_dot_isa(type, (hr_isa)isa))

@@ -117,6 +117,12 @@ static void test_good_model_loads(void **state)
     assert_int_equal(hr_model_hparams(m)->n_vocab, V);
     assert_true(hr_model_hparams(m)->tied_output);
     hr_model_free(m);
+    /* a weight in MXFP4 (gpt-oss's expert type) passes the type check */
+    spec s = good;
+    s.ffn_type = HR_TYPE_MXFP4;
+    if (hr_model_load(make_model(&s, "good_mxfp4"), &m, &err))
+        fail_msg("MXFP4 ffn_up: %s", err.msg);
+    hr_model_free(m);
 }
 
 static void test_load_errors(void **state)
@@ -126,8 +132,8 @@ static void test_load_errors(void **state)
     s.arch = "mamba";
     expect_load_error(&s, "arch", HR_ERR_UNSUPPORTED, "unknown architecture 'mamba'");
     s = good;
-    s.ffn_type = 39; /* MXFP4: a real GGML type hearth cannot compute with yet */
-    expect_load_error(&s, "type", HR_ERR_UNSUPPORTED, "unsupported type MXFP4");
+    s.ffn_type = 31; /* Q4_0_4_4: a real GGML type (a removed repacked layout) hearth cannot compute with */
+    expect_load_error(&s, "type", HR_ERR_UNSUPPORTED, "unsupported type Q4_0_4_4");
     s = good;
     s.vocab_tokens = V - 3;
     expect_load_error(&s, "vocab", HR_ERR_FORMAT, "vocabulary has 13 tokens but the embedding/output matrices have 16 rows");
@@ -206,9 +212,9 @@ static void test_cli_errors(void **state)
     snprintf(args, sizeof args, "run -m %s --tokens 1", make_model(&s, "cli_arch"));
     expect_cli_error(args, "unknown architecture");
     s = good;
-    s.ffn_type = 39;
+    s.ffn_type = 31;
     snprintf(args, sizeof args, "run -m %s --tokens 1", make_model(&s, "cli_type"));
-    expect_cli_error(args, "unsupported type MXFP4");
+    expect_cli_error(args, "unsupported type Q4_0_4_4");
     s = good;
     s.vocab_tokens = V - 3;
     snprintf(args, sizeof args, "logits -m %s --tokens 1", make_model(&s, "cli_vocab"));

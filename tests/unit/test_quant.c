@@ -1,13 +1,15 @@
 /* test_quant.c - scalar reference kernels of the GGML element types:
  * bit-exact dequantisation against the fixtures, dot products against the
  * float dot of the dequantised operands, activation and weight quantisers,
- * and the type table. */
+ * the type table, and MXFP4 against a real llama-quantize file (gpt-oss
+ * fixture: the quantiser byte for byte, dequantisation, dot products). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 #include <string.h>
 
 #include "base/half.h"
+#include "gguf/gguf.h"
 #include "quant/quant.h"
 #include "testutil.h"
 
@@ -30,7 +33,7 @@ static const char *const fixture_types[] = {
 static const uint32_t weight_types[] = {
     HR_TYPE_F32, HR_TYPE_F16, HR_TYPE_BF16, HR_TYPE_Q4_0, HR_TYPE_Q4_1, HR_TYPE_Q5_0,
     HR_TYPE_Q5_1, HR_TYPE_Q8_0, HR_TYPE_Q2_K, HR_TYPE_Q3_K, HR_TYPE_Q4_K, HR_TYPE_Q5_K,
-    HR_TYPE_Q6_K, HR_TYPE_IQ4_NL,
+    HR_TYPE_Q6_K, HR_TYPE_IQ4_NL, HR_TYPE_MXFP4,
 };
 #define N_WEIGHT_TYPES (sizeof weight_types / sizeof weight_types[0])
 
@@ -315,8 +318,11 @@ static void test_random_vec_dot(void **state)
                     else if (wt == HR_TYPE_Q6_K) { off[0] = 208; nscale = 1; }
                     else if (wt == HR_TYPE_Q4_0 || wt == HR_TYPE_Q5_0 || wt == HR_TYPE_Q8_0 ||
                              wt == HR_TYPE_IQ4_NL) nscale = 1;
+                    else if (wt == HR_TYPE_MXFP4) nscale = 0;
                     for (int s = 0; s < nscale; s++)
                         p[off[s] + 1] &= 0x9f;
+                    if (wt == HR_TYPE_MXFP4) /* E8M0 byte: scales 2^-28 .. 2^11 */
+                        p[0] = (unsigned char)(100 + p[0] % 40);
                 }
                 fill_normal(a, n, 1.0f);
                 check_dot(wt, wq, n, a, "random bytes");
@@ -517,7 +523,7 @@ static void test_type_table(void **state)
     static const struct { uint32_t id; const char *name; } unsup[] = {
         {16, "IQ2_XXS"}, {17, "IQ2_XS"}, {18, "IQ3_XXS"}, {19, "IQ1_S"}, {21, "IQ3_S"},
         {22, "IQ2_S"}, {23, "IQ4_XS"}, {24, "I8"}, {25, "I16"}, {26, "I32"}, {27, "I64"},
-        {28, "F64"}, {29, "IQ1_M"}, {34, "TQ1_0"}, {35, "TQ2_0"}, {39, "MXFP4"},
+        {28, "F64"}, {29, "IQ1_M"}, {34, "TQ1_0"}, {35, "TQ2_0"},
         {40, "NVFP4"}, {41, "Q1_0"},
     };
     for (size_t i = 0; i < sizeof unsup / sizeof unsup[0]; i++) {
@@ -543,6 +549,7 @@ static void test_type_table(void **state)
         {HR_TYPE_Q2_K, 256, 84, HR_TYPE_Q8_K}, {HR_TYPE_Q3_K, 256, 110, HR_TYPE_Q8_K},
         {HR_TYPE_Q4_K, 256, 144, HR_TYPE_Q8_K}, {HR_TYPE_Q5_K, 256, 176, HR_TYPE_Q8_K},
         {HR_TYPE_Q6_K, 256, 210, HR_TYPE_Q8_K}, {HR_TYPE_IQ4_NL, 32, 18, HR_TYPE_Q8_0},
+        {HR_TYPE_MXFP4, 32, 17, HR_TYPE_Q8_0},
     };
     for (size_t i = 0; i < sizeof sup / sizeof sup[0]; i++) {
         const hr_type_traits *t = hr_type_get(sup[i].id);
@@ -574,6 +581,9 @@ static void test_type_table(void **state)
     /* weight formats keep from_float NULL (activation-only field) */
     assert_null(hr_type_get(HR_TYPE_Q4_K)->from_float);
     assert_null(hr_type_get(HR_TYPE_IQ4_NL)->from_float);
+    assert_null(hr_type_get(HR_TYPE_MXFP4)->from_float);
+    assert_int_equal(HR_TYPE_MXFP4, 39); /* GGML's id */
+    assert_string_equal(hr_type_name(HR_TYPE_MXFP4), "MXFP4");
     /* removed repacked layouts are named */
     assert_string_equal(hr_type_name(31), "Q4_0_4_4");
     assert_string_equal(hr_type_name(38), "IQ4_NL_8_8");
@@ -586,13 +596,13 @@ static void test_weight_quantizers(void **state)
     /* NMSE bounds for normal data with one outlier, about 1.5x what these
      * round-to-nearest quantisers measure (F16 4e-8, BF16 3e-6, Q8_0 3.1e-5,
      * Q4_0 9.6e-3, Q4_1 6.6e-3, Q5_0 2.3e-3, Q5_1 1.5e-3, IQ4_NL 6.6e-3,
-     * Q2_K 0.118, Q3_K 2.6e-2, Q4_K 6.3e-3, Q5_K 1.6e-3, Q6_K 3.9e-4). */
+     * Q2_K 0.118, Q3_K 2.6e-2, Q4_K 6.3e-3, Q5_K 1.6e-3, Q6_K 3.9e-4, MXFP4 1.5e-2). */
     static const struct { uint32_t id; double nmse_max; } q[] = {
         {HR_TYPE_F32, 0.0},     {HR_TYPE_F16, 1e-7},    {HR_TYPE_BF16, 1e-5},
         {HR_TYPE_Q8_0, 5e-5},   {HR_TYPE_Q4_0, 1.4e-2}, {HR_TYPE_Q4_1, 1.0e-2},
         {HR_TYPE_Q5_0, 3.4e-3}, {HR_TYPE_Q5_1, 2.3e-3}, {HR_TYPE_IQ4_NL, 1.0e-2},
         {HR_TYPE_Q2_K, 1.6e-1}, {HR_TYPE_Q3_K, 4.0e-2}, {HR_TYPE_Q4_K, 1.0e-2},
-        {HR_TYPE_Q5_K, 2.5e-3}, {HR_TYPE_Q6_K, 6.0e-4},
+        {HR_TYPE_Q5_K, 2.5e-3}, {HR_TYPE_Q6_K, 6.0e-4}, {HR_TYPE_MXFP4, 2.3e-2},
     };
     float *x = malloc(N * sizeof(float)), *y = malloc(N * sizeof(float));
     unsigned char *buf = malloc(N * 4);
@@ -632,6 +642,261 @@ static void test_weight_quantizers(void **state)
     free(buf);
 }
 
+
+/* ---- MXFP4 ---- */
+
+/* An E2M1 code's value, doubled (an integer), decoded from its bits as the
+ * OCP MX spec defines them: bit 3 sign, bits 2-1 exponent (bias 1), bit 0
+ * mantissa; exponent 0 is subnormal (0 or 0.5). Independent of src/quant's
+ * table. */
+static int e2m1_doubled(unsigned code)
+{
+    const int ex = (int)(code >> 1 & 3), m = (int)(code & 1);
+    const int mag2 = ex == 0 ? m : (2 + m) << (ex - 1); /* 2 * 2^(ex-1) * (1 + m/2) */
+    return code & 8 ? -mag2 : mag2;
+}
+
+/* Hand-worked blocks: with amax 6 the exponent is 127 and an element is
+ * code value / 2; llama.cpp's search keeps the first of two equally near
+ * codes, so halfway values go to the smaller magnitude (not to even). */
+static void test_mxfp4_hand(void **state)
+{
+    (void)state;
+    float x[32] = {0};
+    const float in[] = {6.0f, 5.0f, -2.5f, 0.25f, 0.75f, -0.25f, 7.9f, 1.25f, -6.5f, 3.2f, -0.0f, 1.74f};
+    /* 5 -> 4 (tie 4|6), -2.5 -> -2 (tie), 0.25 -> 0 (tie, +0), 0.75 -> 0.5 (tie), -0.25 -> +0 (code 0),
+     * 7.9 -> 6 (clip), 1.25 -> 1 (tie), -6.5 -> -6, 3.2 -> 3, -0 -> 0, 1.74 -> 1.5 */
+    const unsigned want[] = {7, 6, 12, 0, 1, 0, 7, 2, 15, 5, 0, 3};
+    memcpy(x, in, sizeof in);
+    x[16] = -4.0f;  /* -> code 14 */
+    x[31] = 0.4f;   /* -> 0.5, code 1 */
+    unsigned char b[17];
+    assert_true(hr_quantize_row(HR_TYPE_MXFP4, x, b, 32));
+    assert_int_equal(b[0], 127);
+    for (size_t j = 0; j < sizeof want / sizeof want[0]; j++)
+        if ((b[1 + j] & 15) != want[j])
+            fail_msg("element %zu (%g): code %u, want %u", j, (double)in[j], b[1 + j] & 15u, want[j]);
+    assert_int_equal(b[1] >> 4, 14);
+    assert_int_equal(b[16] >> 4, 1);
+    float y[32];
+    hr_type_get(HR_TYPE_MXFP4)->to_float(b, y, 32);
+    assert_true(y[0] == 6.0f && y[1] == 4.0f && y[2] == -2.0f && y[8] == -6.0f && y[16] == -4.0f && y[31] == 0.5f);
+    /* amax 1: e = 0 + 125, so -1 is -8 * 2^(125-128), code 14 */
+    memset(x, 0, sizeof x);
+    x[3] = -1.0f;
+    assert_true(hr_quantize_row(HR_TYPE_MXFP4, x, b, 32));
+    assert_int_equal(b[0], 125);
+    assert_int_equal(b[4] & 15, 14);
+    /* below the normal range the exponent is clamped to 0 (GGML's cast is undefined there) */
+    x[3] = 1e-39f;
+    assert_true(hr_quantize_row(HR_TYPE_MXFP4, x, b, 32));
+    assert_int_equal(b[0], 0);
+    hr_type_get(HR_TYPE_MXFP4)->to_float(b, y, 32);
+    for (int j = 0; j < 32; j++)
+        assert_true(isfinite(y[j]) && fabsf(y[j] - x[j]) <= 0x1p-128f);
+    /* an infinite amax: clamped to 254 (255 is NaN in the OCP format), codes 0 */
+    x[3] = INFINITY;
+    assert_true(hr_quantize_row(HR_TYPE_MXFP4, x, b, 32));
+    assert_int_equal(b[0], 254);
+    /* every scale byte decodes to 2^(e-128) times the code value */
+    for (int e = 0; e < 256; e++) {
+        b[0] = (unsigned char)e;
+        for (int j = 0; j < 16; j++)
+            b[1 + j] = (unsigned char)(j | (15 - j) << 4);
+        hr_type_get(HR_TYPE_MXFP4)->to_float(b, y, 32);
+        const double s = ldexp(1.0, e - 128); /* 255 too: GGML reads it as 2^127 */
+        for (int j = 0; j < 32; j++) {
+            const double wv = e2m1_doubled((unsigned)(j < 16 ? j : 31 - j)) * s; /* exact in double */
+            if (fabs(wv) > FLT_MAX ? !(isinf(y[j]) && (y[j] > 0) == (wv > 0)) : (double)y[j] != wv)
+                fail_msg("e %d element %d: %.9g, want %.9g", e, j, (double)y[j], wv);
+        }
+    }
+}
+
+typedef struct {
+    hr_gguf *q, *f;       /* the MXFP4_F32 file and the F32 file */
+} mx_files;
+
+static void open_mx_files(mx_files *m)
+{
+    hr_err err;
+    const char *pq = tu_fixture("models/arch/gpt-oss-MXFP4_F32.gguf");
+    if (hr_gguf_open(pq, &m->q, &err) != HR_OK)
+        fail_msg("cannot open %s: %s (set HEARTH_FIXTURES)", pq, err.msg);
+    const char *pf = tu_fixture("models/arch/gpt-oss-F32.gguf");
+    if (hr_gguf_open(pf, &m->f, &err) != HR_OK)
+        fail_msg("cannot open %s: %s (set HEARTH_FIXTURES)", pf, err.msg);
+}
+
+/* The F32 twin of an MXFP4 tensor: same name and shape, type F32. */
+static const hr_gguf_tensor *f32_twin(const mx_files *m, const hr_gguf_tensor *t, char *name, size_t cap)
+{
+    hr_gguf_str_copy(t->name, name, cap);
+    const hr_gguf_tensor *f = hr_gguf_find_tensor(m->f, name);
+    if (!f)
+        fail_msg("%s: not in the F32 file", name);
+    assert_int_equal(f->type, HR_TYPE_F32);
+    assert_int_equal(f->n_dims, t->n_dims);
+    for (int d = 0; d < 4; d++)
+        assert_int_equal(f->ne[d], t->ne[d]);
+    return f;
+}
+
+/* The files are one model: every tensor other than the MXFP4 experts is
+ * byte-identical in both, and the experts are exactly blk.*.ffn_{gate,up,
+ * down}_exps.weight of both layers. (a) Quantising the F32 experts row by
+ * row gives the MXFP4 file's bytes, every row of every expert tensor. */
+static void test_mxfp4_file_quantiser(void **state)
+{
+    (void)state;
+    mx_files m;
+    open_mx_files(&m);
+    assert_int_equal(hr_gguf_n_tensors(m.q), hr_gguf_n_tensors(m.f));
+    int n_mx = 0;
+    int64_t rows_checked = 0;
+    for (uint64_t i = 0; i < hr_gguf_n_tensors(m.q); i++) {
+        const hr_gguf_tensor *t = hr_gguf_tensor_at(m.q, i);
+        char name[128];
+        const hr_gguf_tensor *f = f32_twin(&m, t, name, sizeof name);
+        if (t->type != HR_TYPE_MXFP4) {
+            assert_int_equal(t->type, HR_TYPE_F32);
+            assert_int_equal(t->size, f->size);
+            if (memcmp(t->data, f->data, t->size) != 0)
+                fail_msg("%s: differs between the F32 and MXFP4_F32 files", name);
+            continue;
+        }
+        n_mx++;
+        assert_non_null(strstr(name, "_exps.weight"));
+        const int64_t K = t->ne[0], rows = t->ne[1] * t->ne[2] * t->ne[3];
+        const size_t rb = hr_row_size(HR_TYPE_MXFP4, K);
+        assert_true(rb > 0);
+        assert_int_equal(t->size, rb * (size_t)rows);
+        unsigned char *q = malloc(rb);
+        assert_non_null(q);
+        for (int64_t r = 0; r < rows; r++) {
+            const float *src = (const float *)f->data + r * K;
+            assert_true(hr_quantize_row(HR_TYPE_MXFP4, src, q, K));
+            const unsigned char *want = (const unsigned char *)t->data + (size_t)r * rb;
+            if (memcmp(q, want, rb) != 0) {
+                size_t k = 0;
+                while (q[k] == want[k])
+                    k++;
+                fail_msg("%s row %lld: byte %zu (block %zu) is %02x, the file has %02x", name, (long long)r, k,
+                         k / 17, q[k], want[k]);
+            }
+            rows_checked++;
+        }
+        free(q);
+    }
+    print_message("    MXFP4: %d expert tensors, %lld rows quantised byte-exact\n", n_mx, (long long)rows_checked);
+    assert_int_equal(n_mx, 6); /* 2 layers x gate, up, down */
+    hr_gguf_close(m.q);
+    hr_gguf_close(m.f);
+}
+
+/* (b) Dequantising the file's rows: each element is exactly its code's
+ * E2M1 value (decoded from the bits) times 2^(e-128) (doubled values), the
+ * block's e is floor(log2(amax)) + 125 of the F32 block (computed with
+ * frexp, not log2f), and each element is a nearest grid point to the F32
+ * value: |deq - x| <= min over the grid (clipped at +-6 scales) of
+ * |g - x|, up to one float rounding of the quantiser's error comparison
+ * (relative 2^-24, and 2^-149 absolute below the normal range).
+ * (c) The scalar vec_dot of each row with Q8_0 activations against the
+ * float64 dot of the dequantised operands: each block adds one term
+ * fl(fl(d_a 2^(e-128)) isum), exact but for the last rounding, and nb terms
+ * are summed in nb - 1 float additions, so every term passes at most nb + 1
+ * roundings: |err| <= gamma(nb + 1) S, S = sum |w_i a_i|, plus n 2^-53 S for
+ * the double sum and 2^-149 per block for products below the normal range. */
+static void test_mxfp4_file_values(void **state)
+{
+    (void)state;
+    mx_files m;
+    open_mx_files(&m);
+    const hr_type_traits *tm = hr_type_get(HR_TYPE_MXFP4), *t8 = hr_type_get(HR_TYPE_Q8_0);
+    rng_state = 0x5eed5eedull;
+    double worst_dot = 0.0;
+    int64_t elems = 0, clipped = 0, dots = 0;
+    for (uint64_t i = 0; i < hr_gguf_n_tensors(m.q); i++) {
+        const hr_gguf_tensor *t = hr_gguf_tensor_at(m.q, i);
+        if (t->type != HR_TYPE_MXFP4)
+            continue;
+        char name[128];
+        const hr_gguf_tensor *f = f32_twin(&m, t, name, sizeof name);
+        const int64_t K = t->ne[0], rows = t->ne[1] * t->ne[2] * t->ne[3], nb = K / 32;
+        const size_t rb = hr_row_size(HR_TYPE_MXFP4, K);
+        float *deq = malloc((size_t)K * sizeof(float)), *a = malloc((size_t)K * sizeof(float));
+        float *af = malloc((size_t)K * sizeof(float));
+        unsigned char *aq = malloc(hr_row_size(HR_TYPE_Q8_0, K));
+        assert_true(deq && a && af && aq);
+        for (int64_t r = 0; r < rows; r++) {
+            const unsigned char *row = (const unsigned char *)t->data + (size_t)r * rb;
+            const float *x = (const float *)f->data + r * K;
+            tm->to_float(row, deq, K);
+            for (int64_t b = 0; b < nb; b++) {
+                const unsigned char *blk = row + b * 17;
+                const float *xb = x + b * 32;
+                double amax = 0.0;
+                for (int j = 0; j < 32; j++)
+                    amax = fmax(amax, fabs((double)xb[j]));
+                int ex = 0;
+                if (amax > 0.0)
+                    (void)frexp(amax, &ex); /* amax = f 2^ex, f in [0.5, 1): floor(log2) = ex - 1 */
+                const int e_want = amax > 0.0 ? ex - 1 + 125 : 0;
+                if (blk[0] != e_want)
+                    fail_msg("%s row %lld block %lld: e = %d, floor(log2(amax %g)) + 125 = %d", name, (long long)r,
+                             (long long)b, blk[0], amax, e_want);
+                const double s = ldexp(1.0, blk[0] - 128);
+                for (int j = 0; j < 32; j++) {
+                    const unsigned code = j < 16 ? blk[1 + j] & 15u : blk[1 + j - 16] >> 4;
+                    const double v = (double)deq[b * 32 + j], xv = (double)xb[j];
+                    if (v != e2m1_doubled(code) * s)
+                        fail_msg("%s row %lld elem %lld: %.9g, code %u times 2^%d is %.9g", name, (long long)r,
+                                 (long long)(b * 32 + j), v, code, blk[0] - 128, e2m1_doubled(code) * s);
+                    double best = INFINITY;
+                    for (unsigned c = 0; c < 16; c++)
+                        best = fmin(best, fabs(e2m1_doubled(c) * s - xv));
+                    const double err = fabs(v - xv);
+                    if (!(err <= best * (1.0 + 0x1p-23) + 0x1p-149))
+                        fail_msg("%s row %lld elem %lld: x %.9g -> %.9g (err %.3g), the grid has %.3g", name,
+                                 (long long)r, (long long)(b * 32 + j), xv, v, err, best);
+                    clipped += fabs(xv) > 12.0 * s;
+                    elems++;
+                }
+            }
+            /* (c) */
+            for (int64_t j = 0; j < K; j++)
+                a[j] = rng_normal();
+            t8->from_float(a, aq, K);
+            t8->to_float(aq, af, K);
+            double ref = 0.0, S = 0.0;
+            for (int64_t j = 0; j < K; j++) {
+                ref += (double)deq[j] * (double)af[j];
+                S += fabs((double)deq[j] * (double)af[j]);
+            }
+            float got = NAN;
+            tm->vec_dot(K, &got, row, aq);
+            const double g = (double)(nb + 1) * 0x1p-24 / (1.0 - (double)(nb + 1) * 0x1p-24);
+            const double bound = g * S + (double)K * 0x1p-53 * S + (double)nb * 0x1p-149;
+            const double err = fabs((double)got - ref);
+            if (!(err <= bound))
+                fail_msg("%s row %lld: vec_dot %.9g, float64 %.9g, err %.3g > %.3g", name, (long long)r, (double)got,
+                         ref, err, bound);
+            if (bound > 0.0)
+                worst_dot = fmax(worst_dot, err / bound);
+            dots++;
+        }
+        free(deq);
+        free(a);
+        free(af);
+        free(aq);
+    }
+    print_message("    MXFP4: %lld elements on the grid (%lld clipped at 6 scales), %lld dots, worst %.3g of the "
+                  "bound\n", (long long)elems, (long long)clipped, (long long)dots, worst_dot);
+    assert_true(elems > 0 && dots > 0);
+    hr_gguf_close(m.q);
+    hr_gguf_close(m.f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -643,6 +908,9 @@ int main(void)
         cmocka_unit_test(test_activation_rounding),
         cmocka_unit_test(test_float_activations),
         cmocka_unit_test(test_weight_quantizers),
+        cmocka_unit_test(test_mxfp4_hand),
+        cmocka_unit_test(test_mxfp4_file_quantiser),
+        cmocka_unit_test(test_mxfp4_file_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
