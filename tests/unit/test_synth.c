@@ -100,7 +100,7 @@ static void test_rules_match_llama_quantize(void **state)
             const hr_gguf_tensor *t = hr_gguf_tensor_at(g, i);
             char name[96];
             hr_gguf_str_copy(t->name, name, sizeof name);
-            uint32_t want = hr_synth_tensor_type(files[f].ft, name, t->n_dims, t->ne[0], (int32_t)n_layer, has_output);
+            uint32_t want = hr_synth_tensor_type(files[f].ft, name, t->n_dims, t->ne[0], (int32_t)n_layer, has_output, 0);
             if (want != t->type)
                 fail_msg("%s: %s is %s, rule says %s", files[f].file, name, hr_type_name(t->type), hr_type_name(want));
             n_q6 += t->type == HR_TYPE_Q6_K;
@@ -110,7 +110,7 @@ static void test_rules_match_llama_quantize(void **state)
     }
 }
 
-#define TT(ft, name, ne0) hr_synth_tensor_type(ft, name, 2, ne0, m->n_layer, !m->tied)
+#define TT(ft, name, ne0) hr_synth_tensor_type(ft, name, 2, ne0, m->n_layer, !m->tied, 0)
 
 static void test_rules_real_shapes(void **state)
 {
@@ -131,7 +131,7 @@ static void test_rules_real_shapes(void **state)
     assert_int_equal(TT(HR_FTYPE_Q4_0, "blk.0.ffn_up.weight", 896), HR_TYPE_Q4_0);
     assert_int_equal(TT(HR_FTYPE_Q8_0, "token_embd.weight", 896), HR_TYPE_Q8_0);
     assert_int_equal(TT(HR_FTYPE_F16, "token_embd.weight", 896), HR_TYPE_F16);
-    assert_int_equal(hr_synth_tensor_type(HR_FTYPE_Q4_K_M, "blk.0.attn_norm.weight", 1, 896, 24, false), HR_TYPE_F32);
+    assert_int_equal(hr_synth_tensor_type(HR_FTYPE_Q4_K_M, "blk.0.attn_norm.weight", 1, 896, 24, false, 0), HR_TYPE_F32);
     int n_q6 = 0;
     for (int i = 0; i < m->n_layer; i++) {
         char name[64];
@@ -257,7 +257,7 @@ static void test_tiny_models_load_and_run(void **state)
                 char tn[96];
                 hr_gguf_str_copy(t->name, tn, sizeof tn);
                 assert_int_equal(t->type,
-                                 hr_synth_tensor_type(types[ti], tn, t->n_dims, t->ne[0], sm->n_layer, !sm->tied));
+                                 hr_synth_tensor_type(types[ti], tn, t->n_dims, t->ne[0], sm->n_layer, !sm->tied, 0));
                 bytes += t->size;
             }
             assert_int_equal(bytes, hr_synth_tensor_bytes(sm, types[ti]));
