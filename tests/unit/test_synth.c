@@ -955,6 +955,35 @@ static void test_mxfp4_experts(void **state)
     hr_gguf_close(g);
 }
 
+/* `hearth synth --layers` and `hearth inspect` on the result. */
+static void test_cli_layers_inspect(void **state)
+{
+    (void)state;
+    const char *bin = getenv("HEARTH_BIN");
+    if (!bin)
+        TU_SKIP_OR_FAIL("HEARTH_BIN not set");
+    const char *path = tmp_path("cut.gguf");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s synth --model tiny-llama4 --type Q4_K_M --layers 2 -q -o %s", bin, path);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s inspect %s --json", bin, path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    json_error_t je;
+    json_t *o = json_loadf(p, 0, &je);
+    pclose(p); /* the exit status says whether hearth can run the architecture; the listing must work */
+    if (!o)
+        fail_msg("inspect --json output is not JSON: %s", je.text);
+    assert_string_equal(json_string_value(json_object_get(o, "architecture")), "llama4");
+    assert_int_equal(json_integer_value(json_object_get(o, "block_count")), 2);
+    /* global 4 (token_embd, rope_freqs, output_norm, output) + dense layer 0 (9) + MoE layer 1 (13) */
+    assert_int_equal(json_integer_value(json_object_get(o, "n_tensors")), 4 + 9 + 13);
+    json_decref(o);
+    snprintf(cmd, sizeof cmd, "%s synth --model tiny-llama4 --type Q4_K_M --layers 5 -q -o %s 2>/dev/null", bin,
+             path);
+    assert_int_not_equal(system(cmd), 0); /* more layers than the model has */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -975,6 +1004,7 @@ int main(void)
         cmocka_unit_test(test_metadata_published),
         cmocka_unit_test(test_tiny_families_write),
         cmocka_unit_test(test_mxfp4_experts),
+        cmocka_unit_test(test_cli_layers_inspect),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
