@@ -71,7 +71,8 @@ static const hr_synth_model k_models[] = {
      .rope_orig_ctx = 8192, .n_expert = 16, .n_expert_used = 1, .n_ff_exp = 8192, .moe_step = 1,
      .shared_expert = true},
     /* tiny versions of those for tests (fast to write, every feature; tiny-llama4
-     * interleaves dense and MoE layers as Maverick does) */
+     * interleaves dense and MoE layers as Maverick does; not "tiny-phi3":
+     * llama.cpp gives a general.name containing "phi3" Phi-3's special tokens) */
     {.name = "tiny-gpt-oss", .arch = "gpt-oss", .size_label = "4M", .n_embd = 256, .n_layer = 2, .n_head = 4,
      .n_head_kv = 2, .head_dim = 64, .n_ff = 128, .n_vocab = 512, .n_ctx = 4096, .rope_theta = 150000.0f,
      .rms_eps = 1e-5f, .rope_factor = 32.0f, .rope_orig_ctx = 4096, .rope_scaling = "yarn", .yarn_beta_fast = 32.0f,
@@ -84,7 +85,7 @@ static const hr_synth_model k_models[] = {
      .n_head_kv = 1, .head_dim = 64, .n_ff = 256, .n_vocab = 512, .n_ctx = 4096, .tied = true, .qk_norm = true,
      .rope_theta = 1e6f, .rms_eps = 1e-6f, .rope_factor = 8.0f, .rope_scaling = "linear",
      .rope_theta_swa = 10000.0f, .n_swa = 16, .post_norms = true},
-    {.name = "tiny-phi3", .arch = "phi3", .size_label = "2M", .n_embd = 256, .n_layer = 2, .n_head = 4,
+    {.name = "tiny-phi4", .arch = "phi3", .size_label = "2M", .n_embd = 256, .n_layer = 2, .n_head = 4,
      .n_head_kv = 2, .head_dim = 64, .n_ff = 512, .n_vocab = 512, .n_ctx = 131072, .tied = true,
      .rope_theta = 10000.0f, .rms_eps = 1e-5f, .rope_orig_ctx = 4096, .rope_attn_factor = 1.1902381f,
      .rope_dim = 48, .longrope = true, .n_swa = 262144, .fused = true},

@@ -866,7 +866,7 @@ static void test_metadata_published(void **state)
 static void test_tiny_families_write(void **state)
 {
     (void)state;
-    static const char *models[] = {"tiny-gpt-oss", "tiny-qwen3moe", "tiny-gemma3", "tiny-phi3", "tiny-llama4"};
+    static const char *models[] = {"tiny-gpt-oss", "tiny-qwen3moe", "tiny-gemma3", "tiny-phi4", "tiny-llama4"};
     static const hr_ftype types[] = {HR_FTYPE_F16, HR_FTYPE_Q8_0, HR_FTYPE_Q4_K_M};
     for (size_t mi = 0; mi < 5; mi++)
         for (size_t ti = 0; ti < 3; ti++) {
