@@ -12,10 +12,13 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: hearth synth --model NAME --type TYPE [--vocab VOCAB.gguf] [--seed S] [-t THREADS] -o OUT.gguf\n"
+            "usage: hearth synth --model NAME --type TYPE [--layers N] [--expert-type T] [--vocab VOCAB.gguf]\n"
+            "                    [--seed S] [-t THREADS] -o OUT.gguf\n"
             "       hearth synth --list\n"
             "  --model NAME     a model shape (see --list)\n"
             "  --type TYPE      %s (per-tensor types as llama-quantize picks them)\n"
+            "  --layers N       only the first N layers (real per-layer shapes and pattern; block_count N)\n"
+            "  --expert-type T  GGML type of the 3-D expert tensors (e.g. Q8_0, MXFP4), overriding TYPE's rule\n"
             "  --vocab FILE     copy the tokenizer from this GGUF (padded to the model's vocabulary size);\n"
             "                   default: a minimal byte-level vocabulary\n"
             "  --seed S         weight RNG seed (default 1); same inputs give the same bytes\n"
@@ -27,12 +30,16 @@ static void usage(FILE *f)
 
 static int list_models(void)
 {
-    printf("%-14s %-6s %6s %6s %5s %4s %4s %5s %6s %7s %7s %5s  %s\n", "model", "arch", "params", "embd", "layers",
-           "head", "kv", "hdim", "ffn", "vocab", "ctx", "tied", "size Q8_0 / Q4_0 / Q4_K_M (MB)");
+    printf("%-14s %-8s %7s %5s %6s %4s %4s %5s %6s %9s %7s %8s %5s  %s\n", "model", "arch", "params", "embd",
+           "layers", "head", "kv", "hdim", "ffn", "experts", "vocab", "ctx", "tied",
+           "size Q8_0 / Q4_0 / Q4_K_M (MB)");
     for (size_t i = 0; i < hr_synth_n_models(); i++) {
         const hr_synth_model *m = hr_synth_model_at(i);
-        printf("%-14s %-6s %6s %6d %5d %4d %4d %5d %6d %7d %7d %5s  %.0f / %.0f / %.0f\n", m->name, m->arch,
-               m->size_label, m->n_embd, m->n_layer, m->n_head, m->n_head_kv, m->head_dim, m->n_ff, m->n_vocab,
+        char ex[32] = "-";
+        if (m->n_expert)
+            snprintf(ex, sizeof ex, "%dx%d/%d", m->n_expert_used, m->n_ff_exp, m->n_expert);
+        printf("%-14s %-8s %7s %5d %6d %4d %4d %5d %6d %9s %7d %8d %5s  %.0f / %.0f / %.0f\n", m->name, m->arch,
+               m->size_label, m->n_embd, m->n_layer, m->n_head, m->n_head_kv, m->head_dim, m->n_ff, ex, m->n_vocab,
                m->n_ctx, m->tied ? "yes" : "no", hr_synth_tensor_bytes(m, HR_FTYPE_Q8_0) / 1e6,
                hr_synth_tensor_bytes(m, HR_FTYPE_Q4_0) / 1e6, hr_synth_tensor_bytes(m, HR_FTYPE_Q4_K_M) / 1e6);
     }
@@ -58,8 +65,8 @@ static void progress(void *ud, uint64_t done, uint64_t total)
 
 int cmd_synth(int argc, char **argv)
 {
-    const char *model = NULL, *type = NULL, *vocab = NULL, *out = NULL;
-    long long seed = 1, threads = 0;
+    const char *model = NULL, *type = NULL, *vocab = NULL, *out = NULL, *etype = NULL;
+    long long seed = 1, threads = 0, layers = 0;
     int quiet = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
@@ -74,6 +81,10 @@ int cmd_synth(int argc, char **argv)
             ok = (model = VAL()) != NULL;
         else if (!strcmp(a, "--type"))
             ok = (type = VAL()) != NULL;
+        else if (!strcmp(a, "--layers"))
+            ok = VAL() && arg_int(a, v, 1, 100000, &layers);
+        else if (!strcmp(a, "--expert-type"))
+            ok = (etype = VAL()) != NULL;
         else if (!strcmp(a, "--vocab"))
             ok = (vocab = VAL()) != NULL;
         else if (!strcmp(a, "-o") || !strcmp(a, "--output"))
@@ -103,6 +114,11 @@ int cmd_synth(int argc, char **argv)
     hr_ftype ft;
     if (!hr_ftype_from_name(type, &ft))
         return cli_fail("synth", "unknown or unsupported type '%s' (supported: %s)", type, hr_synth_ftype_list());
+    uint32_t et = 0;
+    if (etype && !hr_synth_type_from_name(etype, &et))
+        return cli_fail("synth", "unknown tensor type '%s' for --expert-type", etype);
+    if (layers > m->n_layer)
+        return cli_fail("synth", "--layers %lld: %s has %d layers", layers, m->name, m->n_layer);
     if (threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         threads = n > 0 ? n : 1;
@@ -113,6 +129,9 @@ int cmd_synth(int argc, char **argv)
                          .vocab_path = vocab,
                          .seed = (uint64_t)seed,
                          .out_path = out,
+                         .n_layers = (int32_t)layers,
+                         .expert_type_set = etype != NULL,
+                         .expert_type = et,
                          .n_threads = (int)threads,
                          .progress = quiet || !isatty(2) ? NULL : progress,
                          .progress_ud = &ps};
@@ -120,7 +139,8 @@ int cmd_synth(int argc, char **argv)
     if (hr_synth_write(&p, &err))
         return cli_fail("synth", "%s", err.msg);
     if (!quiet)
-        fprintf(stderr, "hearth synth: wrote %s (%s %s, %.1f MB of tensors) in %.1f s\n", out, m->name,
-                hr_ftype_name(ft), hr_synth_tensor_bytes(m, ft) / 1e6, hr_now_s() - ps.t0);
+        fprintf(stderr, "hearth synth: wrote %s (%s %s, %d of %d layers, %.1f MB of tensors) in %.1f s\n", out,
+                m->name, hr_ftype_name(ft), layers > 0 ? (int)layers : m->n_layer, m->n_layer,
+                hr_synth_params_bytes(&p) / 1e6, hr_now_s() - ps.t0);
     return 0;
 }
