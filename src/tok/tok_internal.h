@@ -19,6 +19,8 @@ typedef enum {
     HR_PRE_DEEPSEEK_LLM,
     HR_PRE_DEEPSEEK_CODER,
     HR_PRE_O200K,
+    HR_PRE_QWEN35,
+    HR_PRE_DEEPSEEK_V3,
 } hr_pretok_kind;
 
 #define HR_PRE_MAX_STEPS 6
@@ -38,6 +40,9 @@ typedef struct {
 
 struct hr_vocab {
     hr_vocab_kind kind;
+    /* tokenizer model "gemma4": BPE merges over SentencePiece pieces (raw
+     * UTF-8, spaces as U+2581, <0xNN> byte fallback, no dummy prefix) */
+    bool spm_bpe;
     int32_t n;
 
     /* Raw token text (as stored in the GGUF), all in one arena. */
@@ -167,6 +172,7 @@ extern int hr_tok_bpe_scan_max;
 
 void hr_bpe_fragment(const hr_vocab *v, hr_scratch *sc, const char *s, size_t n, hr_sink *out);
 void hr_bpe_word(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size_t n, hr_sink *out);
+void hr_spm_bpe_fragment(const hr_vocab *v, hr_scratch *sc, const char *s, size_t n, hr_sink *out);
 void hr_spm_fragment(const hr_vocab *v, hr_scratch *sc, const char *s, size_t n, bool prefix_space,
                      hr_sink *out);
 
