@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include <cmocka.h>
+#include <dirent.h>
 
 #include "testutil.h"
 #include "tmpl/jinja.h"
@@ -119,6 +120,28 @@ static void test_cases(void **state)
         free(out);
     }
     fprintf(stderr, "cases.json: %zu/%zu pass\n", pass, total);
+    /* every template in the folder has cases: a new one cannot go unchecked */
+    DIR *d = opendir(tu_fixture("templates"));
+    assert_non_null(d);
+    int uncovered = 0, n_files = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        size_t l = strlen(e->d_name);
+        if (l < 7 || strcmp(e->d_name + l - 6, ".jinja") != 0)
+            continue;
+        n_files++;
+        bool has = false;
+        for (size_t i = 0; i < total && !has; i++) {
+            const char *tf = json_string_value(json_object_get(json_array_get(cases, i), "template"));
+            has = tf && !strcmp(tf, e->d_name);
+        }
+        if (!has) {
+            fprintf(stderr, "  %s has no case in cases.json\n", e->d_name);
+            uncovered++;
+        }
+    }
+    closedir(d);
+    assert_true(n_files >= 20);
+    assert_int_equal(uncovered, 0);
     json_decref(root);
     if (!only)
         assert_int_equal(pass, total);
