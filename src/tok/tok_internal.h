@@ -86,6 +86,13 @@ struct hr_vocab {
     int n_space_join;
     uint32_t space_join[32];
 
+    /* Harmony (gpt-oss): the control tokens that structure a reply
+     * (<|start|> <|channel|> <|message|> <|end|> <|constrain|>) decode to
+     * their text even without render_special, so that the reply's channels
+     * can be told apart (api/reasoning.h). */
+    int n_shown;
+    int32_t shown[5];
+
     hr_pretok_kind pre;
     int n_steps;
     void *re[HR_PRE_MAX_STEPS];     /* pcre2_code_8 * */

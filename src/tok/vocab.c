@@ -542,6 +542,15 @@ hr_status hr_vocab_load(const hr_gguf *g, hr_vocab **out, hr_err *err)
         harmony_end = find_control(v, "<|end|>");
     if (harmony_end >= 0 && v->eot == harmony_end)
         v->eot = -1;
+    if (harmony_end >= 0) {
+        static const char *const k_shown[] = {"<|start|>", "<|channel|>", "<|message|>", "<|end|>",
+                                              "<|constrain|>"};
+        for (size_t i = 0; i < sizeof k_shown / sizeof k_shown[0]; i++) {
+            int32_t id = find_control(v, k_shown[i]);
+            if (id >= 0)
+                v->shown[v->n_shown++] = id;
+        }
+    }
     for (size_t i = 0; i < sizeof k_eog_texts / sizeof k_eog_texts[0]; i++) {
         int32_t id = find_control(v, k_eog_texts[i]);
         if (id >= 0 && id != harmony_end)

@@ -74,6 +74,8 @@ static char *decode(const hr_vocab *v, const int32_t *ids, size_t n, bool render
     return buf;
 }
 
+static size_t count_id(const int32_t *ids, size_t n, int32_t id);
+
 static void print_ids(const char *label, const int32_t *ids, size_t n)
 {
     fprintf(stderr, "    %s:", label);
@@ -353,6 +355,17 @@ static void test_eog(void **state)
     assert_true(hr_vocab_is_eog(f.v, 200002));
     assert_true(hr_vocab_is_eog(f.v, 200012));
     assert_int_equal(hr_vocab_eos(f.v), 200002);
+    /* the markers that structure a harmony reply decode to their text
+     * without render_special (the reasoning splitter needs them); the
+     * end-of-generation ones do not */
+    const char *reply = "<|channel|>analysis<|message|>Hm.<|end|><|start|>assistant<|channel|>final<|message|>Hi<|return|>";
+    size_t n;
+    int32_t *ids = encode(f.v, reply, strlen(reply), false, true, &n);
+    assert_int_equal(count_id(ids, n, 200005), 2);
+    char *back = decode(f.v, ids, n, false);
+    assert_string_equal(back, "<|channel|>analysis<|message|>Hm.<|end|><|start|>assistant<|channel|>final<|message|>Hi");
+    free(back);
+    free(ids);
     close_vocab(&f);
     /* gemma3: <end_of_turn> ends generation; the HTML piece </s> does not */
     f = open_vocab("gemma3");
