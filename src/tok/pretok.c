@@ -108,6 +108,9 @@ static const struct {
     {"gpt-4o", HR_PRE_O200K},
     {"o200k", HR_PRE_O200K},
     {"gpt-oss", HR_PRE_O200K},
+    {"llama4", HR_PRE_O200K},       /* Llama 4 Scout / Maverick */
+    {"dbrx", HR_PRE_CL100K},        /* cl100k: Phi-4 (14B) files carry this name */
+    {"smaug-bpe", HR_PRE_CL100K},
 };
 
 hr_status hr_pretok_init(hr_vocab *v, const char *pre_name, hr_err *err)
@@ -124,11 +127,12 @@ hr_status hr_pretok_init(hr_vocab *v, const char *pre_name, hr_err *err)
     if (!found)
         return hr_err_set(err, HR_ERR_UNSUPPORTED,
                           "pre-tokenizer '%s' (tokenizer.ggml.pre) is not supported; supported: gpt-2, "
-                          "llama-bpe, qwen2, qwen35, deepseek-llm, deepseek-coder, deepseek-v3, gpt-4o",
+                          "llama-bpe, qwen2, qwen35, deepseek-llm, deepseek-coder, deepseek-v3, gpt-4o, llama4, dbrx",
                           pre_name);
     switch (v->pre) {
     case HR_PRE_GPT2: pats = k_gpt2; n = 1; break;
-    case HR_PRE_LLAMA3: pats = k_llama3; n = 1; break;
+    case HR_PRE_LLAMA3:
+    case HR_PRE_CL100K: pats = k_llama3; n = 1; break;
     case HR_PRE_QWEN2: pats = k_qwen2; n = 1; break;
     case HR_PRE_DEEPSEEK_LLM: pats = k_deepseek_llm; n = 6; break;
     case HR_PRE_DEEPSEEK_CODER: pats = k_deepseek_coder; n = 5; break;

@@ -21,6 +21,7 @@ typedef enum {
     HR_PRE_O200K,
     HR_PRE_QWEN35,
     HR_PRE_DEEPSEEK_V3,
+    HR_PRE_CL100K, /* Llama 3's pattern without ignore_merges */
 } hr_pretok_kind;
 
 #define HR_PRE_MAX_STEPS 6

@@ -687,6 +687,51 @@ static void test_token_type_array(void **state)
     }
 }
 
+/* The pre-tokenizer names of families without vectors in the fixtures
+ * load (Llama 4: o200k; Phi-4: cl100k under the name "dbrx"); an unknown
+ * name is refused, naming it. */
+static void test_pre_names(void **state)
+{
+    (void)state;
+    static const char *const toks[] = {"a", "b", "ab"};
+    static const char *const merges[] = {"a b"};
+    static const struct {
+        const char *pre;
+        hr_status want;
+    } c[] = {{"llama4", HR_OK}, {"dbrx", HR_OK}, {"smaug-bpe", HR_OK}, {"qwen35", HR_OK},
+             {"deepseek-v3", HR_OK}, {"no-such-pre", HR_ERR_UNSUPPORTED}};
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        hr_gguf_writer *w = hr_gguf_writer_new();
+        assert_non_null(w);
+        assert_int_equal(hr_gguf_writer_str(w, "tokenizer.ggml.model", "gpt2"), HR_OK);
+        assert_int_equal(hr_gguf_writer_str(w, "tokenizer.ggml.pre", c[i].pre), HR_OK);
+        assert_int_equal(hr_gguf_writer_arr_str(w, "tokenizer.ggml.tokens", toks, 3), HR_OK);
+        assert_int_equal(hr_gguf_writer_arr_str(w, "tokenizer.ggml.merges", merges, 1), HR_OK);
+        void *mem = NULL;
+        size_t size;
+        hr_err err = {0};
+        assert_int_equal(hr_gguf_writer_to_memory(w, &mem, &size, &err), HR_OK);
+        hr_gguf_writer_free(w);
+        hr_gguf *g = NULL;
+        hr_vocab *v = NULL;
+        assert_int_equal(hr_gguf_open_memory(mem, size, &g, &err), HR_OK);
+        hr_status st = hr_vocab_load(g, &v, &err);
+        assert_int_equal(st, c[i].want);
+        if (st == HR_OK) {
+            size_t n;
+            int32_t *ids = encode(v, "ab", 2, false, false, &n);
+            assert_int_equal(n, 1);
+            assert_int_equal(ids[0], 2);
+            free(ids);
+        } else {
+            assert_non_null(strstr(err.msg, c[i].pre));
+        }
+        hr_vocab_free(v);
+        hr_gguf_close(g);
+        free(mem);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -701,6 +746,7 @@ int main(void)
         cmocka_unit_test(test_token_type_array),
         cmocka_unit_test(test_marked_encode),
         cmocka_unit_test(test_phi3_markers),
+        cmocka_unit_test(test_pre_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
