@@ -1170,87 +1170,10 @@ int32_t hr_api_max_token_bytes(const hr_vocab *v)
     return best;
 }
 
-/* ---- reasoning splitter ----------------------------------------------- */
-
-void hr_think_init(hr_think *t, bool start_in_think)
-{
-    memset(t, 0, sizeof *t);
-    t->in_think = start_in_think;
-}
-
-static bool think_emit(hr_think *t, const char *s, size_t n, hr_api_buf *content, hr_api_buf *reasoning)
-{
-    if (t->in_think)
-        return hr_api_buf_put(reasoning, s, n);
-    if (t->after_close) {
-        while (n && (*s == '\n' || *s == '\r')) {
-            s++;
-            n--;
-        }
-        if (!n)
-            return true;
-        t->after_close = false;
-    }
-    return hr_api_buf_put(content, s, n);
-}
-
-bool hr_think_feed(hr_think *t, const char *s, size_t n, hr_api_buf *content, hr_api_buf *reasoning)
-{
-    while (n) {
-        const char *mark = t->in_think ? "</think>" : "<think>";
-        size_t ml = strlen(mark);
-        /* continue a held partial marker byte by byte */
-        if (t->n_hold) {
-            size_t k = 0;
-            while (k < n && t->n_hold < ml && s[k] == mark[t->n_hold]) {
-                t->hold[t->n_hold++] = s[k];
-                k++;
-            }
-            if (t->n_hold == ml) {
-                t->n_hold = 0;
-                t->in_think = !t->in_think;
-                t->after_close = !t->in_think;
-                s += k;
-                n -= k;
-                continue;
-            }
-            if (k == n)
-                return true; /* still a prefix; wait for more */
-            /* mismatch: the held bytes were text */
-            size_t h = t->n_hold;
-            t->n_hold = 0;
-            if (!think_emit(t, t->hold, h, content, reasoning))
-                return false;
-            s += k;
-            n -= k;
-            continue;
-        }
-        const char *lt = memchr(s, '<', n);
-        if (!lt)
-            return think_emit(t, s, n, content, reasoning);
-        if (lt > s && !think_emit(t, s, (size_t)(lt - s), content, reasoning))
-            return false;
-        n -= (size_t)(lt - s);
-        s = lt;
-        t->hold[0] = '<';
-        t->n_hold = 1;
-        s++;
-        n--;
-    }
-    return true;
-}
-
-bool hr_think_flush(hr_think *t, hr_api_buf *content, hr_api_buf *reasoning)
-{
-    size_t h = t->n_hold;
-    t->n_hold = 0;
-    return h ? think_emit(t, t->hold, h, content, reasoning) : true;
-}
-
 /* ---- responses -------------------------------------------------------- */
 
 typedef struct {
-    hr_think think;
+    hr_reason reason;
     hr_api_buf content, reasoning; /* accumulated (non-streamed) */
     hr_api_buf lp[4];              /* non-streamed logprobs as JSON text, the items without brackets: chat
                                       content; completions tokens, token_logprobs, top_logprobs, text_offset */
@@ -1300,7 +1223,7 @@ hr_api_resp *hr_api_resp_new(const hr_api_model *m, const hr_api_request *rq, co
     }
     for (int32_t i = 0; i < r->n_choices; i++) {
         choice *c = &r->c[i];
-        hr_think_init(&c->think, rq->think_start);
+        hr_reason_init(&c->reason, rq->reasoning ? m->reasoning : HR_REASON_OFF, rq->rendered);
         c->content.max = c->reasoning.max = r->cap;
         for (int k = 0; k < 4; k++)
             c->lp[k].max = r->cap;
@@ -1554,7 +1477,7 @@ bool hr_api_resp_event(hr_api_resp *r, int32_t prompt, const hr_event *ev, hr_ap
             size_t before = c->reasoning.len;
             size_t held = c->content.len + c->reasoning.len;
             if (r->reasoning)
-                ok = hr_think_feed(&c->think, ev->text, ev->len, &c->content, &c->reasoning);
+                ok = hr_reason_feed(&c->reason, ev->text, ev->len, &c->content, &c->reasoning);
             if (r->reasoning && c->reasoning.len > before)
                 c->reasoning_tokens++;
             if (!r->reasoning)
@@ -1572,7 +1495,7 @@ bool hr_api_resp_event(hr_api_resp *r, int32_t prompt, const hr_event *ev, hr_ap
         }
         hr_api_buf cb = {0}, rb = {0};
         if (r->reasoning)
-            ok = hr_think_feed(&c->think, ev->text, ev->len, &cb, &rb);
+            ok = hr_reason_feed(&c->reason, ev->text, ev->len, &cb, &rb);
         if (rb.len)
             c->reasoning_tokens++;
         if (!r->reasoning)
@@ -1600,10 +1523,10 @@ bool hr_api_resp_event(hr_api_resp *r, int32_t prompt, const hr_event *ev, hr_ap
                                                : "the request was cancelled (timeout or server shutdown)");
     }
     if (!r->stream)
-        return r->reasoning ? hr_think_flush(&c->think, &c->content, &c->reasoning) : true;
+        return r->reasoning ? hr_reason_flush(&c->reason, &c->content, &c->reasoning) : true;
     hr_api_buf cb = {0}, rb = {0};
     if (r->reasoning)
-        ok = hr_think_flush(&c->think, &cb, &rb);
+        ok = hr_reason_flush(&c->reason, &cb, &rb);
     if (ok && (cb.len || rb.len))
         ok = stream_piece(r, idx, cb.p, cb.len, rb.p, rb.len, NULL, NULL, out);
     hr_api_buf_free(&cb);

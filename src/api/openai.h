@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "api/reasoning.h"
 #include "sched/sched.h"
 #include "tok/vocab.h"
 
@@ -31,7 +32,7 @@ struct hr_tmpl;
 #define HR_API_MAX_RESPONSE (64u << 20) /* bytes of one non-streamed response (default cap) */
 
 /* A growable byte buffer with a hard cap (appends past it fail). */
-typedef struct {
+typedef struct hr_api_buf {
     char *p;
     size_t len, cap, max;
 } hr_api_buf;
@@ -62,7 +63,8 @@ typedef struct {
     const char *alt_id;          /* also accepted (the file's base name); may be NULL */
     const struct hr_tmpl *tmpl;  /* NULL: the fallback chat format */
     const char *bos_text, *eos_text; /* template variables; may be NULL */
-    bool reasoning;              /* split <think>...</think> into reasoning_content */
+    hr_reason_kind reasoning;    /* how to split reasoning_content from content (hr_reason_kind_for);
+                                    OFF: never */
     int64_t created;             /* for /v1/models */
     const char *owned_by;
     const char *arch;            /* hearth metadata in /v1/models */
@@ -152,20 +154,7 @@ hr_gen_params hr_api_gen_for(const hr_api_request *r, int32_t i);
 hr_status hr_api_render_chat(const hr_api_model *m, const char *messages_json, size_t len, char **out,
                              hr_api_error *e);
 
-/* Reasoning splitter: a streaming state machine that sends text between
- * <think> and </think> to `reasoning` and the rest to `content`, holding
- * back a partial marker across calls. Newlines right after </think> are
- * dropped. */
-typedef struct {
-    bool in_think;
-    bool after_close;
-    char hold[16];
-    size_t n_hold;
-} hr_think;
-
-void hr_think_init(hr_think *t, bool start_in_think);
-bool hr_think_feed(hr_think *t, const char *s, size_t n, hr_api_buf *content, hr_api_buf *reasoning);
-bool hr_think_flush(hr_think *t, hr_api_buf *content, hr_api_buf *reasoning);
+/* The reasoning splitters (hr_think, hr_reason): api/reasoning.h. */
 
 /* Response builder: feed the events of each prompt's request; streamed
  * requests get SSE bytes appended to `out` as they come, others get one

@@ -421,7 +421,7 @@ int cmd_serve(int argc, char **argv)
         .tmpl = tmpl,
         .bos_text = bos,
         .eos_text = eos,
-        .reasoning = (tmpl_src && strstr(tmpl_src, "<think>")) || hr_vocab_find(vocab, "<think>", 7) >= 0,
+        .reasoning = hr_reason_kind_for(vocab, tmpl_src),
         .created = (int64_t)time(NULL),
         .owned_by = "hearth",
         .arch = hpar->arch_name,

@@ -734,6 +734,19 @@ jv jb_filter(jstate *st, int id, jv v, jv *args, size_t nargs, const char **kwn,
     return st->mark ? jt_derive(st, r, &v, 1, args, nargs, kwv, nkw) : r;
 }
 
+
+/* Length of the line break Python's str.splitlines() sees at p, or 0. */
+static size_t line_break_len(const char *p, size_t n)
+{
+    unsigned char c = (unsigned char)p[0];
+    if (c == '\r') return n > 1 && p[1] == '\n' ? 2 : 1;
+    if (c == '\n' || c == '\v' || c == '\f' || (c >= 0x1c && c <= 0x1e)) return 1;
+    if (c == 0xC2 && n > 1 && (unsigned char)p[1] == 0x85) return 2;
+    if (c == 0xE2 && n > 2 && (unsigned char)p[1] == 0x80 && ((unsigned char)p[2] == 0xA8 || (unsigned char)p[2] == 0xA9))
+        return 3;
+    return 0;
+}
+
 static jv filter_impl(jstate *st, int id, jv v, jv *args, size_t nargs, const char **kwn, jv *kwv, size_t nkw)
 {
     switch (id) {
@@ -863,16 +876,20 @@ static jv filter_impl(jstate *st, int id, jv v, jv *args, size_t nargs, const ch
         }
         bool first = g[1] && jv_truthy(a[1]), blank = g[2] && jv_truthy(a[2]);
         jstr *s = jv_to_str(st, v).u.s;
-        /* s + "\n", split into lines (splitlines on \n, \r, \r\n, \v, \f, \x1c-\x1e) */
+        /* Jinja2 appends "\n" and takes splitlines(): that is every piece
+         * of s between line breaks, the last one too even when empty (a
+         * trailing newline stays), except that a final lone "\r" joins the
+         * added "\n" into one break. Breaks: \n \r \r\n \v \f \x1c-\x1e
+         * U+0085 U+2028 U+2029; lines are joined with "\n". Empty lines get
+         * the indentation only with blank. */
         jsb b;
         jsb_init(st, &b, s->len + 16);
         if (first) jsb_add(st, &b, ind.p, ind.n);
         size_t i = 0, lineno = 0;
         size_t n = s->len;
-        while (i <= n) {
-            size_t j = i;
-            while (j < n && !strchr("\n\r\v\f\x1c\x1d\x1e", s->p[j])) j++;
-            if (j >= n && i >= n) break; /* the quirk "\n" ends the last line */
+        for (;;) {
+            size_t j = i, bl = 0;
+            while (j < n && (bl = line_break_len(s->p + j, n - j)) == 0) j++;
             if (lineno > 0) {
                 jsb_addc(st, &b, '\n');
                 if (blank || j > i) jsb_add(st, &b, ind.p, ind.n);
@@ -881,8 +898,8 @@ static jv filter_impl(jstate *st, int id, jv v, jv *args, size_t nargs, const ch
             lineno++;
             jx_step(st, 1);
             if (j >= n) break;
-            i = j + 1;
-            if (s->p[j] == '\r' && i < n && s->p[i] == '\n') i++;
+            i = j + bl;
+            if (i == n && bl == 1 && s->p[j] == '\r') break;
         }
         return jsb_take(st, &b);
     }

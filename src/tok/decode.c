@@ -23,6 +23,9 @@ static const char *piece_of(const hr_vocab *v, int32_t id, bool render_special, 
     }
     if (t == HR_TOKEN_USER_DEFINED || render_special)
         return hr_tok_text_(v, id, len);
+    for (int i = 0; i < v->n_shown; i++)
+        if (v->shown[i] == id)
+            return hr_tok_text_(v, id, len);
     return "";
 }
 

@@ -92,11 +92,16 @@ static void emit_bytes_bpe(const hr_vocab *v, const unsigned char *s, size_t n, 
 #define BPE_SCAN_MAX 24
 int hr_tok_bpe_scan_max = BPE_SCAN_MAX;
 
-void hr_bpe_word(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size_t n, hr_sink *out)
+/* BPE over one pre-token. Byte-level vocabularies start from one symbol
+ * per byte; `chars` (gemma4) starts from one per UTF-8 character, -1 for a
+ * character that is no token (it falls back to <0xNN> bytes). */
+static void bpe_run(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size_t nbytes, bool chars,
+                    hr_sink *out)
 {
+    size_t n = nbytes;
     if (n == 0)
         return;
-    if (n == 1) {
+    if (n == 1 && !chars) {
         emit_bytes_bpe(v, s, 1, out);
         return;
     }
@@ -112,11 +117,29 @@ void hr_bpe_word(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size
         return;
     }
     bsym *sy = sc->sym;
+    if (chars) {
+        size_t ns = 0;
+        for (size_t i = 0; i < nbytes;) {
+            bool inc;
+            size_t bad, k = hr_utf8_seq(s + i, nbytes - i, &inc, &bad);
+            if (k == 0)
+                k = 1; /* cannot happen: input was repaired */
+            int32_t id = hr_vocab_find_(v, (const char *)s + i, k);
+            sy[ns].id = id >= 0 && v->type[id] == HR_TOKEN_NORMAL ? id : -1;
+            sy[ns].len = (uint32_t)k;
+            ns++;
+            i += k;
+        }
+        n = ns;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            sy[i].id = v->byte_tok[s[i]];
+            sy[i].len = 1;
+        }
+    }
     for (size_t i = 0; i < n; i++) {
-        sy[i].id = v->byte_tok[s[i]];
         sy[i].prev = (int32_t)i - 1;
         sy[i].next = i + 1 < n ? (int32_t)i + 1 : -1;
-        sy[i].len = 1;
     }
     if (n <= (size_t)hr_tok_bpe_scan_max && n <= BPE_SCAN_MAX) {
         int32_t res[BPE_SCAN_MAX] = {0}, rk[BPE_SCAN_MAX];
@@ -202,6 +225,48 @@ void hr_bpe_word(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size
             emit_bytes_bpe(v, s + pos, sy[i].len, out);
         pos += sy[i].len;
     }
+}
+
+void hr_bpe_word(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size_t n, hr_sink *out)
+{
+    bpe_run(v, sc, s, n, false, out);
+}
+
+/* gemma4: spaces become U+2581, the text is cut into runs of newlines and
+ * runs of other characters, and merges run over each run (no word-level
+ * pre-tokenizer). A run of newlines that is itself a piece is taken whole. */
+void hr_spm_bpe_fragment(const hr_vocab *v, hr_scratch *sc, const char *s, size_t n, hr_sink *out)
+{
+    size_t spaces = 0;
+    for (size_t i = 0; i < n; i++)
+        spaces += s[i] == ' ';
+    size_t tn = n + 2 * spaces;
+    char *t = malloc(tn ? tn : 1);
+    if (!t) {
+        sc->oom = true;
+        return;
+    }
+    for (size_t i = 0, o = 0; i < n; i++) {
+        if (s[i] == ' ') {
+            memcpy(t + o, "\xE2\x96\x81", 3);
+            o += 3;
+        } else {
+            t[o++] = s[i];
+        }
+    }
+    for (size_t a = 0; a < tn;) {
+        bool nl = t[a] == '\n';
+        size_t b = a;
+        while (b < tn && (t[b] == '\n') == nl)
+            b++;
+        int32_t id = nl ? hr_vocab_find_(v, t + a, b - a) : -1;
+        if (id >= 0 && v->type[id] == HR_TOKEN_NORMAL)
+            hr_sink_put(out, id);
+        else
+            bpe_run(v, sc, (const unsigned char *)t + a, b - a, true, out);
+        a = b;
+    }
+    free(t);
 }
 
 /* ---- SentencePiece BPE ---------------------------------------------------- */
@@ -417,6 +482,8 @@ static void encode_plain(const hr_vocab *v, hr_scratch *sc, const char *s, size_
 {
     if (v->kind == HR_VOCAB_SPM) {
         hr_spm_fragment(v, sc, s, n, v->add_space_prefix && *prev_special, out);
+    } else if (v->spm_bpe) {
+        hr_spm_bpe_fragment(v, sc, s, n, out);
     } else {
         hr_bpe_fragment(v, sc, s, n, out);
     }
@@ -495,7 +562,7 @@ static hr_status encode(const hr_vocab *v, const char *text, size_t len, bool ad
     hr_sink sink = {out, cap, 0};
     hr_scratch sc = {0};
     hr_status st = HR_OK;
-    if (v->kind == HR_VOCAB_BPE) {
+    if (v->kind == HR_VOCAB_BPE && !v->spm_bpe) {
         sc.match_data = pcre2_match_data_create(16, NULL);
         sc.mctx = pcre2_match_context_create(NULL);
         sc.jit_stack = pcre2_jit_stack_create(32 * 1024, 4 * 1024 * 1024, NULL);

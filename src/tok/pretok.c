@@ -72,6 +72,23 @@ static const char *const k_o200k[] = {
     "|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
 };
 
+/* Qwen3.5: Qwen2's pattern with combining marks (\p{M}) kept inside
+ * letter runs and out of the punctuation class. */
+static const char *const k_qwen35[] = {
+    CONTRACTIONS "|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*"
+                 "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+};
+
+/* DeepSeek-V3 (R1, V3.1, V3.2): digit groups of up to three, then runs of
+ * CJK ideographs and kana, then words (a leading ASCII punctuation mark
+ * may start an ASCII word), punctuation/symbol runs and whitespace. */
+static const char *const k_deepseek_v3[] = {
+    "\\p{N}{1,3}",
+    "[\\x{4E00}-\\x{9FA5}\\x{3040}-\\x{309F}\\x{30A0}-\\x{30FF}]+",
+    ("[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+"
+     "| ?[\\p{P}\\p{S}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"),
+};
+
 static const struct {
     const char *name;
     hr_pretok_kind kind;
@@ -86,9 +103,14 @@ static const struct {
     {"deepseek-r1-qwen", HR_PRE_QWEN2},
     {"deepseek-llm", HR_PRE_DEEPSEEK_LLM},
     {"deepseek-coder", HR_PRE_DEEPSEEK_CODER},
+    {"deepseek-v3", HR_PRE_DEEPSEEK_V3},
+    {"qwen35", HR_PRE_QWEN35},
     {"gpt-4o", HR_PRE_O200K},
     {"o200k", HR_PRE_O200K},
     {"gpt-oss", HR_PRE_O200K},
+    {"llama4", HR_PRE_O200K},       /* Llama 4 Scout / Maverick */
+    {"dbrx", HR_PRE_CL100K},        /* cl100k: Phi-4 (14B) files carry this name */
+    {"smaug-bpe", HR_PRE_CL100K},
 };
 
 hr_status hr_pretok_init(hr_vocab *v, const char *pre_name, hr_err *err)
@@ -105,15 +127,18 @@ hr_status hr_pretok_init(hr_vocab *v, const char *pre_name, hr_err *err)
     if (!found)
         return hr_err_set(err, HR_ERR_UNSUPPORTED,
                           "pre-tokenizer '%s' (tokenizer.ggml.pre) is not supported; supported: gpt-2, "
-                          "llama-bpe, qwen2, deepseek-llm, deepseek-coder, gpt-4o",
+                          "llama-bpe, qwen2, qwen35, deepseek-llm, deepseek-coder, deepseek-v3, gpt-4o, llama4, dbrx",
                           pre_name);
     switch (v->pre) {
     case HR_PRE_GPT2: pats = k_gpt2; n = 1; break;
-    case HR_PRE_LLAMA3: pats = k_llama3; n = 1; break;
+    case HR_PRE_LLAMA3:
+    case HR_PRE_CL100K: pats = k_llama3; n = 1; break;
     case HR_PRE_QWEN2: pats = k_qwen2; n = 1; break;
     case HR_PRE_DEEPSEEK_LLM: pats = k_deepseek_llm; n = 6; break;
     case HR_PRE_DEEPSEEK_CODER: pats = k_deepseek_coder; n = 5; break;
     case HR_PRE_O200K: pats = k_o200k; n = 1; break;
+    case HR_PRE_QWEN35: pats = k_qwen35; n = 1; break;
+    case HR_PRE_DEEPSEEK_V3: pats = k_deepseek_v3; n = 3; break;
     }
     /* Llama 3's tokenizer takes a whole pre-token that is itself in the
      * vocabulary without running merges (tokenizer.json "ignore_merges"). */

@@ -19,6 +19,9 @@ typedef enum {
     HR_PRE_DEEPSEEK_LLM,
     HR_PRE_DEEPSEEK_CODER,
     HR_PRE_O200K,
+    HR_PRE_QWEN35,
+    HR_PRE_DEEPSEEK_V3,
+    HR_PRE_CL100K, /* Llama 3's pattern without ignore_merges */
 } hr_pretok_kind;
 
 #define HR_PRE_MAX_STEPS 6
@@ -38,6 +41,9 @@ typedef struct {
 
 struct hr_vocab {
     hr_vocab_kind kind;
+    /* tokenizer model "gemma4": BPE merges over SentencePiece pieces (raw
+     * UTF-8, spaces as U+2581, <0xNN> byte fallback, no dummy prefix) */
+    bool spm_bpe;
     int32_t n;
 
     /* Raw token text (as stored in the GGUF), all in one arena. */
@@ -80,6 +86,13 @@ struct hr_vocab {
     bool spm_cut;
     int n_space_join;
     uint32_t space_join[32];
+
+    /* Harmony (gpt-oss): the control tokens that structure a reply
+     * (<|start|> <|channel|> <|message|> <|end|> <|constrain|>) decode to
+     * their text even without render_special, so that the reply's channels
+     * can be told apart (api/reasoning.h). */
+    int n_shown;
+    int32_t shown[5];
 
     hr_pretok_kind pre;
     int n_steps;
@@ -167,6 +180,7 @@ extern int hr_tok_bpe_scan_max;
 
 void hr_bpe_fragment(const hr_vocab *v, hr_scratch *sc, const char *s, size_t n, hr_sink *out);
 void hr_bpe_word(const hr_vocab *v, hr_scratch *sc, const unsigned char *s, size_t n, hr_sink *out);
+void hr_spm_bpe_fragment(const hr_vocab *v, hr_scratch *sc, const char *s, size_t n, hr_sink *out);
 void hr_spm_fragment(const hr_vocab *v, hr_scratch *sc, const char *s, size_t n, bool prefix_space,
                      hr_sink *out);
 

@@ -330,7 +330,7 @@ static hr_status build_decoded(hr_vocab *v)
             o += len;
             continue;
         }
-        if (v->kind == HR_VOCAB_SPM) {
+        if (v->kind == HR_VOCAB_SPM || v->spm_bpe) {
             int bv = ty == HR_TOKEN_BYTE ? parse_byte_token((const char *)t, len) : -1;
             if (bv >= 0) {
                 v->dec[o++] = (char)bv;
@@ -378,13 +378,18 @@ hr_status hr_vocab_load(const hr_gguf *g, hr_vocab **out, hr_err *err)
     if (!hr_gguf_get_str(g, "tokenizer.ggml.model", &model))
         return hr_err_set(err, HR_ERR_FORMAT, "tokenizer.ggml.model missing: the file carries no tokenizer");
     hr_vocab_kind kind;
+    bool spm_bpe = false;
     if (hr_gguf_str_eq(model, "llama"))
         kind = HR_VOCAB_SPM;
     else if (hr_gguf_str_eq(model, "gpt2"))
         kind = HR_VOCAB_BPE;
-    else {
+    else if (hr_gguf_str_eq(model, "gemma4")) {
+        kind = HR_VOCAB_BPE; /* merges over SentencePiece pieces */
+        spm_bpe = true;
+    } else {
         char name[64];
-        return hr_err_set(err, HR_ERR_UNSUPPORTED, "tokenizer model '%s' is not supported (llama, gpt2 are)",
+        return hr_err_set(err, HR_ERR_UNSUPPORTED,
+                          "tokenizer model '%s' is not supported (llama, gpt2, gemma4 are)",
                           hr_gguf_str_copy(model, name, sizeof name));
     }
     const hr_gguf_value *toks = hr_gguf_get_arr(g, "tokenizer.ggml.tokens", HR_GGUF_STRING);
@@ -409,6 +414,7 @@ hr_status hr_vocab_load(const hr_gguf *g, hr_vocab **out, hr_err *err)
     if (!v)
         return hr_err_set(err, HR_ERR_NOMEM, "out of memory");
     v->kind = kind;
+    v->spm_bpe = spm_bpe;
     v->n = n;
     v->text = malloc(total ? total : 1);
     v->text_off = malloc(((size_t)n + 1) * sizeof *v->text_off);
@@ -454,8 +460,9 @@ hr_status hr_vocab_load(const hr_gguf *g, hr_vocab **out, hr_err *err)
 
     for (int b = 0; b < 256; b++)
         v->byte_tok[b] = -1;
-    if (kind == HR_VOCAB_SPM) {
-        spm_space_joins(v);
+    if (kind == HR_VOCAB_SPM || spm_bpe) {
+        if (kind == HR_VOCAB_SPM)
+            spm_space_joins(v);
         for (int32_t i = 0; i < n; i++) {
             size_t len;
             const char *t = hr_tok_text_(v, i, &len);
@@ -463,13 +470,14 @@ hr_status hr_vocab_load(const hr_gguf *g, hr_vocab **out, hr_err *err)
             if (bv >= 0 && v->byte_tok[bv] < 0)
                 v->byte_tok[bv] = i;
         }
-    } else {
+    }
+    if (kind == HR_VOCAB_BPE) {
         if (!strmap_init(&v->by_dec, (uint64_t)n))
             goto nomem;
         for (int32_t i = 0; i < n; i++)
             if (v->type[i] == HR_TOKEN_NORMAL || v->type[i] == HR_TOKEN_BYTE)
                 strmap_put(&v->by_dec, v->dec, v->dec_off, i);
-        for (unsigned b = 0; b < 256; b++) {
+        for (unsigned b = 0; b < 256 && !spm_bpe; b++) {
             char u[4];
             size_t k = put_utf8(u, byte_to_cp(b));
             v->byte_tok[b] = hr_vocab_find_(v, u, k);
@@ -527,9 +535,25 @@ hr_status hr_vocab_load(const hr_gguf *g, hr_vocab **out, hr_err *err)
     }
     if (v->eom == -2)
         v->eom = find_control(v, "<|eom_id|>");
+    /* Harmony (gpt-oss): <|end|> closes one message (the analysis channel)
+     * and the reply goes on; <|return|> and <|call|> end it. */
+    int32_t harmony_end = -1;
+    if (find_control(v, "<|return|>") >= 0 && find_control(v, "<|call|>") >= 0)
+        harmony_end = find_control(v, "<|end|>");
+    if (harmony_end >= 0 && v->eot == harmony_end)
+        v->eot = -1;
+    if (harmony_end >= 0) {
+        static const char *const k_shown[] = {"<|start|>", "<|channel|>", "<|message|>", "<|end|>",
+                                              "<|constrain|>"};
+        for (size_t i = 0; i < sizeof k_shown / sizeof k_shown[0]; i++) {
+            int32_t id = find_control(v, k_shown[i]);
+            if (id >= 0)
+                v->shown[v->n_shown++] = id;
+        }
+    }
     for (size_t i = 0; i < sizeof k_eog_texts / sizeof k_eog_texts[0]; i++) {
         int32_t id = find_control(v, k_eog_texts[i]);
-        if (id >= 0)
+        if (id >= 0 && id != harmony_end)
             v->eog[id] = 1;
     }
     if (v->eos >= 0)
@@ -542,13 +566,20 @@ hr_status hr_vocab_load(const hr_gguf *g, hr_vocab **out, hr_err *err)
     v->no_raw = calloc((size_t)n, 1);
     if (!v->no_raw)
         goto nomem;
+    /* SentencePiece's marker names are sequence markers only in a
+     * vocabulary whose BOS is `<s>` (Llama 2, Mistral, Phi-3). Gemma names
+     * its markers <bos> / <eos>; its `<s>` and `</s>` are ordinary HTML-tag
+     * pieces that Hugging Face matches in any text. */
     static const char *const k_marker_texts[] = {"<s>", "</s>", "<unk>", "<pad>"};
+    size_t bl = 0;
+    const char *bt = v->bos >= 0 ? hr_tok_text_(v, v->bos, &bl) : NULL;
+    bool spm_markers = bt && bl == 3 && !memcmp(bt, "<s>", 3);
     for (int32_t i = 0; i < n; i++) {
         if (v->type[i] != HR_TOKEN_USER_DEFINED)
             continue;
         bool marker = false;
         size_t tl = v->text_off[i + 1] - v->text_off[i];
-        for (size_t k = 0; k < sizeof k_marker_texts / sizeof k_marker_texts[0]; k++)
+        for (size_t k = 0; spm_markers && k < sizeof k_marker_texts / sizeof k_marker_texts[0]; k++)
             if (tl == strlen(k_marker_texts[k]) && !memcmp(v->text + v->text_off[i], k_marker_texts[k], tl))
                 marker = true;
         v->no_raw[i] = marker || v->eog[i] || i == v->bos || i == v->eos || i == v->eot || i == v->eom ||
@@ -560,7 +591,7 @@ hr_status hr_vocab_load(const hr_gguf *g, hr_vocab **out, hr_err *err)
     if (!spm)
         v->add_space_prefix = false;
 
-    if (!spm) {
+    if (!spm && !spm_bpe) {
         hr_gguf_str pre = {"default", 7};
         hr_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
         char pname[128];

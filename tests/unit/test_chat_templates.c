@@ -15,8 +15,10 @@
 #include <time.h>
 
 #include <cmocka.h>
+#include <dirent.h>
 
 #include "testutil.h"
+#include "gguf/gguf.h"
 #include "tmpl/jinja.h"
 
 static struct tm fixed_now(void)
@@ -119,9 +121,108 @@ static void test_cases(void **state)
         free(out);
     }
     fprintf(stderr, "cases.json: %zu/%zu pass\n", pass, total);
+    /* every template in the folder has cases: a new one cannot go unchecked */
+    DIR *d = opendir(tu_fixture("templates"));
+    assert_non_null(d);
+    int uncovered = 0, n_files = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        size_t l = strlen(e->d_name);
+        if (l < 7 || strcmp(e->d_name + l - 6, ".jinja") != 0)
+            continue;
+        n_files++;
+        bool has = false;
+        for (size_t i = 0; i < total && !has; i++) {
+            const char *tf = json_string_value(json_object_get(json_array_get(cases, i), "template"));
+            has = tf && !strcmp(tf, e->d_name);
+        }
+        if (!has) {
+            fprintf(stderr, "  %s has no case in cases.json\n", e->d_name);
+            uncovered++;
+        }
+    }
+    closedir(d);
+    assert_true(n_files >= 20);
+    assert_int_equal(uncovered, 0);
     json_decref(root);
     if (!only)
         assert_int_equal(pass, total);
+}
+
+/* The chat templates inside the vocabulary fixtures, as `hearth serve`
+ * reads them: gpt-oss's and Gemma 3's are the fixture templates that
+ * cases.json checks; DeepSeek-V3's has no cases there, so three
+ * conversations are compared with Python Jinja2's renders (3.1.6, the
+ * sandbox with trim_blocks / lstrip_blocks, the BOS/EOS texts of the file). */
+static void test_gguf_templates(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *vocab, *jinja, *bos, *eos;
+    } same[] = {
+        {"gpt-oss", "openai-gpt-oss-120b.jinja", "<|startoftext|>", "<|return|>"},
+        {"gemma3", "google-gemma-3-it.jinja", "<bos>", "<end_of_turn>"},
+    };
+    hr_err err = {0};
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "tokenizer/ggml-vocab-%s.gguf", same[i].vocab);
+        hr_gguf *g = NULL;
+        assert_int_equal(hr_gguf_open(tu_fixture(rel), &g, &err), HR_OK);
+        char *t = NULL, *bos = NULL, *eos = NULL;
+        assert_int_equal(hr_chat_template_from_gguf(g, &t, &bos, &eos, &err), HR_OK);
+        snprintf(rel, sizeof rel, "templates/%s", same[i].jinja);
+        size_t n = 0;
+        char *want = tu_read_file(tu_fixture(rel), &n);
+        assert_non_null(want);
+        assert_int_equal(strlen(t), n);
+        assert_memory_equal(t, want, n);
+        assert_string_equal(bos, same[i].bos);
+        assert_string_equal(eos, same[i].eos);
+        free(want);
+        free(t);
+        free(bos);
+        free(eos);
+        hr_gguf_close(g);
+    }
+    static const struct {
+        const char *messages, *want;
+    } ds[] = {
+        {"[{\"role\": \"user\", \"content\": \"Hello! How are you today?\"}]",
+         "<\uFF5Cbegin\u2581of\u2581sentence\uFF5C><\uFF5CUser\uFF5C>Hello! How are you today?<\uFF5CAssistant\uFF5C>"},
+        {"[{\"role\": \"system\", \"content\": \"You are a concise assistant. Answer in one sentence.\"}, "
+         "{\"role\": \"user\", \"content\": \"Why is the sky blue?\"}]",
+         "<\uFF5Cbegin\u2581of\u2581sentence\uFF5C>You are a concise assistant. Answer in one sentence."
+         "<\uFF5CUser\uFF5C>Why is the sky blue?<\uFF5CAssistant\uFF5C>"},
+        {"[{\"role\": \"system\", \"content\": \"You are a helpful assistant.\"}, {\"role\": \"user\", "
+         "\"content\": \"What is the capital of France?\"}, {\"role\": \"assistant\", \"content\": \"The capital "
+         "of France is Paris.\"}, {\"role\": \"user\", \"content\": \"And of Germany?\"}]",
+         "<\uFF5Cbegin\u2581of\u2581sentence\uFF5C>You are a helpful assistant.<\uFF5CUser\uFF5C>What is the "
+         "capital of France?<\uFF5CAssistant\uFF5C>The capital of France is Paris.<\uFF5Cend\u2581of\u2581sentence"
+         "\uFF5C><\uFF5CUser\uFF5C>And of Germany?<\uFF5CAssistant\uFF5C>"},
+    };
+    hr_gguf *g = NULL;
+    assert_int_equal(hr_gguf_open(tu_fixture("tokenizer/ggml-vocab-deepseek-v3.gguf"), &g, &err), HR_OK);
+    char *t = NULL, *bos = NULL, *eos = NULL;
+    assert_int_equal(hr_chat_template_from_gguf(g, &t, &bos, &eos, &err), HR_OK);
+    for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++) {
+        json_t *msgs = json_loads(ds[i].messages, 0, NULL);
+        assert_non_null(msgs);
+        char *out = NULL;
+        size_t n = 0;
+        if (hr_chat_render(t, msgs, NULL, true, bos, eos, NULL, NULL, &out, &n, &err) != HR_OK)
+            fail_msg("deepseek-v3 case %zu: %s", i, err.msg);
+        size_t wl = strlen(ds[i].want); /* the \\u escapes are C's: UTF-8 */
+        if (n != wl || memcmp(out, ds[i].want, n))
+            show_diff(ds[i].want, wl, out, n);
+        assert_int_equal(n, wl);
+        assert_memory_equal(out, ds[i].want, n);
+        json_decref(msgs);
+        free(out);
+    }
+    free(t);
+    free(bos);
+    free(eos);
+    hr_gguf_close(g);
 }
 
 static json_t *conversation(int n)
@@ -199,6 +300,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cases),
+        cmocka_unit_test(test_gguf_templates),
         cmocka_unit_test(test_bench),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -364,6 +364,37 @@ static void test_semantics(void **state)
     expect_out("{{ 'a' if none else 'b' }}{{ none.x is defined }}{{ [1][5] is defined }}", NULL, "bFalseFalse");
 }
 
+/* indent keeps a trailing newline as Jinja2 does (it splits s + "\n"
+ * into lines); expected outputs from Python's jinja2 3.1.6. */
+static void test_indent(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s, *args, *want;
+    } c[] = {
+        {"a\\nb\\n", "", "a\n    b\n|"},
+        {"a\\n\\nb\\n", "2, blank=true", "a\n  \n  b\n  |"},
+        {"a\\n\\nb\\n", "2, true", "  a\n\n  b\n|"},
+        {"\\n", "2, true, true", "  \n  |"},
+        {"a\\n\\n", "2", "a\n\n|"},
+        {"a\\r", "2", "a|"},
+        {"a\\r\\n", "2", "a\n|"},
+        {"a\\r\\nb", "2", "a\n  b|"},
+        {"a\\rb\\r", "2, true", "  a\n  b|"},
+        {"a\\u2028b\\u0085c", "1", "a\n b\n c|"},
+        {"", "", "|"},
+        {"", "2, true", "  |"},
+        {"a\\n \\nb", "2", "a\n   \n  b|"},
+        {"a\\nb", "'> '", "a\n> b|"},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        char src[128], ctx[128];
+        snprintf(src, sizeof src, "{{ s | indent(%s) }}|", c[i].args);
+        snprintf(ctx, sizeof ctx, "{\"s\": \"%s\"}", c[i].s);
+        expect_out(src, ctx, c[i].want);
+    }
+}
+
 static void test_chat_render(void **state)
 {
     (void)state;
@@ -436,6 +467,7 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_hostile_chains),
         cmocka_unit_test(test_semantics),
+        cmocka_unit_test(test_indent),
         cmocka_unit_test(test_chat_render),
         cmocka_unit_test(test_gguf_template),
     };

@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "api/openai.h"
+#include "api/reasoning.h"
+#include "gguf/gguf.h"
 #include "model/model.h"
 #include "testutil.h"
 #include "tmpl/jinja.h"
@@ -239,6 +241,163 @@ static void test_think(void **state)
     think_case("", true, "", "");
 }
 
+/* Feeds `text` one byte at a time, and cut at every pair of positions,
+ * through the harmony splitter after `prompt`; checks the split. */
+static void harmony_case(const char *prompt, const char *text, const char *content, const char *reasoning)
+{
+    size_t n = strlen(text);
+    for (size_t a = 0; a <= n; a++)
+        for (size_t b = a; b <= n; b++) {
+            hr_reason t;
+            hr_reason_init(&t, HR_REASON_HARMONY, prompt);
+            hr_api_buf c = {0}, r = {0};
+            if (a == 0 && b == 0) { /* byte by byte */
+                for (size_t i = 0; i < n; i++)
+                    assert_true(hr_reason_feed(&t, text + i, 1, &c, &r));
+            } else {
+                assert_true(hr_reason_feed(&t, text, a, &c, &r));
+                assert_true(hr_reason_feed(&t, text + a, b - a, &c, &r));
+                assert_true(hr_reason_feed(&t, text + b, n - b, &c, &r));
+            }
+            assert_true(hr_reason_flush(&t, &c, &r));
+            if (strcmp(c.p ? c.p : "", content) || strcmp(r.p ? r.p : "", reasoning))
+                fail_msg("harmony \"%s\" cut at %zu, %zu: content \"%s\" reasoning \"%s\"", text, a, b,
+                         c.p ? c.p : "", r.p ? r.p : "");
+            hr_api_buf_free(&c);
+            hr_api_buf_free(&r);
+        }
+}
+
+static void test_harmony(void **state)
+{
+    (void)state;
+    const char *gen = "<|start|>user<|message|>hi<|end|><|start|>assistant";
+    harmony_case(gen, "<|channel|>analysis<|message|>User says hi.<|end|><|start|>assistant<|channel|>final"
+                      "<|message|>Hello! 1 < 2 <|x|> <|en<|return|>",
+                 "Hello! 1 < 2 <|x|> <|en", "User says hi.");
+    /* reasoning only (cut by max_tokens), then final only */
+    harmony_case(gen, "<|channel|>analysis<|message|>We need to think <<|", "", "We need to think <<|");
+    harmony_case(gen, "<|channel|>final<|message|>Just this.", "Just this.", "");
+    /* commentary is user-visible (tool calls come later); a recipient after
+     * the channel name does not change the channel */
+    harmony_case(gen, "<|channel|>commentary to=functions.f <|constrain|>json<|message|>{\"a\":1}<|call|>",
+                 "{\"a\":1}", "");
+    harmony_case(gen, "<|channel|>analysis to=x<|message|>r<|end|><|start|>assistant<|channel|>final<|message|>c",
+                 "c", "r");
+    /* no harmony structure at all: nothing is lost */
+    harmony_case(gen, "Hello there", "Hello there", "");
+    harmony_case(NULL, "plain <b>text</b>", "plain <b>text</b>", "");
+    /* a prompt that opens the final channel itself */
+    harmony_case("<|start|>assistant<|channel|>final<|message|>", "Yes.<|return|>", "Yes.", "");
+    harmony_case("<|start|>assistant<|channel|>analysis<|message|>", "hmm<|end|><|start|>assistant<|channel|>final"
+                 "<|message|>ok", "ok", "hmm");
+    harmony_case(gen, "", "", "");
+}
+
+static void test_reason_kind(void **state)
+{
+    (void)state;
+    hr_err err = {0};
+    static const struct {
+        const char *vocab;
+        const char *tmpl;
+        hr_reason_kind want;
+    } c[] = {
+        {"gpt-oss", NULL, HR_REASON_HARMONY},
+        {"gpt-oss", "{{ '<think>' }}", HR_REASON_HARMONY},
+        {"llama-bpe", NULL, HR_REASON_OFF},
+        {"llama-bpe", "{% if x %}<think>{% endif %}", HR_REASON_THINK},
+        {"qwen35", NULL, HR_REASON_OFF},
+        {"deepseek-v3", "<think>", HR_REASON_THINK},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "tokenizer/ggml-vocab-%s.gguf", c[i].vocab);
+        hr_gguf *g = NULL;
+        hr_vocab *v = NULL;
+        assert_int_equal(hr_gguf_open(tu_fixture(rel), &g, &err), HR_OK);
+        assert_int_equal(hr_vocab_load(g, &v, &err), HR_OK);
+        assert_int_equal(hr_reason_kind_for(v, c[i].tmpl), c[i].want);
+        hr_vocab_free(v);
+        hr_gguf_close(g);
+    }
+    assert_int_equal(hr_reason_kind_for(NULL, NULL), HR_REASON_OFF);
+}
+
+/* gpt-oss's own template: the request renders, the reply's analysis
+ * channel lands in reasoning_content and the final channel in content,
+ * streamed and not, with markers cut across events. */
+static void test_harmony_response(void **state)
+{
+    (void)state;
+    size_t tl = 0;
+    char *src = tu_read_file(tu_fixture("templates/openai-gpt-oss-120b.jinja"), &tl);
+    assert_non_null(src);
+    hr_tmpl *t = NULL;
+    hr_err err = {0};
+    assert_int_equal(hr_tmpl_parse(src, tl, &t, &err), HR_OK);
+    free(src);
+    hr_api_model m = g_m;
+    m.tmpl = t;
+    m.reasoning = HR_REASON_HARMONY;
+    const char *pieces[] = {"<|chan", "nel|>analysis<|message|>The user", " greets.<|end|><|st", "art|>assistant",
+                            "<|channel|>final<|", "message|>Hi", "! <3"};
+    for (int stream = 0; stream < 2; stream++) {
+        hr_api_request *r = parse_ok(&m, HR_API_CHAT,
+                                     stream ? "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true}"
+                                            : "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+        size_t rl = strlen(r->rendered);
+        assert_true(rl > 18 && !strcmp(r->rendered + rl - 18, "<|start|>assistant"));
+        hr_api_resp *resp = hr_api_resp_new(&m, r, "chatcmpl-h", 1);
+        hr_api_buf out = {0};
+        for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
+            hr_event ev = {.kind = HR_EV_TEXT, .index = 0, .text = pieces[i], .len = strlen(pieces[i])};
+            assert_true(hr_api_resp_event(resp, 0, &ev, &out));
+        }
+        hr_event done = {.kind = HR_EV_DONE, .index = 0, .finish = HR_FINISH_STOP};
+        assert_true(hr_api_resp_event(resp, 0, &done, &out));
+        hr_req_usage u = {.prompt_tokens = 5, .completion_tokens = 7};
+        hr_api_buf content = {0}, reasoning = {0};
+        if (!stream) {
+            char *s = hr_api_resp_json(resp, &u);
+            json_t *o = json_loads(s, 0, NULL);
+            json_t *msg = json_object_get(json_array_get(json_object_get(o, "choices"), 0), "message");
+            assert_true(hr_api_buf_puts(&content, json_string_value(json_object_get(msg, "content"))));
+            assert_true(hr_api_buf_puts(&reasoning, json_string_value(json_object_get(msg, "reasoning_content"))));
+            json_decref(o);
+            free(s);
+        } else {
+            assert_true(hr_api_resp_stream_end(resp, &u, &out));
+            assert_true(hr_api_buf_put(&out, "", 1));
+            for (char *line = strtok(out.p, "\n"); line; line = strtok(NULL, "\n")) {
+                if (strncmp(line, "data: {", 7))
+                    continue;
+                json_t *o = json_loads(line + 6, 0, NULL);
+                assert_non_null(o);
+                json_t *d = json_object_get(json_array_get(json_object_get(o, "choices"), 0), "delta");
+                const char *cs = json_string_value(json_object_get(d, "content"));
+                const char *rs = json_string_value(json_object_get(d, "reasoning_content"));
+                assert_false(cs && strstr(cs, "<|"));
+                if (cs)
+                    assert_true(hr_api_buf_puts(&content, cs));
+                if (rs)
+                    assert_true(hr_api_buf_puts(&reasoning, rs));
+                json_decref(o);
+            }
+        }
+        assert_non_null(content.p);
+        assert_non_null(reasoning.p);
+        assert_string_equal(content.p, "Hi! <3");
+        assert_string_equal(reasoning.p, "The user greets.");
+        hr_api_buf_free(&content);
+        hr_api_buf_free(&reasoning);
+        hr_api_buf_free(&out);
+        hr_api_resp_free(resp);
+        hr_api_request_free(r);
+    }
+    hr_tmpl_free(t);
+}
+
 static void test_reasoning_template(void **state)
 {
     (void)state;
@@ -249,7 +408,7 @@ static void test_reasoning_template(void **state)
     assert_int_equal(hr_tmpl_parse(src, strlen(src), &t, &err), HR_OK);
     hr_api_model m = g_m;
     m.tmpl = t;
-    m.reasoning = true;
+    m.reasoning = HR_REASON_THINK;
     hr_api_request *r = parse_ok(&m, HR_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}");
     assert_string_equal(r->rendered, "user: q\nassistant: <think>\n");
     assert_true(r->reasoning && r->think_start);
@@ -576,6 +735,8 @@ int main(void)
         cmocka_unit_test(test_chat_basic),        cmocka_unit_test(test_chat_fields),
         cmocka_unit_test(test_completion_prompts), cmocka_unit_test(test_errors),
         cmocka_unit_test(test_think),             cmocka_unit_test(test_reasoning_template),
+        cmocka_unit_test(test_harmony),           cmocka_unit_test(test_reason_kind),
+        cmocka_unit_test(test_harmony_response),
         cmocka_unit_test(test_stream_chunks),     cmocka_unit_test(test_cancelled_and_utf8),
         cmocka_unit_test(test_models_tokenize),
         cmocka_unit_test(test_head_and_tokens),   cmocka_unit_test(test_response_bounds),

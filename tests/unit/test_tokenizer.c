@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 
 #include <cmocka.h>
+#include <dirent.h>
 
 #include "gguf/gguf_write.h"
 #include "testutil.h"
@@ -73,12 +74,34 @@ static char *decode(const hr_vocab *v, const int32_t *ids, size_t n, bool render
     return buf;
 }
 
+static size_t count_id(const int32_t *ids, size_t n, int32_t id);
+
 static void print_ids(const char *label, const int32_t *ids, size_t n)
 {
     fprintf(stderr, "    %s:", label);
     for (size_t i = 0; i < n; i++)
         fprintf(stderr, " %d", ids[i]);
     fprintf(stderr, "\n");
+}
+
+/* text with U+2581 written as a space for vocabularies of SentencePiece
+ * pieces (malloc'd, NUL-terminated) */
+static char *spm_spaces(const hr_vocab *v, const char *s, size_t n)
+{
+    bool spm = hr_vocab_kind_of(v) == HR_VOCAB_SPM || v->spm_bpe;
+    char *r = malloc(n + 1);
+    assert_non_null(r);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (spm && i + 3 <= n && !memcmp(s + i, "\xE2\x96\x81", 3)) {
+            r[o++] = ' ';
+            i += 2;
+        } else {
+            r[o++] = s[i];
+        }
+    }
+    r[o] = 0;
+    return r;
 }
 
 /* Runs the vectors of one vocabulary; returns the number of failures. */
@@ -95,15 +118,19 @@ static int run_vectors(const char *name, bool lossless)
     assert_non_null(outs);
     const char *sep = "\n__ggml_vocab_test__\n";
     size_t seplen = strlen(sep);
-    char *p = inp, *line = outs;
+    char *p = inp, *line = outs, *out_end = outs + out_len;
     int cases = 0, fails = 0, rt_fails = 0;
     while (p < inp + inp_len) {
+        /* the last string may lack its separator (gemma-4's file) */
         char *e = strstr(p, sep);
         if (!e)
-            break;
+            e = inp + inp_len;
         size_t len = (size_t)(e - p);
-        char *nl = strchr(line, '\n');
-        assert_non_null(nl);
+        if (line >= out_end)
+            fail_msg("%s: more strings than .out lines", name);
+        char *nl = memchr(line, '\n', (size_t)(out_end - line));
+        if (!nl)
+            nl = out_end;
         *nl = 0;
         int32_t want[4096];
         size_t nw = 0;
@@ -125,8 +152,12 @@ static int run_vectors(const char *name, bool lossless)
             print_ids("got ", got, n);
         }
         if (lossless) {
+            /* SentencePiece pieces cannot tell U+2581 from a space: both
+             * decode to a space, as Hugging Face's decoder does */
             char *back = decode(f.v, got, n, false);
-            bool ok = strlen(back) == len && memcmp(back, p, len) == 0;
+            char *want_text = spm_spaces(f.v, p, len);
+            bool ok = strcmp(back, want_text) == 0;
+            free(want_text);
             if (!ok) {
                 rt_fails++;
                 fprintf(stderr, "  %s case %d round trip: \"%.*s\" -> \"%s\"\n", name, cases, (int)len, p, back);
@@ -134,9 +165,11 @@ static int run_vectors(const char *name, bool lossless)
             free(back);
         }
         free(got);
-        p = e + seplen;
+        p = e + (e < inp + inp_len ? seplen : 0);
         line = nl + 1;
     }
+    if (line < out_end)
+        fail_msg("%s: .out has more lines than .inp has strings", name);
     fprintf(stderr, "%s: %d/%d vectors pass, %d round-trip failures\n", name, cases - fails, cases, rt_fails);
     free(inp);
     free(outs);
@@ -144,17 +177,50 @@ static int run_vectors(const char *name, bool lossless)
     return fails + rt_fails;
 }
 
-static void test_vectors_llama_spm(void **state) { assert_int_equal(run_vectors("llama-spm", true), 0); }
-static void test_vectors_phi3(void **state) { assert_int_equal(run_vectors("phi-3", true), 0); }
-static void test_vectors_gpt2(void **state) { assert_int_equal(run_vectors("gpt-2", true), 0); }
-static void test_vectors_deepseek_llm(void **state) { assert_int_equal(run_vectors("deepseek-llm", true), 0); }
-static void test_vectors_deepseek_coder(void **state) { assert_int_equal(run_vectors("deepseek-coder", true), 0); }
-static void test_vectors_qwen2(void **state) { assert_int_equal(run_vectors("qwen2", true), 0); }
-static void test_vectors_llama_bpe(void **state) { assert_int_equal(run_vectors("llama-bpe", true), 0); }
+/* Every vocabulary in fixtures/tokenizer/ must be listed here:
+ * test_vectors_listed fails on one that is not, so a new fixture cannot be
+ * skipped silently. */
+#define VOCABS(X)                                                                                            \
+    X("llama-spm") X("phi-3") X("gpt-2") X("deepseek-llm") X("deepseek-coder") X("qwen2") X("llama-bpe")      \
+    X("qwen35") X("gemma-4") X("gpt-oss") X("deepseek-v3") X("gemma3")
+#define NAME_OF(s) s,
+static const char *const k_all[] = {VOCABS(NAME_OF)};
+#define N_ALL (sizeof k_all / sizeof k_all[0])
 
-static const char *const k_names[] = {"llama-spm", "phi-3", "gpt-2", "deepseek-llm", "deepseek-coder", "qwen2",
-                                      "llama-bpe"};
-#define N_VOCABS (sizeof k_names / sizeof k_names[0])
+static void test_vectors(void **state) { assert_int_equal(run_vectors((const char *)*state, true), 0); }
+
+static void test_vectors_listed(void **state)
+{
+    (void)state;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", tu_fixture("tokenizer"));
+    DIR *d = opendir(dir);
+    if (!d)
+        fail_msg("cannot list %s", dir);
+    int seen = 0, unlisted = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *nm = e->d_name;
+        size_t l = strlen(nm);
+        if (strncmp(nm, "ggml-vocab-", 11) != 0 || l < 16 || strcmp(nm + l - 5, ".gguf") != 0)
+            continue;
+        seen++;
+        bool listed = false;
+        for (size_t k = 0; k < N_ALL; k++)
+            if (strlen(k_all[k]) == l - 16 && !strncmp(nm + 11, k_all[k], l - 16))
+                listed = true;
+        if (!listed) {
+            fprintf(stderr, "  %s has no entry in test_tokenizer.c's k_all\n", nm);
+            unlisted++;
+        }
+    }
+    closedir(d);
+    assert_int_equal(unlisted, 0);
+    assert_int_equal(seen, (int)N_ALL); /* and every listed one is present */
+}
+
+#define k_names k_all
+#define N_VOCABS N_ALL
 
 static bool contains(const int32_t *ids, size_t n, int32_t id)
 {
@@ -280,6 +346,31 @@ static void test_eog(void **state)
     assert_true(hr_vocab_is_eog(f.v, 128009));
     assert_true(hr_vocab_is_eog(f.v, 128008)); /* <|eom_id|> */
     assert_false(hr_vocab_is_eog(f.v, 128000));
+    close_vocab(&f);
+    /* gpt-oss: <|end|> closes the analysis message, the reply goes on;
+     * <|return|> and <|call|> end it */
+    f = open_vocab("gpt-oss");
+    assert_int_equal(hr_vocab_find(f.v, "<|end|>", 7), 200007);
+    assert_false(hr_vocab_is_eog(f.v, 200007));
+    assert_true(hr_vocab_is_eog(f.v, 200002));
+    assert_true(hr_vocab_is_eog(f.v, 200012));
+    assert_int_equal(hr_vocab_eos(f.v), 200002);
+    /* the markers that structure a harmony reply decode to their text
+     * without render_special (the reasoning splitter needs them); the
+     * end-of-generation ones do not */
+    const char *reply = "<|channel|>analysis<|message|>Hm.<|end|><|start|>assistant<|channel|>final<|message|>Hi<|return|>";
+    size_t n;
+    int32_t *ids = encode(f.v, reply, strlen(reply), false, true, &n);
+    assert_int_equal(count_id(ids, n, 200005), 2);
+    char *back = decode(f.v, ids, n, false);
+    assert_string_equal(back, "<|channel|>analysis<|message|>Hm.<|end|><|start|>assistant<|channel|>final<|message|>Hi");
+    free(back);
+    free(ids);
+    close_vocab(&f);
+    /* gemma3: <end_of_turn> ends generation; the HTML piece </s> does not */
+    f = open_vocab("gemma3");
+    assert_true(hr_vocab_is_eog(f.v, 106));
+    assert_false(hr_vocab_is_eog(f.v, 212));
     close_vocab(&f);
     f = open_vocab("llama-spm");
     assert_int_equal(hr_vocab_eos(f.v), 2);
@@ -596,13 +687,58 @@ static void test_token_type_array(void **state)
     }
 }
 
+/* The pre-tokenizer names of families without vectors in the fixtures
+ * load (Llama 4: o200k; Phi-4: cl100k under the name "dbrx"); an unknown
+ * name is refused, naming it. */
+static void test_pre_names(void **state)
+{
+    (void)state;
+    static const char *const toks[] = {"a", "b", "ab"};
+    static const char *const merges[] = {"a b"};
+    static const struct {
+        const char *pre;
+        hr_status want;
+    } c[] = {{"llama4", HR_OK}, {"dbrx", HR_OK}, {"smaug-bpe", HR_OK}, {"qwen35", HR_OK},
+             {"deepseek-v3", HR_OK}, {"no-such-pre", HR_ERR_UNSUPPORTED}};
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        hr_gguf_writer *w = hr_gguf_writer_new();
+        assert_non_null(w);
+        assert_int_equal(hr_gguf_writer_str(w, "tokenizer.ggml.model", "gpt2"), HR_OK);
+        assert_int_equal(hr_gguf_writer_str(w, "tokenizer.ggml.pre", c[i].pre), HR_OK);
+        assert_int_equal(hr_gguf_writer_arr_str(w, "tokenizer.ggml.tokens", toks, 3), HR_OK);
+        assert_int_equal(hr_gguf_writer_arr_str(w, "tokenizer.ggml.merges", merges, 1), HR_OK);
+        void *mem = NULL;
+        size_t size;
+        hr_err err = {0};
+        assert_int_equal(hr_gguf_writer_to_memory(w, &mem, &size, &err), HR_OK);
+        hr_gguf_writer_free(w);
+        hr_gguf *g = NULL;
+        hr_vocab *v = NULL;
+        assert_int_equal(hr_gguf_open_memory(mem, size, &g, &err), HR_OK);
+        hr_status st = hr_vocab_load(g, &v, &err);
+        assert_int_equal(st, c[i].want);
+        if (st == HR_OK) {
+            size_t n;
+            int32_t *ids = encode(v, "ab", 2, false, false, &n);
+            assert_int_equal(n, 1);
+            assert_int_equal(ids[0], 2);
+            free(ids);
+        } else {
+            assert_non_null(strstr(err.msg, c[i].pre));
+        }
+        hr_vocab_free(v);
+        hr_gguf_close(g);
+        free(mem);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_vectors_llama_spm),   cmocka_unit_test(test_vectors_phi3),
-        cmocka_unit_test(test_vectors_gpt2),        cmocka_unit_test(test_vectors_deepseek_llm),
-        cmocka_unit_test(test_vectors_deepseek_coder), cmocka_unit_test(test_vectors_qwen2),
-        cmocka_unit_test(test_vectors_llama_bpe),
+        cmocka_unit_test(test_vectors_listed),
+#define VEC(s) {"test_vectors " s, test_vectors, NULL, NULL, (void *)s},
+        VOCABS(VEC)
+#undef VEC
         cmocka_unit_test(test_special_parsing),     cmocka_unit_test(test_add_special),
         cmocka_unit_test(test_eog),                 cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_buffer_limit),        cmocka_unit_test(test_long_inputs),
@@ -610,6 +746,7 @@ int main(void)
         cmocka_unit_test(test_token_type_array),
         cmocka_unit_test(test_marked_encode),
         cmocka_unit_test(test_phi3_markers),
+        cmocka_unit_test(test_pre_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
