@@ -454,3 +454,228 @@ void hr_matmul_packed(hr_pool *pool, const void *packed, uint32_t wtype, int64_t
 {
     hr_matmul_packed_multi(pool, 1, &packed, &N, &y, wtype, K, x, n_tok, act_scratch);
 }
+
+/* ---- expert matmul ----
+ *
+ * Three steps: (1) on the caller, a counting sort of the slots by expert
+ * (only the experts someone chose get a group); (2) a pool run quantising
+ * the input rows that some slot uses, split by blocks as in hr_matmul;
+ * (3) a pool run over chunks of (expert, rows), handed out through an
+ * atomic counter in expert order, so the threads share one expert's rows
+ * when few tokens chose it (decode) and take whole experts when many did
+ * (prefill). A chunk's size is set by work, rows x slots of its expert, so
+ * chunks cost about the same; inside one, slots go in tiles as in
+ * dot_chunk and each weight row is dotted with every slot of the tile while
+ * it sits in L1. Each output is one vec_dot of the row hr_matmul would use. */
+
+typedef struct {
+    int64_t chunk_end;   /* chunks of the groups up to and including this one */
+    int32_t expert;
+    int32_t first, count; /* its slots: slots[first .. first + count) */
+    int32_t chunk_rows;
+} id_group;
+
+typedef struct {
+    /* phase 1 */
+    hr_from_float_fn from_float;
+    const float *x;
+    char *act;
+    int64_t act_bs;       /* elements per activation block */
+    size_t act_ts;        /* bytes per activation block */
+    int64_t bpr, n_in;    /* blocks per row, input rows */
+    /* both */
+    const int32_t *ids;
+    int32_t n_used, n_expert;
+    bool x_per_slot;
+    /* phase 2 */
+    hr_vec_dot_fn vec_dot;
+    const char *w;
+    size_t w_row_bytes, expert_bytes;
+    const char *a;        /* activation rows */
+    size_t a_row_bytes;
+    int64_t K, N;
+    const int32_t *slots; /* slot indices, grouped by expert */
+    const id_group *groups;
+    int32_t tok_tile;
+    int64_t n_chunks;
+    float *y;
+    _Atomic int64_t next_chunk;
+} id_ctx;
+
+static bool id_valid(int32_t e, int32_t n_expert)
+{
+    return e >= 0 && e < n_expert;
+}
+
+/* Whether some slot reads input row `row`. */
+static bool id_row_used(const id_ctx *c, int64_t row)
+{
+    if (c->x_per_slot)
+        return id_valid(c->ids[row], c->n_expert);
+    for (int32_t s = 0; s < c->n_used; s++)
+        if (id_valid(c->ids[row * c->n_used + s], c->n_expert))
+            return true;
+    return false;
+}
+
+static void id_quantise_part(void *vctx, int ith, int nth)
+{
+    id_ctx *c = vctx;
+    const int64_t total = c->n_in * c->bpr;
+    const int64_t b1 = total * (ith + 1) / nth;
+    for (int64_t b = total * ith / nth; b < b1;) {
+        const int64_t row = b / c->bpr, end = (row + 1) * c->bpr < b1 ? (row + 1) * c->bpr : b1;
+        if (id_row_used(c, row))
+            c->from_float(c->x + b * c->act_bs, c->act + (size_t)b * c->act_ts, (end - b) * c->act_bs);
+        b = end;
+    }
+}
+
+static void id_dot_part(void *vctx, int ith, int nth)
+{
+    id_ctx *c = vctx;
+    (void)ith;
+    (void)nth;
+    int32_t g = 0; /* chunks come in increasing order, so the group only moves forward */
+    for (;;) {
+        const int64_t k = atomic_fetch_add_explicit(&c->next_chunk, 1, memory_order_relaxed);
+        if (k >= c->n_chunks)
+            break;
+        while (k >= c->groups[g].chunk_end)
+            g++;
+        const id_group *gr = &c->groups[g];
+        const int64_t k0 = g ? c->groups[g - 1].chunk_end : 0;
+        const int64_t r0 = (k - k0) * gr->chunk_rows;
+        const int64_t r1 = r0 + gr->chunk_rows < c->N ? r0 + gr->chunk_rows : c->N;
+        const char *we = c->w + (size_t)gr->expert * c->expert_bytes;
+        const int32_t *sl = c->slots + gr->first;
+        for (int32_t i0 = 0; i0 < gr->count; i0 += c->tok_tile) {
+            const int32_t i1 = i0 + c->tok_tile < gr->count ? i0 + c->tok_tile : gr->count;
+            for (int64_t r = r0; r < r1; r++) {
+                const char *wr = we + (size_t)r * c->w_row_bytes;
+                for (int32_t i = i0; i < i1; i++) {
+                    const int32_t slot = sl[i];
+                    const int64_t arow = c->x_per_slot ? slot : slot / c->n_used;
+                    c->vec_dot(c->K, &c->y[(size_t)slot * (size_t)c->N + (size_t)r], wr,
+                               c->a + (size_t)arow * c->a_row_bytes);
+                }
+            }
+        }
+    }
+}
+
+/* The scratch layout: activation rows (none for F32), then 8-aligned
+ * groups[min(n_expert, n_slots)], counts[n_expert], slots[n_slots]. */
+static size_t id_act_bytes(const hr_type_traits *wt, int64_t K, int64_t n_slots)
+{
+    return wt->vec_dot_type == HR_TYPE_F32 ? 0 : hr_row_size(wt->vec_dot_type, K) * (size_t)n_slots;
+}
+
+size_t hr_matmul_id_scratch_bytes(uint32_t wtype, int64_t K, int32_t n_tok, int32_t n_used, int32_t n_expert)
+{
+    const hr_type_traits *wt = hr_type_get(wtype);
+    if (!wt || !wt->supported || n_tok <= 0 || n_used <= 0 || n_expert <= 0 || K <= 0 || K % wt->block_size != 0)
+        return 0;
+    const int64_t n_slots = (int64_t)n_tok * n_used;
+    if (n_slots > INT32_MAX)
+        return 0;
+    const int64_t n_groups = n_expert < n_slots ? n_expert : n_slots;
+    return id_act_bytes(wt, K, n_slots) + 8 + (size_t)n_groups * sizeof(id_group) +
+           (size_t)n_expert * sizeof(int32_t) + (size_t)n_slots * sizeof(int32_t);
+}
+
+void hr_matmul_id(hr_pool *pool, const void *w, uint32_t wtype, size_t w_row_bytes, size_t expert_bytes,
+                  int64_t K, int64_t N, int32_t n_expert, const float *x, bool x_per_slot, int32_t n_tok,
+                  int32_t n_used, const int32_t *ids, float *y, void *scratch)
+{
+    if (N <= 0 || !hr_matmul_id_scratch_bytes(wtype, K, n_tok, n_used, n_expert))
+        return;
+    const hr_type_traits *wt = hr_type_get(wtype);
+    const int64_t n_slots = (int64_t)n_tok * n_used;
+    const int64_t n_groups_max = n_expert < n_slots ? n_expert : n_slots;
+    const int nth = hr_pool_n_threads(pool);
+
+    uintptr_t meta = (uintptr_t)scratch + id_act_bytes(wt, K, n_slots);
+    meta = (meta + 7) & ~(uintptr_t)7;
+    id_group *groups = (id_group *)meta;
+    int32_t *cursor = (int32_t *)(groups + n_groups_max);
+    int32_t *slots = cursor + n_expert;
+
+    /* (1) group the slots by expert, experts and slots in increasing order */
+    memset(cursor, 0, (size_t)n_expert * sizeof(int32_t));
+    for (int64_t i = 0; i < n_slots; i++)
+        if (id_valid(ids[i], n_expert))
+            cursor[ids[i]]++;
+    int32_t n_groups = 0, used = 0;
+    for (int32_t e = 0; e < n_expert; e++) {
+        if (!cursor[e])
+            continue;
+        groups[n_groups] = (id_group){ .expert = e, .first = used, .count = cursor[e] };
+        used += cursor[e];
+        cursor[e] = groups[n_groups].first;
+        n_groups++;
+    }
+    if (!n_groups)
+        return;
+    for (int64_t i = 0; i < n_slots; i++)
+        if (id_valid(ids[i], n_expert))
+            slots[cursor[ids[i]]++] = (int32_t)i;
+
+    /* chunks of about equal work (rows x slots), CHUNKS_PER_THREAD per thread */
+    const int64_t work = (int64_t)used * N, n_target = (int64_t)nth * CHUNKS_PER_THREAD;
+    const int64_t target = (work + n_target - 1) / n_target;
+    int64_t n_chunks = 0;
+    for (int32_t g = 0; g < n_groups; g++) {
+        int64_t rows = (target + groups[g].count - 1) / groups[g].count;
+        rows = rows < MIN_CHUNK_ROWS ? MIN_CHUNK_ROWS : rows > N ? N : rows;
+        groups[g].chunk_rows = (int32_t)rows;
+        n_chunks += (N + rows - 1) / rows;
+        groups[g].chunk_end = n_chunks;
+    }
+
+    id_ctx c = { 0 };
+    c.ids = ids;
+    c.n_used = n_used;
+    c.n_expert = n_expert;
+    c.x_per_slot = x_per_slot;
+    c.vec_dot = hr_cpu_vec_dot(wtype);
+    c.w = w;
+    c.w_row_bytes = w_row_bytes;
+    c.expert_bytes = expert_bytes;
+    c.K = K;
+    c.N = N;
+    c.slots = slots;
+    c.groups = groups;
+    c.n_chunks = n_chunks;
+    c.y = y;
+
+    /* (2) quantise each input row some slot reads, once */
+    if (wt->vec_dot_type == HR_TYPE_F32) {
+        c.a = (const char *)x;
+        c.a_row_bytes = (size_t)K * sizeof(float);
+    } else {
+        const hr_type_traits *at = hr_type_get(wt->vec_dot_type);
+        c.from_float = hr_cpu_from_float(wt->vec_dot_type);
+        c.x = x;
+        c.act = scratch;
+        c.act_bs = at->block_size;
+        c.act_ts = at->type_size;
+        c.bpr = K / at->block_size;
+        c.n_in = x_per_slot ? n_slots : n_tok;
+        c.a = scratch;
+        c.a_row_bytes = hr_row_size(wt->vec_dot_type, K);
+        if (nth > 1 && c.n_in * c.bpr >= 8 * (int64_t)nth)
+            hr_pool_run(pool, id_quantise_part, &c);
+        else
+            id_quantise_part(&c, 0, 1);
+    }
+
+    /* (3) the dot products */
+    const int64_t tile = TILE_ACT_BYTES / (int64_t)c.a_row_bytes;
+    c.tok_tile = (int32_t)(tile < 1 ? 1 : tile > INT32_MAX ? INT32_MAX : tile);
+    atomic_init(&c.next_chunk, 0);
+    if (nth > 1 && n_chunks > 1)
+        hr_pool_run(pool, id_dot_part, &c);
+    else
+        id_dot_part(&c, 0, 1);
+}
