@@ -81,11 +81,22 @@ void hr_matmul_packed_multi(hr_pool *pool, int n_mats, const void *const *packed
  *
  * scratch needs hr_matmul_id_scratch_bytes(wtype, K, n_tok, n_used,
  * n_expert) bytes, any alignment (activation rows for every slot, whichever
- * x_per_slot, plus the per-expert lists). 0 for unsupported types or bad
- * counts; then hr_matmul_id does nothing. */
+ * x_per_slot, plus the per-expert lists; enough for hr_matmul_id_packed
+ * too). 0 for unsupported types or bad counts; then hr_matmul_id does
+ * nothing. */
 size_t hr_matmul_id_scratch_bytes(uint32_t wtype, int64_t K, int32_t n_tok, int32_t n_used, int32_t n_expert);
 void hr_matmul_id(hr_pool *pool, const void *w, uint32_t wtype, size_t w_row_bytes, size_t expert_bytes,
                   int64_t K, int64_t N, int32_t n_expert, const float *x, bool x_per_slot, int32_t n_tok,
                   int32_t n_used, const int32_t *ids, float *y, void *scratch);
+
+/* As hr_matmul_id, on packed experts: expert e's packed copy (hr_matmul_pack
+ * of its N x K matrix, hr_matmul_packed_bytes(wtype, K, N) bytes) starts at
+ * packed + e*packed_expert_bytes. Every output row is bit-identical to
+ * hr_matmul_packed of that expert on that input row. Only where
+ * hr_matmul_packed_bytes(wtype, K, N) > 0 (the avx512 path; otherwise it
+ * does nothing: use hr_matmul_id). scratch: hr_matmul_id_scratch_bytes. */
+void hr_matmul_id_packed(hr_pool *pool, const void *packed, uint32_t wtype, size_t packed_expert_bytes, int64_t K,
+                         int64_t N, int32_t n_expert, const float *x, bool x_per_slot, int32_t n_tok, int32_t n_used,
+                         const int32_t *ids, float *y, void *scratch);
 
 #endif

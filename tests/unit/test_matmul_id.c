@@ -75,6 +75,9 @@ typedef struct {
     int64_t K;
     size_t row_bytes, expert_bytes;
     unsigned char *w;
+    /* with experts_pack: each expert's hr_matmul_pack copy, page-rounded */
+    size_t pk_bytes;
+    unsigned char *pw;
 } experts;
 
 static void experts_make(experts *ex, uint32_t type, int64_t K)
@@ -96,16 +99,35 @@ static void experts_make(experts *ex, uint32_t type, int64_t K)
             memset(dst + ex->row_bytes - 16, 0xA5, 16);
         }
     free(row);
+    ex->pk_bytes = 0;
+    ex->pw = NULL;
+}
+
+/* False when this path has no packed layout for the type. */
+static bool experts_pack(experts *ex)
+{
+    const size_t pb = hr_matmul_packed_bytes(ex->type, ex->K, N_ROWS), pg = page_size();
+    if (!pb)
+        return false;
+    ex->pk_bytes = (pb + pg - 1) / pg * pg;
+    ex->pw = map_rw(ex->pk_bytes * N_EXPERT);
+    for (int e = 0; e < N_EXPERT; e++)
+        hr_matmul_pack(NULL, ex->w + (size_t)e * ex->expert_bytes, ex->type, ex->row_bytes, ex->K, N_ROWS,
+                       ex->pw + (size_t)e * ex->pk_bytes);
+    return true;
 }
 
 static void experts_free(experts *ex)
 {
     munmap(ex->w, ex->expert_bytes * N_EXPERT);
+    if (ex->pw)
+        munmap(ex->pw, ex->pk_bytes * N_EXPERT);
 }
 
 static const uint32_t SENTINEL = 0x7FC0BEEFu; /* a NaN nobody computes */
 
-/* One call of hr_matmul_id against hr_matmul per slot. ids are drawn from a
+/* One call of hr_matmul_id against hr_matmul per slot (with ex->pw:
+ * hr_matmul_id_packed against hr_matmul_packed). ids are drawn from a
  * random subset of the experts (at least one never chosen), with repeats
  * within a token and -1 / out-of-range slots. */
 static void check_case(const experts *ex, hr_pool *pool, bool x_per_slot, int32_t n_tok, int32_t n_used,
@@ -164,17 +186,22 @@ static void check_case(const experts *ex, hr_pool *pool, bool x_per_slot, int32_
     char *scratch_buf = malloc(sb + 1);
     assert_non_null(scratch_buf);
 
+    unsigned char *wbase = ex->pw ? ex->pw : ex->w;
+    const size_t estride = ex->pw ? ex->pk_bytes : ex->expert_bytes;
     for (int e = 0; e < N_EXPERT; e++)
         if (!chosen[e])
-            assert_int_equal(mprotect(ex->w + (size_t)e * ex->expert_bytes, ex->expert_bytes, PROT_NONE), 0);
+            assert_int_equal(mprotect(wbase + (size_t)e * estride, estride, PROT_NONE), 0);
     for (int32_t r = 0; r < n_in; r++)
         if (!row_used[r])
             assert_int_equal(mprotect((char *)x + (size_t)r * pg, pg, PROT_NONE), 0);
     /* odd scratch alignment: any alignment must do */
-    hr_matmul_id(pool, ex->w, ex->type, ex->row_bytes, ex->expert_bytes, K, N, N_EXPERT, x, x_per_slot, n_tok,
-                 n_used, ids, y, scratch_buf + 1);
-    for (int e = 0; e < N_EXPERT; e++)
-        assert_int_equal(mprotect(ex->w + (size_t)e * ex->expert_bytes, ex->expert_bytes, PROT_READ | PROT_WRITE), 0);
+    if (ex->pw)
+        hr_matmul_id_packed(pool, ex->pw, ex->type, ex->pk_bytes, K, N, N_EXPERT, x, x_per_slot, n_tok, n_used, ids, y,
+                            scratch_buf + 1);
+    else
+        hr_matmul_id(pool, ex->w, ex->type, ex->row_bytes, ex->expert_bytes, K, N, N_EXPERT, x, x_per_slot, n_tok,
+                     n_used, ids, y, scratch_buf + 1);
+    assert_int_equal(mprotect(wbase, estride * N_EXPERT, PROT_READ | PROT_WRITE), 0);
     assert_int_equal(mprotect(x, (size_t)n_in * pg, PROT_READ | PROT_WRITE), 0);
 
     /* the oracle: hr_matmul of that expert's matrix on that row, alone */
@@ -191,13 +218,16 @@ static void check_case(const experts *ex, hr_pool *pool, bool x_per_slot, int32_
             continue;
         }
         const float *xi = x + (size_t)(x_per_slot ? i : i / n_used) * (size_t)K;
-        hr_matmul(NULL, ex->w + (size_t)ids[i] * ex->expert_bytes, ex->type, ex->row_bytes, K, N, xi, 1, yr, rs);
+        if (ex->pw)
+            hr_matmul_packed(NULL, ex->pw + (size_t)ids[i] * ex->pk_bytes, ex->type, K, N, xi, 1, yr, rs);
+        else
+            hr_matmul(NULL, ex->w + (size_t)ids[i] * ex->expert_bytes, ex->type, ex->row_bytes, K, N, xi, 1, yr, rs);
         if (memcmp(yi, yr, (size_t)N * sizeof(float)) != 0) {
             int64_t r = 0;
             while (memcmp(&yi[r], &yr[r], 4) == 0)
                 r++;
-            fail_msg("%s %s n_tok %d threads %d: slot %d (expert %d) row %lld: %.9g, hr_matmul %.9g",
-                     hr_type_name(ex->type), x_per_slot ? "x per slot" : "x per token", (int)n_tok,
+            fail_msg("%s%s %s n_tok %d threads %d: slot %d (expert %d) row %lld: %.9g, oracle %.9g",
+                     hr_type_name(ex->type), ex->pw ? " packed" : "", x_per_slot ? "x per slot" : "x per token", (int)n_tok,
                      hr_pool_n_threads(pool), (int)i, (int)ids[i], (long long)r, (double)yi[r], (double)yr[r]);
         }
     }
@@ -292,6 +322,54 @@ static void test_nothing_to_do(void **state)
     experts_free(&ex);
 }
 
+/* The packed variant where this path has packed layouts (avx512: Q8_0,
+ * Q4_0, Q5_0, IQ4_NL, Q4_K, Q6_K), against hr_matmul_packed per slot.
+ * Elsewhere hr_matmul_id_packed must leave every output alone (the engine
+ * uses hr_matmul_id there). */
+static void test_packed(void **state)
+{
+    (void)state;
+    static const uint32_t pk_types[] = { HR_TYPE_Q8_0, HR_TYPE_Q4_0, HR_TYPE_Q5_0,
+                                         HR_TYPE_IQ4_NL, HR_TYPE_Q4_K, HR_TYPE_Q6_K };
+    hr_pool *pools[3] = { NULL, hr_pool_new(2), hr_pool_new(3) };
+    assert_true(pools[1] && pools[2]);
+    const int64_t K = test_k();
+    int n_packed = 0;
+    for (size_t ti = 0; ti < sizeof pk_types / sizeof pk_types[0]; ti++) {
+        experts ex;
+        experts_make(&ex, pk_types[ti], K);
+        if (!experts_pack(&ex)) {
+            assert_true(hr_cpu_isa() < HR_ISA_AVX512);
+            const int32_t ids[4] = { 0, 1, 2, 3 };
+            float *x = calloc((size_t)2 * K, sizeof(float)), y[4 * N_ROWS];
+            void *s = malloc(hr_matmul_id_scratch_bytes(ex.type, K, 2, 2, N_EXPERT));
+            assert_true(x && s);
+            for (size_t i = 0; i < 4 * N_ROWS; i++)
+                memcpy(&y[i], &SENTINEL, 4);
+            hr_matmul_id_packed(pools[1], ex.w, ex.type, ex.expert_bytes, K, N_ROWS, N_EXPERT, x, false, 2, 2, ids,
+                                y, s);
+            for (size_t i = 0; i < 4 * N_ROWS; i++)
+                assert_memory_equal(&y[i], &SENTINEL, 4);
+            free(x);
+            free(s);
+            experts_free(&ex);
+            continue;
+        }
+        n_packed++;
+        for (int p = 0; p < 3; p++)
+            for (int xs = 0; xs < 2; xs++) {
+                check_case(&ex, pools[p], xs, 1, 4, 1, 6);
+                check_case(&ex, pools[p], xs, 17, 4, 1, 6);
+                check_case(&ex, pools[p], xs, 90, 2, 1, 1); /* one expert, slots > one kernel tile */
+            }
+        experts_free(&ex);
+    }
+    print_message("packed layouts on this path: %d of 6 types%s\n", n_packed,
+                  n_packed ? "" : " (not an avx512 path: checked that nothing is written)");
+    for (int p = 1; p < 3; p++)
+        hr_pool_free(pools[p]);
+}
+
 int main(void)
 {
     printf("path %s\n", hr_cpu_isa_name());
@@ -299,6 +377,7 @@ int main(void)
         cmocka_unit_test(test_matches_matmul),
         cmocka_unit_test(test_large_batch),
         cmocka_unit_test(test_nothing_to_do),
+        cmocka_unit_test(test_packed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
