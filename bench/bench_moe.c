@@ -16,15 +16,20 @@
  * from DRAM, not the 8 MiB L3. GB/s counts the bytes of the distinct experts
  * a call touches (rows x row bytes; the activations are negligible), which
  * is what decode must stream. Each round runs the naive loop, the grouped
- * call and a plain read of --read-mib MiB over the same threads (the
+ * call (and, where the path has packed layouts (avx512), the packed grouped
+ * call) and a plain read of --read-mib MiB over the same threads (the
  * machine's read bandwidth at that moment), each for >= --time seconds;
- * the table gives the best round of each. Keep runs short on shared machines. */
+ * the table gives the best round of each. cpu_ms is the process CPU time
+ * per call (all threads), less sensitive than wall time to a loaded host.
+ * GFLOP/s counts 2*K*N per slot (int8 products as flops). Keep runs short
+ * on shared machines. */
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/clock.h"
 #include "cpu/cpu.h"
@@ -104,6 +109,8 @@ typedef struct {
     uint32_t type;
     size_t rb, eb;
     const unsigned char *w;
+    const unsigned char *pw; /* packed experts (NULL: none on this path) */
+    size_t peb;
     const float *x;
     float *y;
     void *scratch;
@@ -127,23 +134,42 @@ static void call_grouped(const run_ctx *r, const int32_t *ids)
                  r->L->n_used, ids, r->y, r->scratch);
 }
 
-/* Seconds per call (>= min_time of calls) and bytes touched per call. */
-static double time_calls(const run_ctx *r, bool grouped, double min_time, double *bytes_per_call)
+static void call_packed(const run_ctx *r, const int32_t *ids)
+{
+    hr_matmul_id_packed(r->pool, r->pw, r->type, r->peb, r->L->K, r->L->N, r->L->n_expert, r->x, false, r->n_tok,
+                        r->L->n_used, ids, r->y, r->scratch);
+}
+
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+enum { NAIVE, GROUPED, PACKED };
+
+/* Seconds per call (>= min_time of calls), CPU seconds per call and bytes
+ * touched per call. */
+static double time_calls(const run_ctx *r, int how, double min_time, double *cpu_per_call, double *bytes_per_call)
 {
     const size_t set = (size_t)r->n_tok * (size_t)r->L->n_used;
     double bytes = 0;
     int calls = 0;
-    const double t0 = hr_now_s();
+    const double t0 = hr_now_s(), c0 = cpu_s();
     double dt;
     do {
         const int32_t *ids = r->id_sets + (size_t)(calls % r->n_sets) * set;
-        if (grouped)
+        if (how == PACKED)
+            call_packed(r, ids);
+        else if (how == GROUPED)
             call_grouped(r, ids);
         else
             call_naive(r, ids);
         calls++;
         dt = hr_now_s() - t0;
     } while (dt < min_time);
+    *cpu_per_call = (cpu_s() - c0) / calls;
     /* bytes of the distinct experts of each call made */
     bool *seen = calloc((size_t)r->L->n_expert, 1);
     if (!seen)
@@ -218,8 +244,9 @@ int main(int argc, char **argv)
 
     printf("path %s; best of %d alternating rounds of >= %.2f s each; read loop over %ld MiB\n", hr_cpu_isa_name(),
            rounds, min_time, read_mib);
-    printf("%-6s %-5s %4s %3s %9s %9s %6s %8s %8s %8s %8s %6s\n", "layer", "type", "ntok", "thr", "naive_ms",
-           "group_ms", "x", "MB/call", "naiveGBs", "groupGBs", "readGBs", "g/read");
+    printf("%-6s %-5s %4s %3s %9s %9s %9s %5s %7s %8s %8s %6s %7s %9s %9s\n", "layer", "type", "ntok", "thr",
+           "naive_ms", "group_ms", "packd_ms", "x", "MB/call", "groupGBs", "readGBs", "g/read", "GFLOP/s", "n_cpu_ms",
+           "g_cpu_ms");
     for (int mi = 0; mi < nm; mi++) {
         const layer *L = NULL;
         for (size_t k = 0; k < sizeof layers / sizeof layers[0]; k++)
@@ -249,6 +276,14 @@ int main(int argc, char **argv)
             }
             for (size_t r = 0; r < (size_t)L->N * (size_t)L->n_expert; r++)
                 memcpy(w + r * rb, proto + (r % 64) * rb, rb);
+            const size_t peb = hr_matmul_packed_bytes(type, L->K, L->N);
+            unsigned char *pw = NULL;
+            if (peb) {
+                if (!(pw = aligned_alloc(64, (peb * (size_t)L->n_expert + 63) / 64 * 64)))
+                    return 1;
+                for (int32_t e = 0; e < L->n_expert; e++)
+                    hr_matmul_pack(NULL, w + (size_t)e * eb, type, rb, L->K, L->N, pw + (size_t)e * peb);
+            }
             for (int ni = 0; ni < nn; ni++) {
                 const int32_t n_tok = atoi(ntoks[ni]);
                 if (n_tok < 1)
@@ -283,23 +318,32 @@ int main(int argc, char **argv)
                     hr_pool *pool = hr_pool_new(n_thr);
                     if (!pool)
                         continue;
-                    run_ctx r = { L, type, rb, eb, w, x, y, scratch, n_tok, id_sets, n_sets, pool };
-                    double bytes = 0, best_n = 1e30, best_g = 1e30, best_read = 0;
+                    run_ctx r = { L, type, rb, eb, w, pw, peb, x, y, scratch, n_tok, id_sets, n_sets, pool };
+                    double bytes = 0, best[3] = { 1e30, 1e30, 1e30 }, best_cpu[3] = { 1e30, 1e30, 1e30 };
+                    double best_read = 0;
                     call_grouped(&r, id_sets); /* warm up: fault in, first pool run */
                     call_naive(&r, id_sets);
                     for (int k = 0; k < rounds; k++) {
-                        const double tn = time_calls(&r, false, min_time, &bytes);
-                        const double tg = time_calls(&r, true, min_time, &bytes);
+                        for (int how = NAIVE; how <= (pw ? PACKED : GROUPED); how++) {
+                            double cpu;
+                            const double t = time_calls(&r, how, min_time, &cpu, &bytes);
+                            best[how] = t < best[how] ? t : best[how];
+                            best_cpu[how] = cpu < best_cpu[how] ? cpu : best_cpu[how];
+                        }
                         const double rd = time_read(pool, &rc, min_time);
-                        best_n = tn < best_n ? tn : best_n;
-                        best_g = tg < best_g ? tg : best_g;
                         best_read = rd > best_read ? rd : best_read;
                     }
                     hr_pool_free(pool);
-                    printf("%-6s %-5s %4d %3d %9.3f %9.3f %6.2f %8.2f %8.2f %8.2f %8.2f %6.2f\n", L->name,
-                           hr_type_name(type), (int)n_tok, n_thr, best_n * 1e3, best_g * 1e3, best_n / best_g,
-                           bytes * 1e-6, bytes / best_n * 1e-9, bytes / best_g * 1e-9, best_read * 1e-9,
-                           bytes / best_g / best_read);
+                    /* the fastest grouped form against the naive loop */
+                    const double bg = pw && best[PACKED] < best[GROUPED] ? best[PACKED] : best[GROUPED];
+                    char pk_s[16] = "-";
+                    if (pw)
+                        snprintf(pk_s, sizeof pk_s, "%.3f", best[PACKED] * 1e3);
+                    printf("%-6s %-5s %4d %3d %9.3f %9.3f %9s %5.2f %7.2f %8.2f %8.2f %6.2f %7.1f %9.3f %9.3f\n",
+                           L->name, hr_type_name(type), (int)n_tok, n_thr, best[NAIVE] * 1e3, best[GROUPED] * 1e3,
+                           pk_s, best[NAIVE] / bg, bytes * 1e-6, bytes / bg * 1e-9, best_read * 1e-9,
+                           bytes / bg / best_read, 2.0 * (double)L->K * (double)L->N * (double)set / bg * 1e-9,
+                           best_cpu[NAIVE] * 1e3, best_cpu[GROUPED] * 1e3);
                     fflush(stdout);
                 }
                 free(id_sets);
@@ -308,6 +352,7 @@ int main(int argc, char **argv)
                 free(scratch);
             }
             free(w);
+            free(pw);
             free(proto);
             free(row);
         }
