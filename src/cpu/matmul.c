@@ -337,14 +337,12 @@ typedef struct {
     _Atomic int64_t next_chunk;
 } pk_ctx;
 
-static void pk_quantise_part(void *vctx, int ith, int nth)
+/* Activation blocks b0..b1 (of the act / da / as arrays) from the floats at
+ * src (block b0's first element). */
+static void pk_quantise_blocks(const pk_ctx *c, const float *src, int64_t b0, int64_t b1)
 {
-    pk_ctx *c = vctx;
-    const int64_t b0 = c->act_blocks * ith / nth, b1 = c->act_blocks * (ith + 1) / nth;
-    if (b1 <= b0)
-        return;
     if (c->q8k) { /* Q4_K's min pairs: int16 sums of 32, two per int32 */
-        c->from_float(c->x + b0 * HR_QK_K, c->act + (size_t)b0 * 292, (b1 - b0) * HR_QK_K);
+        c->from_float(src, c->act + (size_t)b0 * 292, (b1 - b0) * HR_QK_K);
         for (int64_t b = b0; b < b1; b++) {
             int16_t bs[16];
             memcpy(bs, c->act + (size_t)b * 292 + 260, 32);
@@ -355,7 +353,7 @@ static void pk_quantise_part(void *vctx, int ith, int nth)
         }
         return;
     }
-    c->from_float(c->x + b0 * HR_QK32, c->act + (size_t)b0 * 34, (b1 - b0) * HR_QK32);
+    c->from_float(src, c->act + (size_t)b0 * 34, (b1 - b0) * HR_QK32);
     for (int64_t b = b0; b < b1; b++) {
         const uint8_t *blk = c->act + (size_t)b * 34;
         hr_f16 d;
@@ -366,6 +364,14 @@ static void pk_quantise_part(void *vctx, int ith, int nth)
             s += (int8_t)blk[2 + i];
         c->as[b] = s;
     }
+}
+
+static void pk_quantise_part(void *vctx, int ith, int nth)
+{
+    pk_ctx *c = vctx;
+    const int64_t b0 = c->act_blocks * ith / nth, b1 = c->act_blocks * (ith + 1) / nth;
+    if (b1 > b0)
+        pk_quantise_blocks(c, c->x + b0 * (c->q8k ? HR_QK_K : HR_QK32), b0, b1);
 }
 
 static void pk_dot_part(void *vctx, int ith, int nth)
@@ -453,4 +459,372 @@ void hr_matmul_packed(hr_pool *pool, const void *packed, uint32_t wtype, int64_t
                       int32_t n_tok, float *y, void *act_scratch)
 {
     hr_matmul_packed_multi(pool, 1, &packed, &N, &y, wtype, K, x, n_tok, act_scratch);
+}
+
+/* ---- expert matmul ----
+ *
+ * Three steps: (1) on the caller, a counting sort of the slots by expert
+ * (only the experts someone chose get a group); (2) a pool run quantising
+ * the activation rows; (3) a pool run over chunks of (expert, rows), handed
+ * out through an atomic counter in expert order, so the threads share one
+ * expert's rows when few tokens chose it (decode) and take whole experts
+ * when many did (prefill). A chunk's size is set by work, rows x slots of
+ * its expert, so chunks cost about the same.
+ *
+ * Plain (hr_matmul_id): each input row some slot reads is quantised once, in
+ * place (row t or slot i of the scratch). Inside a chunk, slots go in tiles
+ * whose activations fit in L2; within a tile, rows in blocks that fit in L1,
+ * each block dotted with every slot of the tile. Each output is one vec_dot
+ * of the rows hr_matmul would use, so the order changes no bit.
+ *
+ * Packed (hr_matmul_id_packed): the GEMM micro-kernels want a tile's
+ * activation rows adjacent, so each slot's row is quantised at its position
+ * in expert order (a token's row once per slot that reads it: the same
+ * bytes every time); the kernel writes 16 rows x a tile of slots into a
+ * small buffer that is then scattered to the slots' output rows. */
+
+typedef struct {
+    int64_t chunk_end;    /* chunks of the groups up to and including this one */
+    int32_t expert;
+    int32_t first, count; /* its slots: slots[first .. first + count) */
+    int32_t chunk_units;  /* rows (plain) or 16-row groups (packed) per chunk */
+} id_group;
+
+typedef struct {
+    id_group *groups;
+    int32_t *slots;       /* slot indices, grouped by expert */
+    int32_t n_groups, used;
+    int64_t n_chunks;
+    char *rest;           /* the scratch after the lists */
+} id_plan;
+
+#define ID_ROW_BLOCK_BYTES (16 * 1024) /* weight rows a slot runs through while they sit in L1 */
+#define ID_PK_TILE 64                 /* slots per packed kernel call (its output buffer: 4 KiB) */
+
+static bool id_valid(int32_t e, int32_t n_expert)
+{
+    return e >= 0 && e < n_expert;
+}
+
+/* The lists at the start of the scratch: 8-aligned groups[min(n_expert,
+ * n_slots)], cursor[n_expert], slots[n_slots]; then 64-aligned activations. */
+static size_t id_lists_bytes(int64_t n_slots, int32_t n_expert)
+{
+    const int64_t n_groups = n_expert < n_slots ? n_expert : n_slots;
+    return 8 + (size_t)n_groups * sizeof(id_group) + (size_t)n_expert * sizeof(int32_t) +
+           (size_t)n_slots * sizeof(int32_t) + 64;
+}
+
+/* Groups the slots by expert (experts and slots in increasing order) and
+ * cuts each expert's n_units (rows or row groups) into chunks of about
+ * equal work. */
+static void id_plan_make(id_plan *pl, void *scratch, const int32_t *ids, int64_t n_slots, int32_t n_expert,
+                         int64_t n_units, int64_t unit_rows, int nth)
+{
+    uintptr_t p = ((uintptr_t)scratch + 7) & ~(uintptr_t)7;
+    const int64_t n_groups_max = n_expert < n_slots ? n_expert : n_slots;
+    pl->groups = (id_group *)p;
+    int32_t *cursor = (int32_t *)(pl->groups + n_groups_max);
+    pl->slots = cursor + n_expert;
+    p = ((uintptr_t)(pl->slots + n_slots) + 63) & ~(uintptr_t)63;
+    pl->rest = (char *)p;
+
+    memset(cursor, 0, (size_t)n_expert * sizeof(int32_t));
+    for (int64_t i = 0; i < n_slots; i++)
+        if (id_valid(ids[i], n_expert))
+            cursor[ids[i]]++;
+    pl->n_groups = 0;
+    pl->used = 0;
+    for (int32_t e = 0; e < n_expert; e++) {
+        if (!cursor[e])
+            continue;
+        pl->groups[pl->n_groups] = (id_group){ .expert = e, .first = pl->used, .count = cursor[e] };
+        pl->used += cursor[e];
+        cursor[e] = pl->groups[pl->n_groups].first;
+        pl->n_groups++;
+    }
+    for (int64_t i = 0; i < n_slots; i++)
+        if (id_valid(ids[i], n_expert))
+            pl->slots[cursor[ids[i]]++] = (int32_t)i;
+
+    /* CHUNKS_PER_THREAD chunks per thread of equal work (rows x slots) */
+    const int64_t work = (int64_t)pl->used * n_units, n_target = (int64_t)nth * CHUNKS_PER_THREAD;
+    const int64_t target = (work + n_target - 1) / n_target;
+    const int64_t min_units = (MIN_CHUNK_ROWS + unit_rows - 1) / unit_rows;
+    pl->n_chunks = 0;
+    for (int32_t g = 0; g < pl->n_groups; g++) {
+        int64_t u = (target + pl->groups[g].count - 1) / pl->groups[g].count;
+        u = u < min_units ? min_units : u > n_units ? n_units : u;
+        pl->groups[g].chunk_units = (int32_t)u;
+        pl->n_chunks += (n_units + u - 1) / u;
+        pl->groups[g].chunk_end = pl->n_chunks;
+    }
+}
+
+/* The group of chunk k (g: the caller's cursor, only moving forward, as
+ * chunks come in increasing order) and the chunk's units [u0, u1). */
+static const id_group *id_chunk(const id_plan *pl, int64_t k, int32_t *g, int64_t n_units, int64_t *u0,
+                                int64_t *u1)
+{
+    while (k >= pl->groups[*g].chunk_end)
+        (*g)++;
+    const id_group *gr = &pl->groups[*g];
+    *u0 = (k - (*g ? pl->groups[*g - 1].chunk_end : 0)) * gr->chunk_units;
+    *u1 = *u0 + gr->chunk_units < n_units ? *u0 + gr->chunk_units : n_units;
+    return gr;
+}
+
+static int64_t id_slots_checked(uint32_t wtype, int64_t K, int32_t n_tok, int32_t n_used, int32_t n_expert)
+{
+    const hr_type_traits *wt = hr_type_get(wtype);
+    if (!wt || !wt->supported || n_tok <= 0 || n_used <= 0 || n_expert <= 0 || K <= 0 || K % wt->block_size != 0)
+        return 0;
+    const int64_t n_slots = (int64_t)n_tok * n_used;
+    return n_slots > INT32_MAX ? 0 : n_slots;
+}
+
+size_t hr_matmul_id_scratch_bytes(uint32_t wtype, int64_t K, int32_t n_tok, int32_t n_used, int32_t n_expert)
+{
+    const int64_t n_slots = id_slots_checked(wtype, K, n_tok, n_used, n_expert);
+    if (!n_slots)
+        return 0;
+    const hr_type_traits *wt = hr_type_get(wtype);
+    /* plain: one row per slot at most; packed: Q8_0 / Q8_K rows and their per-block sides */
+    size_t act = wt->vec_dot_type == HR_TYPE_F32 ? 0 : hr_row_size(wt->vec_dot_type, K) * (size_t)n_slots;
+    const int kind = pack_kind(wtype);
+    if (kind != HR_PACK_NONE) {
+        const bool q8k = hr_pack_is_k(kind);
+        const size_t nb = (size_t)(K / (q8k ? HR_QK_K : HR_QK32));
+        const size_t pk = (size_t)n_slots * nb * ((q8k ? 292 : 34) + sizeof(float) + (q8k ? 4 : 1) * sizeof(int32_t)) + 64;
+        act = pk > act ? pk : act;
+    }
+    return id_lists_bytes(n_slots, n_expert) + act;
+}
+
+typedef struct {
+    id_plan pl;
+    const int32_t *ids;
+    int32_t n_used, n_expert;
+    bool x_per_slot;
+    const float *x;
+    int64_t K, N;
+    float *y;
+    _Atomic int64_t next_chunk;
+    /* plain */
+    hr_from_float_fn from_float;
+    char *act;
+    int64_t act_bs, bpr, n_in; /* elements per activation block, blocks per row, input rows */
+    size_t act_ts;
+    hr_vec_dot_fn vec_dot;
+    const char *w, *a;
+    size_t w_row_bytes, expert_bytes, a_row_bytes;
+    int32_t tok_tile;
+    int64_t row_block;
+    /* packed */
+    pk_ctx pk;
+    size_t pk_expert_bytes;
+} id_ctx;
+
+/* Whether some slot reads input row `row`. */
+static bool id_row_used(const id_ctx *c, int64_t row)
+{
+    if (c->x_per_slot)
+        return id_valid(c->ids[row], c->n_expert);
+    for (int32_t s = 0; s < c->n_used; s++)
+        if (id_valid(c->ids[row * c->n_used + s], c->n_expert))
+            return true;
+    return false;
+}
+
+static void id_quantise_part(void *vctx, int ith, int nth)
+{
+    id_ctx *c = vctx;
+    const int64_t total = c->n_in * c->bpr;
+    const int64_t b1 = total * (ith + 1) / nth;
+    for (int64_t b = total * ith / nth; b < b1;) {
+        const int64_t row = b / c->bpr, end = (row + 1) * c->bpr < b1 ? (row + 1) * c->bpr : b1;
+        if (id_row_used(c, row))
+            c->from_float(c->x + b * c->act_bs, c->act + (size_t)b * c->act_ts, (end - b) * c->act_bs);
+        b = end;
+    }
+}
+
+static void id_dot_part(void *vctx, int ith, int nth)
+{
+    id_ctx *c = vctx;
+    (void)ith;
+    (void)nth;
+    int32_t g = 0;
+    for (;;) {
+        const int64_t k = atomic_fetch_add_explicit(&c->next_chunk, 1, memory_order_relaxed);
+        if (k >= c->pl.n_chunks)
+            break;
+        int64_t r0, r1;
+        const id_group *gr = id_chunk(&c->pl, k, &g, c->N, &r0, &r1);
+        const char *we = c->w + (size_t)gr->expert * c->expert_bytes;
+        const int32_t *sl = c->pl.slots + gr->first;
+        for (int32_t i0 = 0; i0 < gr->count; i0 += c->tok_tile) {
+            const int32_t i1 = i0 + c->tok_tile < gr->count ? i0 + c->tok_tile : gr->count;
+            for (int64_t b0 = r0; b0 < r1; b0 += c->row_block) {
+                const int64_t b1 = b0 + c->row_block < r1 ? b0 + c->row_block : r1;
+                for (int32_t i = i0; i < i1; i++) {
+                    const int32_t slot = sl[i];
+                    const char *ar = c->a + (size_t)(c->x_per_slot ? slot : slot / c->n_used) * c->a_row_bytes;
+                    float *yr = c->y + (size_t)slot * (size_t)c->N;
+                    for (int64_t r = b0; r < b1; r++)
+                        c->vec_dot(c->K, &yr[r], we + (size_t)r * c->w_row_bytes, ar);
+                }
+            }
+        }
+    }
+}
+
+static void id_init(id_ctx *c, const float *x, bool x_per_slot, int64_t K, int64_t N, int32_t n_expert,
+                    int32_t n_used, const int32_t *ids, float *y)
+{
+    c->ids = ids;
+    c->n_used = n_used;
+    c->n_expert = n_expert;
+    c->x_per_slot = x_per_slot;
+    c->x = x;
+    c->K = K;
+    c->N = N;
+    c->y = y;
+    atomic_init(&c->next_chunk, 0);
+}
+
+void hr_matmul_id(hr_pool *pool, const void *w, uint32_t wtype, size_t w_row_bytes, size_t expert_bytes,
+                  int64_t K, int64_t N, int32_t n_expert, const float *x, bool x_per_slot, int32_t n_tok,
+                  int32_t n_used, const int32_t *ids, float *y, void *scratch)
+{
+    const int64_t n_slots = id_slots_checked(wtype, K, n_tok, n_used, n_expert);
+    if (N <= 0 || !n_slots)
+        return;
+    const hr_type_traits *wt = hr_type_get(wtype);
+    const int nth = hr_pool_n_threads(pool);
+    id_ctx c = { 0 };
+    id_init(&c, x, x_per_slot, K, N, n_expert, n_used, ids, y);
+    id_plan_make(&c.pl, scratch, ids, n_slots, n_expert, N, 1, nth);
+    if (!c.pl.n_groups)
+        return;
+    c.vec_dot = hr_cpu_vec_dot(wtype);
+    c.w = w;
+    c.w_row_bytes = w_row_bytes;
+    c.expert_bytes = expert_bytes;
+
+    if (wt->vec_dot_type == HR_TYPE_F32) {
+        c.a = (const char *)x;
+        c.a_row_bytes = (size_t)K * sizeof(float);
+    } else {
+        const hr_type_traits *at = hr_type_get(wt->vec_dot_type);
+        c.from_float = hr_cpu_from_float(wt->vec_dot_type);
+        c.act = c.pl.rest;
+        c.act_bs = at->block_size;
+        c.act_ts = at->type_size;
+        c.bpr = K / at->block_size;
+        c.n_in = x_per_slot ? n_slots : n_tok;
+        c.a = c.act;
+        c.a_row_bytes = hr_row_size(wt->vec_dot_type, K);
+        if (nth > 1 && c.n_in * c.bpr >= 8 * (int64_t)nth)
+            hr_pool_run(pool, id_quantise_part, &c);
+        else
+            id_quantise_part(&c, 0, 1);
+    }
+
+    const int64_t tile = TILE_ACT_BYTES / (int64_t)c.a_row_bytes;
+    c.tok_tile = (int32_t)(tile < 1 ? 1 : tile > INT32_MAX ? INT32_MAX : tile);
+    const int64_t rblk = ID_ROW_BLOCK_BYTES / (int64_t)(w_row_bytes ? w_row_bytes : 1);
+    c.row_block = rblk < 1 ? 1 : rblk;
+    if (nth > 1 && c.pl.n_chunks > 1)
+        hr_pool_run(pool, id_dot_part, &c);
+    else
+        id_dot_part(&c, 0, 1);
+}
+
+/* Packed: activation row i (position in expert order) of slot slots[i]. */
+static void idp_quantise_part(void *vctx, int ith, int nth)
+{
+    id_ctx *c = vctx;
+    const int64_t bpr = c->pk.nb, total = (int64_t)c->pl.used * bpr, bs = c->pk.q8k ? HR_QK_K : HR_QK32;
+    const int64_t b1 = total * (ith + 1) / nth;
+    for (int64_t b = total * ith / nth; b < b1;) {
+        const int64_t i = b / bpr, end = (i + 1) * bpr < b1 ? (i + 1) * bpr : b1;
+        const int32_t slot = c->pl.slots[i];
+        const float *src = c->x + (size_t)(c->x_per_slot ? slot : slot / c->n_used) * (size_t)c->K;
+        pk_quantise_blocks(&c->pk, src + (b - i * bpr) * bs, b, end);
+        b = end;
+    }
+}
+
+static void idp_dot_part(void *vctx, int ith, int nth)
+{
+    id_ctx *c = vctx;
+    (void)ith;
+    (void)nth;
+    const pk_ctx *pk = &c->pk;
+    const size_t a_row = (size_t)pk->nb * pk->act_ts, side_row = (size_t)pk->nb * (pk->q8k ? 4 : 1);
+    const int64_t n_groups = (c->N + HR_PACK_ROWS - 1) / HR_PACK_ROWS;
+    float yt[ID_PK_TILE * HR_PACK_ROWS];
+    int32_t g = 0;
+    for (;;) {
+        const int64_t k = atomic_fetch_add_explicit(&c->next_chunk, 1, memory_order_relaxed);
+        if (k >= c->pl.n_chunks)
+            break;
+        int64_t q0, q1;
+        const id_group *gr = id_chunk(&c->pl, k, &g, n_groups, &q0, &q1);
+        const uint8_t *we = pk->w[0] + (size_t)gr->expert * c->pk_expert_bytes;
+        for (int32_t i0 = 0; i0 < gr->count; i0 += ID_PK_TILE) {
+            const int tn = gr->count - i0 < ID_PK_TILE ? gr->count - i0 : ID_PK_TILE;
+            const size_t pos = (size_t)gr->first + (size_t)i0;
+            for (int64_t q = q0; q < q1; q++) {
+                const int64_t r0 = q * HR_PACK_ROWS;
+                const int valid = c->N - r0 < HR_PACK_ROWS ? (int)(c->N - r0) : HR_PACK_ROWS;
+                pk->gemm(pk->nb, we + (size_t)q * pk->group_bytes, pk->act + pos * a_row, a_row,
+                         pk->da + pos * (size_t)pk->nb, pk->as + pos * side_row, side_row, tn, yt, HR_PACK_ROWS,
+                         valid);
+                for (int t = 0; t < tn; t++)
+                    memcpy(c->y + (size_t)c->pl.slots[pos + (size_t)t] * (size_t)c->N + (size_t)r0,
+                           yt + (size_t)t * HR_PACK_ROWS, (size_t)valid * sizeof(float));
+            }
+        }
+    }
+}
+
+void hr_matmul_id_packed(hr_pool *pool, const void *packed, uint32_t wtype, size_t packed_expert_bytes, int64_t K,
+                         int64_t N, int32_t n_expert, const float *x, bool x_per_slot, int32_t n_tok, int32_t n_used,
+                         const int32_t *ids, float *y, void *scratch)
+{
+    const int kind = pack_kind(wtype);
+    hr_gemm_x16_fn gemm = gemm_x16(kind);
+    const int64_t n_slots = id_slots_checked(wtype, K, n_tok, n_used, n_expert);
+    if (!gemm || N <= 0 || !n_slots || !hr_matmul_packed_bytes(wtype, K, N))
+        return;
+    const int nth = hr_pool_n_threads(pool);
+    id_ctx c = { 0 };
+    id_init(&c, x, x_per_slot, K, N, n_expert, n_used, ids, y);
+    id_plan_make(&c.pl, scratch, ids, n_slots, n_expert, (N + HR_PACK_ROWS - 1) / HR_PACK_ROWS, HR_PACK_ROWS, nth);
+    if (!c.pl.n_groups)
+        return;
+    pk_ctx *pk = &c.pk;
+    pk->q8k = hr_pack_is_k(kind);
+    pk->act_ts = pk->q8k ? 292 : 34;
+    pk->nb = K / (pk->q8k ? HR_QK_K : HR_QK32);
+    pk->from_float = hr_cpu_from_float(pk->q8k ? HR_TYPE_Q8_K : HR_TYPE_Q8_0);
+    pk->act = (uint8_t *)c.pl.rest;
+    uintptr_t side = (uintptr_t)pk->act + (size_t)pk->nb * pk->act_ts * (size_t)c.pl.used;
+    side = (side + 63) & ~(uintptr_t)63;
+    pk->da = (float *)side;
+    pk->as = (int32_t *)(pk->da + (size_t)c.pl.used * (size_t)pk->nb);
+    pk->gemm = gemm;
+    pk->w[0] = packed;
+    pk->group_bytes = (size_t)pk->nb * hr_pack_block_bytes(kind);
+    c.pk_expert_bytes = packed_expert_bytes;
+    if (nth > 1 && (int64_t)c.pl.used * pk->nb >= 8 * (int64_t)nth)
+        hr_pool_run(pool, idp_quantise_part, &c);
+    else
+        idp_quantise_part(&c, 0, 1);
+    if (nth > 1 && c.pl.n_chunks > 1)
+        hr_pool_run(pool, idp_dot_part, &c);
+    else
+        idp_dot_part(&c, 0, 1);
 }

@@ -12,6 +12,7 @@
 #ifndef HR_CPU_MATMUL_H
 #define HR_CPU_MATMUL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,5 +61,42 @@ void hr_matmul_packed(hr_pool *pool, const void *packed, uint32_t wtype, int64_t
  * run. Each y[i] gets exactly what hr_matmul_packed would write. At most 3. */
 void hr_matmul_packed_multi(hr_pool *pool, int n_mats, const void *const *packed, const int64_t *N, float *const *y,
                             uint32_t wtype, int64_t K, const float *x, int32_t n_tok, void *act_scratch);
+
+/* ---- expert matmul (mixture-of-experts, "mul_mat_id") ----
+ *
+ * W is a 3-D tensor of n_expert matrices, each N rows of K elements of wtype;
+ * expert e's row r is at w + e*expert_bytes + r*w_row_bytes. For n_tok tokens
+ * with n_used slots each, ids[t*n_used + s] names the expert of slot s of
+ * token t (0..n_expert-1; -1 = no expert: that output row is left untouched;
+ * any other value out of range is treated as -1). Input rows: when x_per_slot
+ * is false, x row t (K floats at x + t*K) serves every slot of token t; when
+ * true, slot (t, s) reads x + (t*n_used + s)*K. Output: slot (t, s) writes N
+ * floats at y + (t*n_used + s)*N. Every output row is bit-identical to
+ * hr_matmul of that expert's matrix on that input row (the same vec_dot on
+ * the same quantised activation row), whatever the batch, the grouping and
+ * the threads. Work is grouped by expert so each chosen expert's rows are
+ * read once per call for all the tokens that chose it; experts nobody chose
+ * are never touched, nor are input rows no slot uses. pool may be NULL. Not
+ * reentrant on one pool.
+ *
+ * scratch needs hr_matmul_id_scratch_bytes(wtype, K, n_tok, n_used,
+ * n_expert) bytes, any alignment (activation rows for every slot, whichever
+ * x_per_slot, plus the per-expert lists; enough for hr_matmul_id_packed
+ * too). 0 for unsupported types or bad counts; then hr_matmul_id does
+ * nothing. */
+size_t hr_matmul_id_scratch_bytes(uint32_t wtype, int64_t K, int32_t n_tok, int32_t n_used, int32_t n_expert);
+void hr_matmul_id(hr_pool *pool, const void *w, uint32_t wtype, size_t w_row_bytes, size_t expert_bytes,
+                  int64_t K, int64_t N, int32_t n_expert, const float *x, bool x_per_slot, int32_t n_tok,
+                  int32_t n_used, const int32_t *ids, float *y, void *scratch);
+
+/* As hr_matmul_id, on packed experts: expert e's packed copy (hr_matmul_pack
+ * of its N x K matrix, hr_matmul_packed_bytes(wtype, K, N) bytes) starts at
+ * packed + e*packed_expert_bytes. Every output row is bit-identical to
+ * hr_matmul_packed of that expert on that input row. Only where
+ * hr_matmul_packed_bytes(wtype, K, N) > 0 (the avx512 path; otherwise it
+ * does nothing: use hr_matmul_id). scratch: hr_matmul_id_scratch_bytes. */
+void hr_matmul_id_packed(hr_pool *pool, const void *packed, uint32_t wtype, size_t packed_expert_bytes, int64_t K,
+                         int64_t N, int32_t n_expert, const float *x, bool x_per_slot, int32_t n_tok, int32_t n_used,
+                         const int32_t *ids, float *y, void *scratch);
 
 #endif
