@@ -41,10 +41,6 @@ typedef struct {
      * to smaller pieces where possible, see scratch()) */
     void *act;
     size_t act_cap;
-    float *gx, *gy; /* gathered expert rows */
-    size_t gx_cap, gy_cap;
-    int32_t *gidx;
-    size_t gidx_cap;
     /* RoPE tables of the current chunk: (n, rope_dim) cos/sin pairs per cfg */
     struct {
         float *cs;
@@ -121,7 +117,8 @@ static void release_pages(const hr_bweight *w, bool still_read)
     if (pg <= 0)
         return;
     const uintptr_t lo = ((uintptr_t)w->data + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
-    const uintptr_t hi = ((uintptr_t)w->data + w->row_bytes * (size_t)w->ne1) & ~((uintptr_t)pg - 1);
+    const size_t bytes = w->n_expert ? w->expert_bytes * (size_t)w->n_expert : w->row_bytes * (size_t)w->ne1;
+    const uintptr_t hi = ((uintptr_t)w->data + bytes) & ~((uintptr_t)pg - 1);
     if (hi > lo)
         (void)madvise((void *)lo, hi - lo, still_read ? MADV_DONTNEED : MADV_PAGEOUT);
 }
@@ -136,7 +133,8 @@ static hr_status cpu_upload(hr_backend *b, const void *data, uint32_t type, int6
         return hr_err_set(err, HR_ERR_NOMEM, "out of memory");
     *w = (hr_bweight){ data, type, ne0, ne1, row_bytes, n_expert, expert_bytes, NULL };
     const char *env = getenv("HEARTH_REPACK");
-    const size_t n = n_expert || (env && env[0] == '0') ? 0 : hr_matmul_packed_bytes(type, ne0, ne1);
+    const size_t per = env && env[0] == '0' ? 0 : hr_matmul_packed_bytes(type, ne0, ne1);
+    const size_t n = per * (size_t)(n_expert ? n_expert : 1);
     if (n) {
         /* 2 MiB aligned and marked for transparent huge pages: fewer page
          * faults while packing, fewer TLB misses while streaming */
@@ -151,7 +149,9 @@ static hr_status cpu_upload(hr_backend *b, const void *data, uint32_t type, int6
         }
         if (align == huge)
             (void)madvise(p, sz, MADV_HUGEPAGE);
-        hr_matmul_pack(c->pool, data, type, row_bytes, ne0, ne1, p);
+        for (int32_t e = 0; e < (n_expert ? n_expert : 1); e++) /* experts one after another */
+            hr_matmul_pack(c->pool, (const char *)data + (size_t)e * expert_bytes, type, row_bytes, ne0, ne1,
+                           (char *)p + (size_t)e * per);
         w->packed = p;
         c->weight_bytes += n;
         release_pages(w, still_read);
@@ -216,40 +216,22 @@ static void cpu_matmul_n(hr_backend *b, int nw, const hr_bweight *const *w, cons
         hr_matmul_packed_multi(c->pool, nw, p, N, y, w[0]->type, w[0]->ne0, x, n, act);
 }
 
-/* Grouped by expert: the rows of every slot that chose expert e are
- * gathered, multiplied by e's matrix in one product (each of its rows read
- * once for all of them) and scattered back. hr_matmul computes each output
- * row the same way whatever the rows around it, so this equals a product
- * per slot bit for bit. */
+/* hr_matmul_id: grouped by expert, each chosen expert's rows read once for
+ * all the slots that chose it, in one pool run; bit-identical to a product
+ * per slot. */
 static void cpu_matmul_id(hr_backend *b, const hr_bweight *w, const float *x, bool x_per_slot, int32_t n, int32_t k,
                           const int32_t *ids, float *y)
 {
     cpu_backend *c = cpu(b);
-    const int64_t K = w->ne0, N = w->ne1;
-    const size_t slots = (size_t)n * (size_t)k;
-    if (!grow(c, (void **)&c->gidx, &c->gidx_cap, slots * sizeof(int32_t)) ||
-        !grow(c, (void **)&c->gx, &c->gx_cap, slots * (size_t)K * sizeof(float)) ||
-        !grow(c, (void **)&c->gy, &c->gy_cap, slots * (size_t)N * sizeof(float)))
+    const size_t need = hr_matmul_id_scratch_bytes(w->type, w->ne0, n, k, w->n_expert);
+    if (!grow(c, &c->act, &c->act_cap, need ? need : 1))
         return;
-    for (int32_t e = 0; e < w->n_expert; e++) {
-        int32_t cnt = 0;
-        for (size_t s = 0; s < slots; s++)
-            if (ids[s] == e)
-                c->gidx[cnt++] = (int32_t)s;
-        if (!cnt)
-            continue;
-        for (int32_t i = 0; i < cnt; i++) {
-            const size_t row = x_per_slot ? (size_t)c->gidx[i] : (size_t)c->gidx[i] / (size_t)k;
-            memcpy(c->gx + (size_t)i * K, x + row * (size_t)K, (size_t)K * sizeof(float));
-        }
-        void *act = act_scratch(c, w->type, K, cnt);
-        if (!act)
-            return;
-        hr_matmul(c->pool, (const char *)w->data + (size_t)e * w->expert_bytes, w->type, w->row_bytes, K, N, c->gx,
-                  cnt, c->gy, act);
-        for (int32_t i = 0; i < cnt; i++)
-            memcpy(y + (size_t)c->gidx[i] * (size_t)N, c->gy + (size_t)i * N, (size_t)N * sizeof(float));
-    }
+    if (w->packed)
+        hr_matmul_id_packed(c->pool, w->packed, w->type, hr_matmul_packed_bytes(w->type, w->ne0, w->ne1), w->ne0,
+                            w->ne1, w->n_expert, x, x_per_slot, n, k, ids, y, c->act);
+    else
+        hr_matmul_id(c->pool, w->data, w->type, w->row_bytes, w->expert_bytes, w->ne0, w->ne1, w->n_expert, x,
+                     x_per_slot, n, k, ids, y, c->act);
 }
 
 static void cpu_get_rows(hr_backend *b, const hr_bweight *w, const int32_t *ids, int32_t n, float *out)
@@ -708,9 +690,6 @@ static void cpu_free(hr_backend *b)
     cpu_backend *c = cpu(b);
     hr_pool_free(c->pool);
     free(c->act);
-    free(c->gx);
-    free(c->gy);
-    free(c->gidx);
     for (int i = 0; i < HR_MAX_ROPE; i++)
         free(c->rt[i].cs);
     free(c->blk);
