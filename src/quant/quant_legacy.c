@@ -520,6 +520,22 @@ static int mxfp4_code(float x, float d)
     return x < 0.0f && m != 0 ? m + 8 : m; /* NaN: every comparison false, code 0 */
 }
 
+/* The same codes by thresholds, for 32 <= e <= 253 (every real weight
+ * block). With d = 2^(e-128) normal and far from the subnormals, scaling by
+ * d commutes with rounding, so compare in units of d: q = |x|/d is exact and
+ * lies in [0, 16). For q between grid values v_k <= q <= v_k+1 (each grid
+ * value at most twice the one before) both differences q - v_k and
+ * v_k+1 - q are exact (Sterbenz); any other grid value is at least 1 further
+ * off, which a rounding of at most 2^-20 cannot hide. So the search above
+ * picks the exact nearest grid value, the lower one on a tie: the count of
+ * midpoints (0.5, 1.5, 2.5, 3.5, 5, 7, 10) strictly below q. */
+static int mxfp4_code_fast(float x, float inv_d)
+{
+    const float q = fabsf(x) * inv_d;
+    const int m = (q > 0.5f) + (q > 1.5f) + (q > 2.5f) + (q > 3.5f) + (q > 5.0f) + (q > 7.0f) + (q > 10.0f);
+    return x < 0.0f && m != 0 ? m + 8 : m;
+}
+
 /* llama.cpp's MXFP4 quantiser (quantize_row_mxfp4_ref; llama-quantize uses
  * it with or without an importance matrix): e = floor(log2f(amax)) - 2 + 127,
  * so amax/2^(e-127) is in [4, 8) and values past 6 times the scale clip to
@@ -544,8 +560,14 @@ void hr_mxfp4_quantize(const float *src, void *dst, int64_t n)
         hr_block_mxfp4 b;
         b.e = (uint8_t)e;
         const float d = hr_e8m0_half(b.e);
-        for (int j = 0; j < 16; j++)
-            b.qs[j] = (uint8_t)(mxfp4_code(x[j], d) | mxfp4_code(x[j + 16], d) << 4);
+        if (e >= 32 && e <= 253) {
+            const float inv_d = 1.0f / d; /* 2^(128-e), exact */
+            for (int j = 0; j < 16; j++)
+                b.qs[j] = (uint8_t)(mxfp4_code_fast(x[j], inv_d) | mxfp4_code_fast(x[j + 16], inv_d) << 4);
+        } else {
+            for (int j = 0; j < 16; j++)
+                b.qs[j] = (uint8_t)(mxfp4_code(x[j], d) | mxfp4_code(x[j + 16], d) << 4);
+        }
         memcpy(p + i * sizeof b, &b, sizeof b);
     }
 }

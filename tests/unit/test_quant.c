@@ -656,9 +656,10 @@ static int e2m1_doubled(unsigned code)
     return code & 8 ? -mag2 : mag2;
 }
 
-/* Hand-worked blocks: with amax 6 the exponent is 127 and an element is
- * code value / 2; llama.cpp's search keeps the first of two equally near
- * codes, so halfway values go to the smaller magnitude (not to even). */
+/* Hand-worked blocks: with amax 6 (here 7.9) the exponent is 127 and an
+ * element is code value / 2; llama.cpp's search keeps the first of two
+ * equally near codes, so halfway values go to the smaller magnitude (not to
+ * even). */
 static void test_mxfp4_hand(void **state)
 {
     (void)state;
@@ -681,6 +682,17 @@ static void test_mxfp4_hand(void **state)
     float y[32];
     hr_type_get(HR_TYPE_MXFP4)->to_float(b, y, 32);
     assert_true(y[0] == 6.0f && y[1] == 4.0f && y[2] == -2.0f && y[8] == -6.0f && y[16] == -4.0f && y[31] == 0.5f);
+    /* the same block times 2^-110: e = 17, below the quantiser's threshold shortcut (e >= 32), so its
+     * code search runs and must agree */
+    for (int j = 0; j < 32; j++)
+        x[j] = ldexpf(x[j], -110);
+    assert_true(hr_quantize_row(HR_TYPE_MXFP4, x, b, 32));
+    assert_int_equal(b[0], 17);
+    for (size_t j = 0; j < sizeof want / sizeof want[0]; j++)
+        if ((b[1 + j] & 15) != want[j])
+            fail_msg("scaled element %zu (%g): code %u, want %u", j, (double)x[j], b[1 + j] & 15u, want[j]);
+    assert_int_equal(b[1] >> 4, 14);
+    assert_int_equal(b[16] >> 4, 1);
     /* amax 1: e = 0 + 125, so -1 is -8 * 2^(125-128), code 14 */
     memset(x, 0, sizeof x);
     x[3] = -1.0f;
