@@ -19,8 +19,8 @@ static hr_status fill(hr_loader *l, hr_model *m)
         (st = hr_ld_int(l, "attention.sliding_window", &window, true, 1, 1 << 30)))
         return st;
     hp->rope_style = HR_ROPE_NEOX;
-    hp->rope[1] = hp->rope[0]; /* the same scaling with the sliding layers' base */
-    if ((st = hr_ld_float(l, "rope.freq_base_swa", &hp->rope[1].base, true)))
+    hp->rope[1] = hp->rope[0]; /* the same scaling with the sliding layers' base (default: the same base) */
+    if ((st = hr_ld_float(l, "rope.freq_base_swa", &hp->rope[1].base, false)))
         return st;
     hp->n_rope = 2;
     hp->router = HR_ROUTE_TOPK_SOFTMAX;
