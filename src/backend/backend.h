@@ -15,6 +15,10 @@
  * output the same way whatever the batch around it, so a sequence's result
  * does not depend on what it is batched with (tests/unit/test_engine_batch).
  *
+ * The KV cache (hr_kv, src/engine/kvcache.h) is host memory today: its
+ * rows are reached through hr_kv_k / hr_kv_v, so a device backend needs the
+ * cache's pool to come from its own alloc first (the CUDA issue).
+ *
  * Implementations: src/backend/cpu.c (SIMD kernels of src/cpu/ on a thread
  * pool); tests/unit/ref_backend.c (deliberately simple scalar loops, to keep
  * the seam honest); src/cuda/ (a later issue). */
@@ -56,7 +60,7 @@ typedef struct {
     hr_moe_router kind;
     int32_t n_expert, k;
     bool renorm;
-    const float *bias; /* (n_expert) selection bias: added to the scores the experts are chosen by, not to
+    const float *bias; /* (n_expert, backend memory) selection bias: added to the scores the experts are chosen by, not to
                         * their weights (DeepSeek-V3's correction bias), or NULL */
 } hr_route_opts;
 
@@ -65,7 +69,9 @@ typedef struct {
     void (*free)(hr_backend *b);
     /* The first failure of the operations since the last check (out of
      * memory for scratch, a device error), clearing it: the results of a
-     * forward are valid only when this returns HR_OK after it. */
+     * forward are valid only when this returns HR_OK after it. After a
+     * failure an implementation skips the remaining operations until
+     * check (so no operation consumes what a failed one did not write). */
     hr_status (*check)(hr_backend *b, hr_err *err);
 
     /* ---- memory ---- */

@@ -184,6 +184,8 @@ static void *act_scratch(cpu_backend *c, uint32_t type, int64_t K, int32_t n)
 static void cpu_matmul(hr_backend *b, const hr_bweight *w, const float *x, int32_t n, float *y)
 {
     cpu_backend *c = cpu(b);
+    if (c->oom) /* an earlier operation failed: skip until check */
+        return;
     void *act = act_scratch(c, w->type, w->ne0, n);
     if (!act)
         return;
@@ -197,6 +199,8 @@ static void cpu_matmul_n(hr_backend *b, int nw, const hr_bweight *const *w, cons
                          float *const *y)
 {
     cpu_backend *c = cpu(b);
+    if (c->oom) /* an earlier operation failed: skip until check */
+        return;
     bool same = nw <= 3;
     for (int i = 0; same && i < nw; i++)
         same = w[i]->packed && w[i]->type == w[0]->type && w[i]->ne0 == w[0]->ne0;
@@ -223,6 +227,8 @@ static void cpu_matmul_id(hr_backend *b, const hr_bweight *w, const float *x, bo
                           const int32_t *ids, float *y)
 {
     cpu_backend *c = cpu(b);
+    if (c->oom) /* an earlier operation failed: skip until check */
+        return;
     const size_t need = hr_matmul_id_scratch_bytes(w->type, w->ne0, n, k, w->n_expert);
     if (!grow(c, &c->act, &c->act_cap, need ? need : 1))
         return;
@@ -365,6 +371,8 @@ static void cpu_rope(hr_backend *b, float *x, const hr_tokens *tk, int32_t n_hea
                      int32_t nd, hr_rope_style style, const hr_rope_cfg *cfg, const float *factors)
 {
     cpu_backend *c = cpu(b);
+    if (c->oom) /* an earlier operation failed: skip until check */
+        return;
     /* a table is shared by every layer of the chunk that uses its cfg */
     int slot = 0;
     while (slot < HR_MAX_ROPE - 1 && c->rt[slot].cfg && c->rt[slot].cfg != cfg)
@@ -488,6 +496,8 @@ static void cpu_attention(hr_backend *b, hr_kv *kv, int32_t layer, const hr_toke
                           const hr_attn_opts *o, float *out)
 {
     cpu_backend *c = cpu(b);
+    if (c->oom) /* an earlier operation failed: skip until check */
+        return;
     const int32_t n = tk->n, nth = c->pool ? hr_pool_n_threads(c->pool) : 1;
     int32_t max_pos = 0;
     for (int32_t t = 0; t < n; t++)
