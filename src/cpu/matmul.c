@@ -485,9 +485,9 @@ void hr_matmul_packed(hr_pool *pool, const void *packed, uint32_t wtype, int64_t
 
 typedef struct {
     int64_t chunk_end;    /* chunks of the groups up to and including this one */
+    int64_t chunk_units;  /* rows (plain) or 16-row groups (packed) per chunk */
     int32_t expert;
     int32_t first, count; /* its slots: slots[first .. first + count) */
-    int32_t chunk_units;  /* rows (plain) or 16-row groups (packed) per chunk */
 } id_group;
 
 typedef struct {
@@ -555,7 +555,7 @@ static void id_plan_make(id_plan *pl, void *scratch, const int32_t *ids, int64_t
     for (int32_t g = 0; g < pl->n_groups; g++) {
         int64_t u = (target + pl->groups[g].count - 1) / pl->groups[g].count;
         u = u < min_units ? min_units : u > n_units ? n_units : u;
-        pl->groups[g].chunk_units = (int32_t)u;
+        pl->groups[g].chunk_units = u;
         pl->n_chunks += (n_units + u - 1) / u;
         pl->groups[g].chunk_end = pl->n_chunks;
     }
