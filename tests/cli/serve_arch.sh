@@ -5,7 +5,9 @@
 # openai npm client (v6): HTTP 200, a non-empty completion of exactly
 # max_tokens tokens, usage.prompt_tokens equal to the token count of the
 # template's render as `hearth template` + `hearth tokenize` produce it (not
-# the server's own number), streamed text equal to the non-streamed text.
+# the server's own number), streamed text equal to the non-streamed text;
+# then, with --kv-mem of one context, four concurrent chats are preempted
+# and each still answers what it answers alone.
 # First, `hearth template` must reproduce the fixtures' reference renders of
 # both templates, so the prompts served are the families' real formats.
 # Without node/npm (or when the install fails): a failure under CI
@@ -64,7 +66,7 @@ JSON
   if [ -n "$bos_id" ] && [ "$first" != "$bos_id" ]; then n=$((n + 1)); fi
   check_true "$name: the render is tokenized into more than 20 tokens ($n)" test "$n" -gt 20
 
-  start_server "$name" -m "$model" -c 1024 --chat-template "$tmpl"
+  start_server "$name" -m "$model" -c 512 --chat-template "$tmpl"
   local S=$PID
   grep -q "ready:.*chat template file" "$LOG" ||
     bad "$name: the server does not use the template file: $(grep ready: "$LOG")"
@@ -84,6 +86,35 @@ JSON
   OPENAI_MODULE_DIR=$NODEDIR/node_modules timeout 120 \
     node "$(dirname "$0")/../node/openai_arch.mjs" "$BASE" "$TMPD/$name.msgs.json" "$n" $MAXT
   check "$name: openai client" 0 $?
+
+  # --kv-mem of one context: four requests (the template's text shared,
+  # continuations past the sliding windows) must be preempted and still
+  # answer what each answers alone
+  local i block ctx_blocks
+  for i in 0 1 2 3; do
+    jq -c -n --arg u "Story $i: a $(sed -n "$((i + 1))p" <<<$'cat\nbird\nfrog\nbear') who lost a hat." \
+      '{messages: [{role: "user", content: $u}], max_tokens: 100, temperature: 0, ignore_eos: true}' >"$TMPD/$name.kv$i"
+    post /v1/chat/completions "@$TMPD/$name.kv$i" >/dev/null
+    jqb '.choices[0].message.content' >"$TMPD/$name.alone$i"
+    check "$name: request $i alone, completion tokens" 100 "$(jqb .usage.completion_tokens)"
+  done
+  block=$(metric hearth_kv_block_bytes)
+  ctx_blocks=$(( $(metric hearth_kv_blocks_total) / 16 )) # default pool: context x --max-running 16
+  stop_server $S
+  start_server "$name-kv" -m "$model" -c 512 --chat-template "$tmpl" --kv-mem $((block * ctx_blocks))
+  S=$PID
+  for i in 0 1 2 3; do
+    curl -s -H 'Content-Type: application/json' --data-binary "@$TMPD/$name.kv$i" "$BASE/v1/chat/completions" |
+      jq -r '.choices[0].message.content' >"$TMPD/$name.kvout$i" &
+  done
+  wait_clients
+  check_true "$name: a one-context pool preempts ($(metric hearth_preemptions_total))" \
+    test "$(metric hearth_preemptions_total)" -ge 1
+  for i in 0 1 2 3; do
+    check_true "$name: request $i preempted answers what it answers alone" \
+      cmp -s "$TMPD/$name.alone$i" "$TMPD/$name.kvout$i"
+  done
+  check "$name: every KV block back" 0 "$(metric hearth_kv_blocks_used)"
   stop_server $S
 }
 

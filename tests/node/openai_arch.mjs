@@ -56,6 +56,8 @@ await test('chat stream + include_usage', async () => {
   assert.equal(finish, 'length');
   assert.equal(usage.prompt_tokens, promptTokens);
   assert.equal(usage.completion_tokens, maxTokens);
+  // the same prompt a second time: served from the prefix cache, same text
+  assert.ok(usage.prompt_tokens_details.cached_tokens > 0, 'no prefix-cache hit');
 });
 
 // TODO(harmony, not enabled): once the server splits gpt-oss's harmony
