@@ -135,14 +135,24 @@ static void check_engine(const char *name)
     hr_kv_seq_clear(kv, 1);
     assert_int_equal(hr_kv_blocks_free(kv), 96);
 
-    /* a threaded engine with other splits computes the same bits */
-    hr_engine *e3;
-    hr_engine_params ep3 = {.max_batch = 5, .n_threads = 3};
-    assert_int_equal(hr_engine_new(x.m, &ep3, &e3, &err), HR_OK);
-    forward_span(e3, kv, x.b, 0, NSEQ, 0, out);
-    rows_equal("3 threads, batches of 5", &x, out, rb, NSEQ, nv, 0);
-    hr_kv_seq_clear(kv, 0);
-    hr_engine_free(e3);
+    /* threaded engines with other splits compute the same bits: batches of
+     * 5, and the whole sequence in one internal step (1 and 3 threads) */
+    static const hr_engine_params other[] = {{.max_batch = 5, .n_threads = 3},
+                                             {.max_batch = 64, .n_threads = 1},
+                                             {.max_batch = 64, .n_threads = 3}};
+    for (size_t k = 0; k < sizeof other / sizeof other[0]; k++) {
+        hr_engine *e3;
+        assert_int_equal(hr_engine_new(x.m, &other[k], &e3, &err), HR_OK);
+        char what[64];
+        snprintf(what, sizeof what, "%d threads, batches of %d", other[k].n_threads, other[k].max_batch);
+        forward_span(e3, kv, x.b, 0, NSEQ, 0, out);
+        rows_equal(what, &x, out, rb, NSEQ, nv, 0);
+        forward_span(e3, kv, x.a, 0, NSEQ, 1, out);
+        rows_equal(what, &x, out, ra, NSEQ, nv, 0);
+        hr_kv_seq_clear(kv, 0);
+        hr_kv_seq_clear(kv, 1);
+        hr_engine_free(e3);
+    }
 
     /* A one token at a time (a decode per position): same bits as one prefill */
     for (int i = 0; i < NSEQ; i++) {
