@@ -493,6 +493,7 @@ ARCH_TESTS(gemma3, "gemma3-F32")
 ARCH_TESTS(gemma3_27b, "gemma3_27b-F32")
 ARCH_TESTS(phi3_longrope, "phi3_longrope-F32")
 ARCH_TESTS(llama4, "llama4-F32")
+ARCH_TESTS(gpt_oss_mxfp4, "gpt-oss-MXFP4_MOE") /* MXFP4 experts */
 
 /* quantised files and the plain phi3: the engine level only */
 #define ENGINE_TEST(id, file)                                                                                         \
@@ -502,7 +503,6 @@ ARCH_TESTS(llama4, "llama4-F32")
         check_engine(file);                                                                                           \
     }
 ENGINE_TEST(qwen3moe_q4km, "qwen3moe-Q4_K_M")
-ENGINE_TEST(gpt_oss_mxfp4, "gpt-oss-MXFP4_MOE")
 ENGINE_TEST(gemma3_q4km, "gemma3-Q4_K_M")
 ENGINE_TEST(phi3, "phi3-F32")
 ENGINE_TEST(phi3_longrope_q4km, "phi3_longrope-Q4_K_M")
@@ -517,7 +517,8 @@ int main(void)
         cmocka_unit_test(test_engine_gemma3_27b),    cmocka_unit_test(test_sched_gemma3_27b),
         cmocka_unit_test(test_engine_phi3_longrope), cmocka_unit_test(test_sched_phi3_longrope),
         cmocka_unit_test(test_engine_llama4),        cmocka_unit_test(test_sched_llama4),
-        cmocka_unit_test(test_engine_qwen3moe_q4km), cmocka_unit_test(test_engine_gpt_oss_mxfp4),
+        cmocka_unit_test(test_engine_gpt_oss_mxfp4),  cmocka_unit_test(test_sched_gpt_oss_mxfp4),
+        cmocka_unit_test(test_engine_qwen3moe_q4km),
         cmocka_unit_test(test_engine_gemma3_q4km),   cmocka_unit_test(test_engine_phi3),
         cmocka_unit_test(test_engine_phi3_longrope_q4km), cmocka_unit_test(test_engine_llama4_q4km),
     };
