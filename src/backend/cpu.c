@@ -51,11 +51,11 @@ typedef struct {
         int32_t n, dim;
     } rt[HR_MAX_ROPE];
     /* attention */
-    const float **blk;
+    const float **blk; /* (n_threads, 2, blk_cap) K and V block pointers */
     int32_t blk_cap;
     int32_t *run_start, *run_len, *n_pos, *lo;
     int64_t *item_cost;
-    size_t tok_cap, item_cap;
+    size_t blk_bytes, run_start_bytes, run_len_bytes, n_pos_bytes, lo_bytes, item_bytes;
     bool oom; /* a scratch allocation failed: the forward's results are invalid */
 } cpu_backend;
 
@@ -502,48 +502,15 @@ static void cpu_attention(hr_backend *b, hr_kv *kv, int32_t layer, const hr_toke
     int32_t max_pos = 0;
     for (int32_t t = 0; t < n; t++)
         max_pos = tk->pos[t] > max_pos ? tk->pos[t] : max_pos;
-    const int32_t need = (max_pos + 1) / hr_kv_block_tokens(kv) + 1;
-    if (need > c->blk_cap) {
-        int32_t cap = c->blk_cap ? c->blk_cap : 64;
-        while (cap < need)
-            cap *= 2;
-        const float **p = realloc(c->blk, (size_t)cap * 2 * (size_t)nth * sizeof *p);
-        if (!p) {
-            c->oom = true;
-            return;
-        }
-        c->blk = p;
-        c->blk_cap = cap;
-    }
-    if ((size_t)n > c->tok_cap) {
-        size_t cap = (size_t)n;
-        int32_t *a = realloc(c->run_start, cap * sizeof *a);
-        if (a)
-            c->run_start = a;
-        int32_t *bb = realloc(c->run_len, cap * sizeof *bb);
-        if (bb)
-            c->run_len = bb;
-        int32_t *d = realloc(c->n_pos, cap * sizeof *d);
-        if (d)
-            c->n_pos = d;
-        int32_t *e = realloc(c->lo, cap * sizeof *e);
-        if (e)
-            c->lo = e;
-        if (!a || !bb || !d || !e) {
-            c->oom = true;
-            return;
-        }
-        c->tok_cap = cap;
-    }
-    if ((size_t)n * (size_t)n_head_kv > c->item_cap) {
-        int64_t *p = realloc(c->item_cost, (size_t)n * (size_t)n_head_kv * sizeof *p);
-        if (!p) {
-            c->oom = true;
-            return;
-        }
-        c->item_cost = p;
-        c->item_cap = (size_t)n * (size_t)n_head_kv;
-    }
+    const size_t need = (size_t)((max_pos + 1) / hr_kv_block_tokens(kv) + 1), nt = (size_t)n;
+    if (!grow(c, (void **)&c->blk, &c->blk_bytes, need * 2 * (size_t)nth * sizeof *c->blk) ||
+        !grow(c, (void **)&c->run_start, &c->run_start_bytes, nt * sizeof(int32_t)) ||
+        !grow(c, (void **)&c->run_len, &c->run_len_bytes, nt * sizeof(int32_t)) ||
+        !grow(c, (void **)&c->n_pos, &c->n_pos_bytes, nt * sizeof(int32_t)) ||
+        !grow(c, (void **)&c->lo, &c->lo_bytes, nt * sizeof(int32_t)) ||
+        !grow(c, (void **)&c->item_cost, &c->item_bytes, nt * (size_t)n_head_kv * sizeof(int64_t)))
+        return;
+    c->blk_cap = (int32_t)(c->blk_bytes / (2 * (size_t)nth * sizeof *c->blk));
     /* runs of consecutive tokens of one sequence (at most HR_ATTN_MAX_TOKENS),
      * times the KV heads, with a running sum of their cost (positions
      * attended) so that threads can take equal shares */
@@ -588,7 +555,7 @@ static void cpu_route(hr_backend *b, const float *logits, int32_t n, const hr_ro
 {
     (void)b;
     const int32_t E = o->n_expert, k = o->k;
-    float sel[256], prob[4096], score[4096];
+    float sel[HR_MAX_EXPERTS_USED], prob[HR_MAX_EXPERTS], score[HR_MAX_EXPERTS]; /* the loader's limits */
     for (int32_t t = 0; t < n; t++) {
         const float *lg = logits + (size_t)t * E;
         int32_t *id = ids + (size_t)t * k;

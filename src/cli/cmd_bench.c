@@ -70,11 +70,6 @@ static uint64_t peak_rss_bytes(void)
     return (uint64_t)ru.ru_maxrss * 1024u;
 }
 
-/* Weight bytes one decode step reads: the model's active bytes (every
- * tensor but the experts a token is not routed to, and one row of an untied
- * embedding table; hr_model_active_bytes). The KV cache is not counted. */
-static uint64_t weight_bytes_per_token(const hr_model *m) { return hr_model_active_bytes(m); }
-
 /* "qwen2 0.5B Q4_K_M", as llama-bench's model_type. */
 static void model_type(const hr_model *m, char *buf, size_t cap)
 {
@@ -298,7 +293,7 @@ int cmd_bench(int argc, char **argv)
     model_type(m, mtype, sizeof mtype);
     cpu_name(cpu, sizeof cpu);
     const uint64_t msize = hr_model_weight_bytes(m), nparams = hr_model_n_params(m);
-    const uint64_t wbytes = weight_bytes_per_token(m);
+    const uint64_t wbytes = hr_model_active_bytes(m); /* unrouted experts not counted */
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     fmt_size(msize, size_s, sizeof size_s);

@@ -13,9 +13,7 @@ static hr_status fill(hr_loader *l, hr_model *m)
     hr_hparams *hp = &m->hp;
     hr_status st;
     int32_t n_ff_exp = 0, window = 0;
-    if ((st = hr_ld_int(l, "expert_count", &hp->n_expert, true, 1, 4096)) ||
-        (st = hr_ld_int(l, "expert_used_count", &hp->n_expert_used, true, 1, 4096)) ||
-        (st = hr_ld_int(l, "expert_feed_forward_length", &n_ff_exp, true, 1, 1 << 24)) ||
+    if ((st = hr_ld_moe_counts(l, m, &n_ff_exp)) ||
         (st = hr_ld_int(l, "attention.sliding_window", &window, true, 1, 1 << 30)))
         return st;
     hp->rope_style = HR_ROPE_NEOX;

@@ -14,9 +14,7 @@ static hr_status fill(hr_loader *l, hr_model *m)
     hr_hparams *hp = &m->hp;
     hr_status st;
     int32_t n_ff_exp = 0, step = 1, nope_step = 4;
-    if ((st = hr_ld_int(l, "expert_count", &hp->n_expert, true, 1, 4096)) ||
-        (st = hr_ld_int(l, "expert_used_count", &hp->n_expert_used, true, 1, 4096)) ||
-        (st = hr_ld_int(l, "expert_feed_forward_length", &n_ff_exp, true, 1, 1 << 24)) ||
+    if ((st = hr_ld_moe_counts(l, m, &n_ff_exp)) ||
         (st = hr_ld_int(l, "interleave_moe_layer_step", &step, false, 1, 4096)) ||
         (st = hr_ld_int(l, "no_rope_layer_step", &nope_step, false, 1, 4096)))
         return st;

@@ -32,17 +32,12 @@ static const hr_arch_family *family_of(const char *name)
     return NULL;
 }
 
-bool hr_arch_supported(const char *name) { return family_of(name) != NULL; }
-
-const char *hr_arch_list(void)
+/* "llama, qwen2, ...": the names with a loader. */
+static void arch_list(char *buf, size_t cap)
 {
-    static char buf[256];
-    if (!buf[0])
-        for (size_t i = 0; i < N_FAMILIES; i++) {
-            size_t n = strlen(buf);
-            snprintf(buf + n, sizeof buf - n, "%s%s", i ? ", " : "", families[i]->name);
-        }
-    return buf;
+    buf[0] = 0;
+    for (size_t i = 0, n = 0; i < N_FAMILIES && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%s", i ? ", " : "", families[i]->name);
 }
 
 /* Float copies live in chunks freed with the model. */
@@ -294,6 +289,16 @@ hr_status hr_ld_llama_layer(hr_loader *l, hr_model *m, int32_t il, bool dense_ff
 #undef NAME
 }
 
+hr_status hr_ld_moe_counts(hr_loader *l, hr_model *m, int32_t *n_ff_exp)
+{
+    hr_status st;
+    if ((st = hr_ld_int(l, "expert_count", &m->hp.n_expert, true, 1, HR_MAX_EXPERTS)) ||
+        (st = hr_ld_int(l, "expert_used_count", &m->hp.n_expert_used, true, 1, HR_MAX_EXPERTS_USED)) ||
+        (st = hr_ld_int(l, "expert_feed_forward_length", n_ff_exp, true, 1, 1 << 24)))
+        return st;
+    return HR_OK;
+}
+
 hr_status hr_ld_moe_layer(hr_loader *l, hr_model *m, int32_t il, bool biases, bool shared)
 {
     const hr_layer_desc *d = &m->desc[il];
@@ -331,9 +336,12 @@ static hr_status load_common(hr_loader *l, const hr_arch_family **fam)
         return hr_err_set(l->err, HR_ERR_FORMAT, "missing metadata 'general.architecture'");
     hr_gguf_str_copy(arch, hp->arch_name, sizeof hp->arch_name);
     *fam = arch.len < sizeof hp->arch_name ? family_of(hp->arch_name) : NULL;
-    if (!*fam)
+    if (!*fam) {
+        char names[256];
+        arch_list(names, sizeof names);
         return hr_err_set(l->err, HR_ERR_UNSUPPORTED, "unknown architecture '%s' (supported: %s)", hp->arch_name,
-                          hr_arch_list());
+                          names);
+    }
 
     const int32_t big = 1 << 24;
     if ((st = hr_ld_int(l, "embedding_length", &hp->n_embd, true, 1, big)) ||
@@ -411,11 +419,10 @@ static hr_status load_common(hr_loader *l, const hr_arch_family **fam)
 static hr_status check_desc(hr_loader *l)
 {
     hr_hparams *hp = &l->m->hp;
-    hp->rope_theta = hp->rope[0].base;
-    hp->rope_freq_scale = hp->rope[0].freq_scale;
     hp->has_rope_freqs = l->m->rope_freqs != NULL;
-    if (hp->n_expert_used > hp->n_expert)
-        return hr_ld_fail(l, "%d experts used of %d", hp->n_expert_used, hp->n_expert);
+    if (hp->n_expert_used > hp->n_expert || hp->n_expert_used > HR_MAX_EXPERTS_USED)
+        return hr_ld_fail(l, "%d experts used of %d (at most %d)", hp->n_expert_used, hp->n_expert,
+                          HR_MAX_EXPERTS_USED);
     for (int32_t i = 0; i < hp->n_layer; i++) {
         const hr_layer_desc *d = &hp->layer[i];
         if (d->n_head < 1 || d->n_head_kv < 1 || d->n_head % d->n_head_kv)

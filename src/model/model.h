@@ -71,6 +71,9 @@ typedef struct {
 } hr_rope_cfg;
 
 #define HR_MAX_ROPE 2
+/* Limits the loader enforces (metadata beyond them is refused). */
+#define HR_MAX_EXPERTS 4096
+#define HR_MAX_EXPERTS_USED 256
 
 /* The descriptor of one layer. */
 typedef struct {
@@ -102,8 +105,6 @@ typedef struct {
     int32_t n_ctx_train;
     int32_t rope_dim;   /* dimensions rotated per head (<= head_dim) */
     hr_rope_style rope_style;
-    float rope_theta;      /* rope[0].base */
-    float rope_freq_scale; /* rope[0].freq_scale */
     hr_rope_cfg rope[HR_MAX_ROPE];
     int32_t n_rope;
     float rms_eps;
@@ -139,11 +140,6 @@ uint64_t hr_model_n_params(const hr_model *m);
  * routed to (each MoE layer: n_expert_used of n_expert) and the embedding
  * table (one row). Equal to the weight bytes for a dense model. */
 uint64_t hr_model_active_bytes(const hr_model *m);
-
-/* Whether an architecture name has a loader. */
-bool hr_arch_supported(const char *name);
-/* "llama, qwen2, ..." - the names with a loader. */
-const char *hr_arch_list(void);
 
 /* A human-readable description of the layers (one line per run of equal
  * layers), for `hearth inspect`; writes at most cap bytes, NUL-terminated. */

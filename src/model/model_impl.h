@@ -94,6 +94,9 @@ hr_status hr_ld_fail(hr_loader *l, const char *fmt, ...) __attribute__((format(p
  * "ffn_norm.weight")) with the layer's sizes from m->desc[il]; dense_ffn:
  * also ffn_gate/up/down (or a fused gate+up ffn_up). */
 hr_status hr_ld_llama_layer(hr_loader *l, hr_model *m, int32_t il, bool dense_ffn, const char *ffn_norm);
+/* Reads expert_count, expert_used_count (into m->hp) and
+ * expert_feed_forward_length (into *n_ff_exp), all required. */
+hr_status hr_ld_moe_counts(hr_loader *l, hr_model *m, int32_t *n_ff_exp);
 /* Binds an MoE FFN (router, 3-D experts, optional biases / shared expert). */
 hr_status hr_ld_moe_layer(hr_loader *l, hr_model *m, int32_t il, bool biases, bool shared);
 

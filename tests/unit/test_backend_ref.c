@@ -11,7 +11,7 @@
  * Plus: every backend buffer and weight the engine takes is given back,
  * allocation failures anywhere fail the forward with HR_ERR_NOMEM and leave
  * the engine usable, and misuse of backend memory is caught.
- * Files that must not load yet are listed in one place (expected_unsupported). */
+ * Files that must not load yet are listed in one place (tu_arch_not_yet). */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -34,36 +34,6 @@
 #include "ref_backend.h"
 #include "sample/sampler.h"
 #include "testutil.h"
-
-/* Fixture files that hearth cannot load yet, and why: loading each must
- * fail with HR_ERR_UNSUPPORTED; one that starts loading fails the test
- * until it is taken off the list (and is then checked like the others). An
- * entry for a missing tensor type lapses by itself once quant.h supports the
- * type (the branch that adds it need not edit this list). */
-static const struct {
-    const char *prefix; /* of the reference JSON's name */
-    const char *missing;
-    int type; /* the missing GGML tensor type, or -1 (an architecture) */
-} expected_unsupported[] = {
-    { "deepseek2-", "architecture deepseek2 (latent attention, issue 14)", -1 },
-    { "deepseek32-", "architecture deepseek32 (sparse attention, issue 14)", -1 },
-    { "mistral4-", "architecture mistral4 (latent attention, issue 14)", -1 },
-    { "qwen35-", "architecture qwen35 (recurrent state, issue 14)", -1 },
-    { "gpt-oss-MXFP4_", "tensor type MXFP4 (issue 13 item 4)", 39 },
-};
-
-static const char *missing_for(const char *json_name)
-{
-    for (size_t i = 0; i < sizeof expected_unsupported / sizeof expected_unsupported[0]; i++) {
-        const int t = expected_unsupported[i].type;
-        const hr_type_traits *tt = t >= 0 ? hr_type_get((uint32_t)t) : NULL;
-        if (tt && tt->supported)
-            continue;
-        if (!strncmp(json_name, expected_unsupported[i].prefix, strlen(expected_unsupported[i].prefix)))
-            return expected_unsupported[i].missing;
-    }
-    return NULL;
-}
 
 /* Teacher-forced logits of ids (sequence 0 from position 0) on backend bk
  * (NULL: the engine's own CPU backend), max_batch tokens per step. */
@@ -182,11 +152,11 @@ static int check_model(const char *sub, const char *name, const char *json_path)
     hr_model *m = NULL;
     hr_err err = {0};
     const hr_status st = hr_model_load(path, &m, &err);
-    const char *missing = missing_for(name);
+    const char *missing = tu_arch_not_yet(name);
     if (missing) {
         const int ok = st == HR_ERR_UNSUPPORTED;
         printf("  %-25s not loadable yet (%s): %s %s\n", model, missing,
-               st ? err.msg : "it loads now: take it off expected_unsupported", ok ? "ok" : "FAIL");
+               st ? err.msg : "it loads now: take it off tu_arch_not_yet (testutil.c)", ok ? "ok" : "FAIL");
         hr_model_free(m);
         json_decref(d);
         return !ok;
@@ -275,7 +245,7 @@ static void check_dir(const char *sub, int min_models)
     for (int i = 0; i < n; i++) {
         char path[4096 + 256];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        if ((all && *all == '1') || checked_by_default(names[i]) || missing_for(names[i])) {
+        if ((all && *all == '1') || checked_by_default(names[i]) || tu_arch_not_yet(names[i])) {
             failures += check_model(sub, names[i], path);
             checked++;
         }

@@ -167,18 +167,6 @@ static int check_model(const char *sub, const char *json_path)
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* Architectures of models/arch/ that a later issue adds (issue 14: latent
- * attention, recurrent state): their files must be refused by name. */
-static const char *const not_yet[] = { "deepseek2", "deepseek32", "mistral4", "qwen35" };
-
-static bool is_not_yet(const char *json_name)
-{
-    for (size_t i = 0; i < sizeof not_yet / sizeof not_yet[0]; i++)
-        if (!strncmp(json_name, not_yet[i], strlen(not_yet[i])) && json_name[strlen(not_yet[i])] == '-')
-            return true;
-    return false;
-}
-
 static int check_refused(const char *json_path)
 {
     json_error_t je;
@@ -218,7 +206,7 @@ static void check_dir(const char *sub, int min_models)
     for (int i = 0; i < n; i++) {
         char path[4096 + 256];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        failures += strcmp(sub, "arch") || !is_not_yet(names[i]) ? check_model(sub, path) : check_refused(path);
+        failures += strcmp(sub, "arch") || !tu_arch_not_yet(names[i]) ? check_model(sub, path) : check_refused(path);
         free(names[i]);
     }
     printf("%d reference models of models/%s checked, %d failures\n", n, sub, failures);

@@ -267,7 +267,7 @@ static void test_tiny_models_load_and_run(void **state)
             assert_int_equal(hp->n_vocab, sm->n_vocab);
             assert_int_equal(hp->tied_output, sm->tied);
             assert_int_equal(hp->has_rope_freqs, sm->rope_factor > 0);
-            assert_true(hp->rope_theta == sm->rope_theta);
+            assert_true(hp->rope[0].base == sm->rope_theta);
             const hr_gguf *g = hr_model_gguf(m);
             uint64_t bytes = 0;
             for (uint64_t i = 0; i < hr_gguf_n_tensors(g); i++) {

@@ -46,3 +46,19 @@ void *tu_read_file(const char *path, size_t *size)
         *size = (size_t)n;
     return buf;
 }
+
+const char *tu_arch_not_yet(const char *name)
+{
+    static const struct {
+        const char *prefix, *why;
+    } not_yet[] = {
+        { "deepseek2-", "architecture deepseek2 (latent attention, issue 14)" },
+        { "deepseek32-", "architecture deepseek32 (sparse attention, issue 14)" },
+        { "mistral4-", "architecture mistral4 (latent attention, issue 14)" },
+        { "qwen35-", "architecture qwen35 (recurrent state, issue 14)" },
+    };
+    for (size_t i = 0; i < sizeof not_yet / sizeof not_yet[0]; i++)
+        if (!strncmp(name, not_yet[i].prefix, strlen(not_yet[i].prefix)))
+            return not_yet[i].why;
+    return NULL;
+}
