@@ -97,13 +97,27 @@ check "non-streamed: queue empty and KV blocks back within 1 s of the drop" yes 
 check "8 non-streamed disconnects counted" 8 "$(( $(metric hearth_http_client_disconnects_total) - before ))"
 stop_server $S
 
-# --- overload: more requests than --max-running + queue get 429 + Retry-After
+# --- overload: more requests than --max-running + queue get 429 + Retry-After.
+# A request leaves the queue only when it is admitted, so requests sent all at
+# once may arrive before the first admission (then only 2 are queued and
+# served, the rest refused): 2 are sent and admitted first, then 2 that wait,
+# then the other 8.
 start_server over -m "$MODEL" -c 2048 --max-running 2 --max-queue 2
 S=$PID
-for i in $(seq 0 11); do
-  curl -s -D "$TMPD/oh.$i" -o "$TMPD/ob.$i" --max-time 60 -H 'Content-Type: application/json' \
-    -d "{\"prompt\":\"Once upon a time $i\",\"max_tokens\":1500,\"ignore_eos\":true}" "$BASE/v1/completions" &
-done
+over_req() {
+  curl -s -D "$TMPD/oh.$1" -o "$TMPD/ob.$1" --max-time 60 -H 'Content-Type: application/json' \
+    -d "{\"prompt\":\"Once upon a time $1\",\"max_tokens\":2000,\"ignore_eos\":true}" "$BASE/v1/completions" &
+}
+wait_state() { # running queued
+  for _ in $(seq 1 250); do
+    [ "$(metric hearth_running_sequences)" = "$1" ] && [ "$(metric hearth_queue_depth)" = "$2" ] && return
+    sleep 0.02
+  done
+}
+over_req 0; over_req 1; wait_state 2 0
+over_req 2; over_req 3; wait_state 2 2
+check "2 running and 2 queued before the overload" "2 2" "$(metric hearth_running_sequences) $(metric hearth_queue_depth)"
+for i in $(seq 4 11); do over_req "$i"; done
 wait_clients
 n429=0 n200=0 nother=0 retry=0
 for i in $(seq 0 11); do
@@ -113,7 +127,7 @@ for i in $(seq 0 11); do
        grep -qi '^retry-after: [0-9]' "$TMPD/oh.$i" && retry=$((retry + 1))
        [ "$(jq -r .error.type "$TMPD/ob.$i")" = rate_limit_error ] || nother=$((nother + 1)) ;;
   200) n200=$((n200 + 1))
-       [ "$(jq -r '.usage.completion_tokens' "$TMPD/ob.$i")" = 1500 ] || nother=$((nother + 1)) ;;
+       [ "$(jq -r '.usage.completion_tokens' "$TMPD/ob.$i")" = 2000 ] || nother=$((nother + 1)) ;;
   *) nother=$((nother + 1)) ;;
   esac
 done
